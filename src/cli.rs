@@ -1,0 +1,261 @@
+//! The `roster` command line: `serve`, `migrate` and the operator verbs.
+//! Human output by default, `--json` for scripts; bad input is a clear
+//! message on stderr and exit code 2.
+
+use crate::config::Config;
+use crate::http::AppState;
+use crate::model::*;
+use crate::service::{Actor, NewCredential, NewOrganization, Roster, ServiceError};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use uuid::Uuid;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "roster",
+    version,
+    about = "Identity provisioning gateway: SCIM, SSO and an admin API for your product's organizations"
+)]
+pub struct Cli {
+    /// TOML configuration file; `ROSTER_*` environment variables override it.
+    #[arg(long, global = true, env = "ROSTER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print results as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server.
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage organizations.
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// Manage admin API keys.
+    #[command(subcommand, name = "api-key")]
+    ApiKey(CredentialCommand),
+    /// Manage SCIM tokens.
+    #[command(subcommand, name = "scim-token")]
+    ScimToken(CredentialCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an organization with its first Owner; prints an Owner API key once.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Purchased seats (the Owner takes one).
+        #[arg(long)]
+        seats: i64,
+        #[arg(long)]
+        owner_email: String,
+        #[arg(long, default_value = "enterprise_seat_yearly")]
+        plan: String,
+        #[arg(long)]
+        contact_email: Option<String>,
+    },
+    /// List organizations.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CredentialCommand {
+    /// Create a credential; prints its secret once.
+    Create(CredentialArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CredentialArgs {
+    /// Organization id.
+    #[arg(long)]
+    org: String,
+    #[arg(long)]
+    name: String,
+    /// Role for an API key: owner, admin, write or read.
+    #[arg(long)]
+    role: Option<String>,
+    #[arg(long)]
+    expires_in_days: Option<u32>,
+}
+
+/// A command-line failure: bad input (exit 2) or anything else (exit 1).
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("{0}")]
+    Input(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<ServiceError> for CliError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Store(s) => CliError::Other(anyhow::Error::from(s).context("storage failure")),
+            other => CliError::Input(other.to_string()),
+        }
+    }
+}
+
+fn input<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> Result<T, CliError> {
+    r.map_err(|e| CliError::Input(format!("--{what}: {e}")))
+}
+
+/// Parses the process arguments and runs the command.
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Input(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(2)
+        }
+        Err(CliError::Other(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    let config = Config::load(cli.config.as_deref()).map_err(|e| CliError::Input(e.to_string()))?;
+    let serving = matches!(cli.command, Command::Serve);
+    crate::telemetry::init(config.log_format, if serving { "info" } else { "warn" });
+    match cli.command {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            let store = crate::store::connect(config.database_url.expose(), 1).await.map_err(anyhow::Error::from)?;
+            store.migrate().await.map_err(anyhow::Error::from)?;
+            println!("{}", if cli.json { json!({"migrated": true}).to_string() } else { "migrations applied".into() });
+            Ok(())
+        }
+        Command::Org(cmd) => {
+            let roster = AppState::from_config(config).await?.roster;
+            org(&roster, cmd, cli.json).await
+        }
+        Command::ApiKey(CredentialCommand::Create(args)) => {
+            let roster = AppState::from_config(config).await?.roster;
+            credential(&roster, CredentialKind::ApiKey, args, cli.json).await
+        }
+        Command::ScimToken(CredentialCommand::Create(args)) => {
+            let roster = AppState::from_config(config).await?.roster;
+            credential(&roster, CredentialKind::ScimToken, args, cli.json).await
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), CliError> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| CliError::Input(format!("listen: cannot bind {}: {e}", config.listen)))?;
+    let addr = listener.local_addr().map_err(anyhow::Error::from)?;
+    let state = AppState::from_config(config).await?;
+    tracing::info!(%addr, backend = state.roster.store().backend(), "roster listening");
+    // One line on stdout that scripts (and the test suite) wait for.
+    println!("roster listening on http://{addr}");
+    crate::http::serve(listener, state, shutdown_signal()).await.map_err(anyhow::Error::from)?;
+    tracing::info!("roster stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+async fn org(roster: &Roster, cmd: OrgCommand, as_json: bool) -> Result<(), CliError> {
+    match cmd {
+        OrgCommand::Create { name, seats, owner_email, plan, contact_email } => {
+            let new = NewOrganization {
+                name: input("name", Name::parse(&name))?,
+                seats,
+                owner_email: input("owner-email", Email::parse(&owner_email))?,
+                plan: input("plan", plan.parse::<Plan>())?,
+                contact_email: contact_email.map(|e| input("contact-email", Email::parse(&e))).transpose()?,
+            };
+            let who = Actor::cli(Uuid::nil()).id;
+            let created = roster.create_organization(new, &who).await?;
+            let org = &created.organization;
+            if as_json {
+                let out = json!({
+                    "organization": org,
+                    "owner": created.owner,
+                    "api_key": { "id": created.api_key.id, "secret": created.api_key_secret.expose() },
+                });
+                println!("{out}");
+            } else {
+                println!("Created organization {} ({})", org.name, org.id);
+                println!("Owner: {} ({} seats purchased)", created.owner.email, org.purchased_seats);
+                println!("Owner API key (shown once, store it now):");
+                println!("  {}", created.api_key_secret.expose());
+            }
+            Ok(())
+        }
+        OrgCommand::List => {
+            let orgs = roster.list_organizations().await?;
+            if as_json {
+                println!("{}", serde_json::to_string(&orgs).map_err(anyhow::Error::from)?);
+            } else if orgs.is_empty() {
+                println!("No organizations.");
+            } else {
+                println!("{:<36}  {:>5}  {:<26}  NAME", "ID", "SEATS", "PLAN");
+                for o in orgs {
+                    println!("{:<36}  {:>5}  {:<26}  {}", o.id, o.purchased_seats, o.plan, o.name);
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn credential(
+    roster: &Roster,
+    kind: CredentialKind,
+    args: CredentialArgs,
+    as_json: bool,
+) -> Result<(), CliError> {
+    let org_id = input("org", Uuid::parse_str(&args.org))?;
+    let role = args.role.as_deref().map(|r| input("role", r.parse::<Role>())).transpose()?;
+    let new = NewCredential {
+        kind,
+        name: input("name", Name::parse(&args.name))?,
+        role,
+        expires_in_days: args.expires_in_days,
+    };
+    let created = roster.create_credential(&Actor::cli(org_id), new).await?;
+    if as_json {
+        let out = json!({ "credential": created.credential, "secret": created.secret.expose() });
+        println!("{out}");
+    } else {
+        let what = match kind {
+            CredentialKind::ApiKey => "API key",
+            CredentialKind::ScimToken => "SCIM token",
+        };
+        println!("Created {what} {} ({})", created.credential.name, created.credential.id);
+        println!("Secret (shown once, store it now):");
+        println!("  {}", created.secret.expose());
+    }
+    Ok(())
+}

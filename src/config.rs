@@ -1,0 +1,233 @@
+//! Configuration: built-in defaults, overlaid by an optional TOML file
+//! (`--config`), overlaid by `ROSTER_*` environment variables.
+//!
+//! Secrets can also come from files: `database_url_file` (or
+//! `ROSTER_DATABASE_URL_FILE`) names a file whose contents are the URL.
+//! Secrets are held in [`Secret`] and never reach `Debug` or the logs.
+
+use crate::secrets::Secret;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use url::Url;
+
+/// The settings as written by an operator, before secrets are resolved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: SocketAddr,
+    public_base_url: Option<Url>,
+    database_url: Option<String>,
+    database_url_file: Option<PathBuf>,
+    database_max_connections: u32,
+    auto_migrate: bool,
+    log_format: LogFormat,
+    request_body_limit_bytes: usize,
+    request_timeout_secs: u64,
+    invitation_ttl_days: u32,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_base_url: None,
+            database_url: None,
+            database_url_file: None,
+            database_max_connections: 10,
+            auto_migrate: true,
+            log_format: LogFormat::Text,
+            request_body_limit_bytes: 1024 * 1024,
+            request_timeout_secs: 30,
+            invitation_ttl_days: 14,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Roster's resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// The URL clients reach Roster at; derived from `listen` when unset.
+    pub public_base_url: Url,
+    /// `sqlite://…` or `postgres://…`.
+    pub database_url: Secret,
+    pub database_max_connections: u32,
+    /// Apply pending migrations when `serve` starts.
+    pub auto_migrate: bool,
+    pub log_format: LogFormat,
+    pub request_body_limit_bytes: usize,
+    pub request_timeout_secs: u64,
+    pub invitation_ttl_days: u32,
+}
+
+/// The embedded default database: a SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://roster.db?mode=rwc";
+
+/// A configuration problem, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Figment(#[from] Box<figment::Error>),
+    #[error("configuration key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Config {
+    /// Loads defaults ← `file` ← `ROSTER_*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Invalid {
+                    key: "--config",
+                    message: format!("file {} does not exist", path.display()),
+                });
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed("ROSTER_").ignore(&["config"]).split("__"));
+        let raw: RawConfig = figment.extract().map_err(Box::new)?;
+        Self::resolve(raw)
+    }
+
+    fn resolve(raw: RawConfig) -> Result<Self, ConfigError> {
+        let database_url = match (raw.database_url, raw.database_url_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    key: "database_url_file",
+                    message: "set either database_url or database_url_file, not both".into(),
+                })
+            }
+            (Some(url), None) => url,
+            (None, Some(path)) => std::fs::read_to_string(&path)
+                .map_err(|e| ConfigError::Invalid {
+                    key: "database_url_file",
+                    message: format!("cannot read {}: {e}", path.display()),
+                })?
+                .trim()
+                .to_string(),
+            (None, None) => DEFAULT_DATABASE_URL.to_string(),
+        };
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Invalid {
+                key: "database_url",
+                message: "must start with sqlite:, postgres:// or postgresql://".into(),
+            });
+        }
+        let public_base_url = match raw.public_base_url {
+            Some(url) => {
+                if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+                    return Err(ConfigError::Invalid {
+                        key: "public_base_url",
+                        message: format!("`{url}` is not an http(s) base URL"),
+                    });
+                }
+                url
+            }
+            None => base_url_for(raw.listen),
+        };
+        let positive = |key: &'static str, v: u64| {
+            if v == 0 {
+                Err(ConfigError::Invalid { key, message: "must be greater than 0".into() })
+            } else {
+                Ok(())
+            }
+        };
+        positive("database_max_connections", raw.database_max_connections.into())?;
+        positive("request_body_limit_bytes", raw.request_body_limit_bytes as u64)?;
+        positive("request_timeout_secs", raw.request_timeout_secs)?;
+        positive("invitation_ttl_days", raw.invitation_ttl_days.into())?;
+        Ok(Self {
+            listen: raw.listen,
+            public_base_url,
+            database_url: Secret::new(database_url),
+            database_max_connections: raw.database_max_connections,
+            auto_migrate: raw.auto_migrate,
+            log_format: raw.log_format,
+            request_body_limit_bytes: raw.request_body_limit_bytes,
+            request_timeout_secs: raw.request_timeout_secs,
+            invitation_ttl_days: raw.invitation_ttl_days,
+        })
+    }
+
+    /// The zero-configuration defaults (what `load` gives with no file and no environment).
+    pub fn defaults() -> Self {
+        Self::resolve(RawConfig::default()).expect("the defaults are valid")
+    }
+}
+
+/// `http://<listen>/`, with an unspecified address shown as loopback.
+pub fn base_url_for(listen: SocketAddr) -> Url {
+    let host =
+        if listen.ip().is_unspecified() { SocketAddr::new([127, 0, 0, 1].into(), listen.port()) } else { listen };
+    Url::parse(&format!("http://{host}/")).expect("a socket address makes a valid URL")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_are_zero_config() {
+        let c = Config::defaults();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.public_base_url.as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(c.database_url.expose(), DEFAULT_DATABASE_URL);
+        assert!(c.auto_migrate);
+        assert!(!format!("{c:?}").contains("roster.db"), "database URL must not be printed");
+    }
+
+    #[test]
+    fn file_then_environment_and_secret_files() {
+        Jail::expect_with(|jail| {
+            jail.create_file("roster.toml", "listen = \"0.0.0.0:9000\"\nrequest_timeout_secs = 5\n")?;
+            jail.create_file("db-url", "postgres://u:pw@db/roster\n")?;
+            jail.set_env("ROSTER_REQUEST_TIMEOUT_SECS", "7");
+            jail.set_env("ROSTER_DATABASE_URL_FILE", "db-url");
+            let c = Config::load(Some(Path::new("roster.toml"))).expect("loads");
+            assert_eq!(c.listen.port(), 9000);
+            assert_eq!(c.public_base_url.as_str(), "http://127.0.0.1:9000/");
+            assert_eq!(c.request_timeout_secs, 7);
+            assert_eq!(c.database_url.expose(), "postgres://u:pw@db/roster");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        Jail::expect_with(|jail| {
+            jail.set_env("ROSTER_REQUEST_TIMEOUT_SECS", "soon");
+            let err = Config::load(None).unwrap_err().to_string().to_lowercase();
+            assert!(err.contains("request_timeout_secs"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.create_file("roster.toml", "listne = \"0.0.0.0:9000\"\n")?;
+            let err = Config::load(Some(Path::new("roster.toml"))).unwrap_err().to_string();
+            assert!(err.contains("listne"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("ROSTER_DATABASE_URL", "mysql://x");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("database_url"), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,472 @@
+//! The admin API under `/api/v1`: thin handlers that extract, call one
+//! service function and shape the answer. The OpenAPI document is generated
+//! from these handlers' annotations.
+
+use super::error::Problem;
+use super::extract::{AdminActor, ApiBytes, ApiJson, ApiPath, ApiQuery};
+use super::AppState;
+use crate::model::*;
+use crate::service::*;
+use crate::store::{AuditEntry, Credential, Features, Invitation, Member, Organization, SsoSettings};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+type ApiResult<T> = Result<T, Problem>;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Roster admin API", description = "Manage an organization's members, invitations, seats, settings and credentials. Authenticate with an organization API key: `Authorization: Bearer roster_ak_…`."),
+    modifiers(&BearerAuth),
+    security(("api_key" = [])),
+    components(schemas(Problem))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The admin routes with their OpenAPI description.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(get_organization, update_organization, delete_organization))
+        .routes(routes!(get_features, set_features))
+        .routes(routes!(get_sso, set_sso))
+        .routes(routes!(get_seats, set_seats))
+        .routes(routes!(list_members, add_member))
+        .routes(routes!(get_member, change_member_role, remove_member))
+        .routes(routes!(suspend_member))
+        .routes(routes!(reactivate_member))
+        .routes(routes!(list_invitations, create_invitation))
+        .routes(routes!(bulk_invite))
+        .routes(routes!(revoke_invitation))
+        .routes(routes!(list_scim_tokens, create_scim_token))
+        .routes(routes!(revoke_scim_token))
+        .routes(routes!(list_api_keys, create_api_key))
+        .routes(routes!(revoke_api_key))
+        .routes(routes!(list_audit_log))
+}
+
+// ---- Organization ----------------------------------------------------------
+
+/// The organization the API key belongs to.
+#[utoipa::path(get, path = "/api/v1/organization", tag = "organization",
+    responses((status = 200, body = Organization), (status = 401, body = Problem)))]
+async fn get_organization(State(s): State<AppState>, AdminActor(a): AdminActor) -> ApiResult<Json<Organization>> {
+    Ok(Json(s.roster.organization(&a).await?))
+}
+
+/// Changes the name, contact email or plan (Owner, Admin).
+#[utoipa::path(patch, path = "/api/v1/organization", tag = "organization", request_body = OrganizationChange,
+    responses((status = 200, body = Organization), (status = 403, body = Problem), (status = 422, body = Problem)))]
+async fn update_organization(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiJson(change): ApiJson<OrganizationChange>,
+) -> ApiResult<Json<Organization>> {
+    Ok(Json(s.roster.update_organization(&a, change).await?))
+}
+
+/// Deletes the organization and everything in it but its audit trail (Owner only).
+#[utoipa::path(delete, path = "/api/v1/organization", tag = "organization",
+    responses((status = 204), (status = 403, body = Problem)))]
+async fn delete_organization(State(s): State<AppState>, AdminActor(a): AdminActor) -> ApiResult<StatusCode> {
+    s.roster.delete_organization(&a).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The organization's features.
+#[utoipa::path(get, path = "/api/v1/organization/features", tag = "organization",
+    responses((status = 200, body = Features)))]
+async fn get_features(State(s): State<AppState>, AdminActor(a): AdminActor) -> ApiResult<Json<Features>> {
+    Ok(Json(s.roster.organization(&a).await?.features))
+}
+
+/// Sets the organization's features (Owner, Admin).
+#[utoipa::path(put, path = "/api/v1/organization/features", tag = "organization", request_body = Features,
+    responses((status = 200, body = Features), (status = 403, body = Problem)))]
+async fn set_features(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiJson(features): ApiJson<Features>,
+) -> ApiResult<Json<Features>> {
+    Ok(Json(s.roster.set_features(&a, features).await?.features))
+}
+
+/// The organization's single sign-on settings.
+#[utoipa::path(get, path = "/api/v1/organization/sso", tag = "organization",
+    responses((status = 200, body = SsoSettings)))]
+async fn get_sso(State(s): State<AppState>, AdminActor(a): AdminActor) -> ApiResult<Json<SsoSettings>> {
+    Ok(Json(s.roster.organization(&a).await?.sso))
+}
+
+/// Sets the organization's single sign-on settings (Owner, Admin).
+#[utoipa::path(put, path = "/api/v1/organization/sso", tag = "organization", request_body = SsoSettings,
+    responses((status = 200, body = SsoSettings), (status = 403, body = Problem), (status = 409, body = Problem)))]
+async fn set_sso(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiJson(sso): ApiJson<SsoSettings>,
+) -> ApiResult<Json<SsoSettings>> {
+    Ok(Json(s.roster.set_sso(&a, sso).await?.sso))
+}
+
+// ---- Seats -----------------------------------------------------------------
+
+/// Purchased, used, available and pending seats.
+#[utoipa::path(get, path = "/api/v1/seats", tag = "seats", responses((status = 200, body = Seats)))]
+async fn get_seats(State(s): State<AppState>, AdminActor(a): AdminActor) -> ApiResult<Json<Seats>> {
+    Ok(Json(s.roster.seats(&a).await?))
+}
+
+/// Sets purchased seats and the seat policy (Owner, Admin).
+#[utoipa::path(put, path = "/api/v1/seats", tag = "seats", request_body = SeatsChange,
+    responses((status = 200, body = Seats), (status = 403, body = Problem), (status = 422, body = Problem)))]
+async fn set_seats(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiJson(change): ApiJson<SeatsChange>,
+) -> ApiResult<Json<Seats>> {
+    Ok(Json(s.roster.set_seats(&a, change).await?))
+}
+
+// ---- Members ---------------------------------------------------------------
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct MemberParams {
+    status: Option<MemberStatus>,
+    role: Option<Role>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    limit: Option<i64>,
+}
+
+/// Members, filtered by status and role, in joining order.
+#[utoipa::path(get, path = "/api/v1/members", tag = "members", params(MemberParams),
+    responses((status = 200, body = MemberPage), (status = 400, body = Problem)))]
+async fn list_members(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiQuery(p): ApiQuery<MemberParams>,
+) -> ApiResult<Json<MemberPage>> {
+    let q = MemberQuery { status: p.status, role: p.role, cursor: p.cursor, limit: p.limit };
+    Ok(Json(s.roster.list_members(&a, q).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NewMember {
+    email: Email,
+    role: Role,
+}
+
+/// Adds a person as an active member; takes a seat (Owner, Admin).
+#[utoipa::path(post, path = "/api/v1/members", tag = "members", request_body = NewMember,
+    responses((status = 201, body = Member), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn add_member(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiJson(new): ApiJson<NewMember>,
+) -> ApiResult<(StatusCode, Json<Member>)> {
+    Ok((StatusCode::CREATED, Json(s.roster.add_member(&a, new.email, new.role).await?)))
+}
+
+/// One member.
+#[utoipa::path(get, path = "/api/v1/members/{id}", tag = "members", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Member), (status = 404, body = Problem)))]
+async fn get_member(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<Member>> {
+    Ok(Json(s.roster.member(&a, id).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RoleChange {
+    role: Role,
+}
+
+/// Changes a member's role (Owner, Admin; only an Owner grants or takes away Owner).
+#[utoipa::path(patch, path = "/api/v1/members/{id}", tag = "members", params(("id" = Uuid, Path)), request_body = RoleChange,
+    responses((status = 200, body = Member), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn change_member_role(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(change): ApiJson<RoleChange>,
+) -> ApiResult<Json<Member>> {
+    Ok(Json(s.roster.change_role(&a, id, change.role).await?))
+}
+
+/// Removes a member from the organization; frees the seat (Owner, Admin).
+#[utoipa::path(delete, path = "/api/v1/members/{id}", tag = "members", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Member), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn remove_member(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<Member>> {
+    Ok(Json(s.roster.remove_member(&a, id).await?))
+}
+
+/// Suspends a member; frees the seat (Owner, Admin).
+#[utoipa::path(post, path = "/api/v1/members/{id}/suspend", tag = "members", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Member), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn suspend_member(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<Member>> {
+    Ok(Json(s.roster.suspend_member(&a, id).await?))
+}
+
+/// Re-activates a suspended member; takes a seat (Owner, Admin).
+#[utoipa::path(post, path = "/api/v1/members/{id}/reactivate", tag = "members", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Member), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn reactivate_member(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<Member>> {
+    Ok(Json(s.roster.reactivate_member(&a, id).await?))
+}
+
+// ---- Invitations -----------------------------------------------------------
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct InvitationParams {
+    status: Option<InvitationStatus>,
+    cursor: Option<String>,
+    limit: Option<i64>,
+}
+
+/// Invitations, in creation order.
+#[utoipa::path(get, path = "/api/v1/invitations", tag = "invitations", params(InvitationParams),
+    responses((status = 200, body = Page<Invitation>)))]
+async fn list_invitations(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiQuery(p): ApiQuery<InvitationParams>,
+) -> ApiResult<Json<Page<Invitation>>> {
+    let q = InvitationQuery { status: p.status, cursor: p.cursor, limit: p.limit };
+    Ok(Json(s.roster.list_invitations(&a, q).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NewInvitation {
+    email: Email,
+    role: Role,
+}
+
+/// An invitation and its token, shown once; the invitee accepts by signing in with the invited email.
+#[derive(Debug, Serialize, ToSchema)]
+struct InvitationCreated {
+    #[serde(flatten)]
+    invitation: Invitation,
+    token: String,
+}
+
+impl From<CreatedInvitation> for InvitationCreated {
+    fn from(c: CreatedInvitation) -> Self {
+        Self { token: c.token.expose().to_string(), invitation: c.invitation }
+    }
+}
+
+/// Invites one person; reserves a seat (Owner, Admin).
+#[utoipa::path(post, path = "/api/v1/invitations", tag = "invitations", request_body = NewInvitation,
+    responses((status = 201, body = InvitationCreated), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn create_invitation(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiJson(new): ApiJson<NewInvitation>,
+) -> ApiResult<(StatusCode, Json<InvitationCreated>)> {
+    let created = s.roster.invite(&a, new.email, new.role).await?;
+    Ok((StatusCode::CREATED, Json(created.into())))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct BulkInvited {
+    created: Vec<InvitationCreated>,
+}
+
+/// Invites everyone in a CSV body of `email,role` lines (header optional).
+/// All or nothing: a bad line, a duplicate or too few seats rejects the whole upload with per-line errors.
+#[utoipa::path(post, path = "/api/v1/invitations/bulk", tag = "invitations",
+    request_body(content = String, content_type = "text/csv", example = "email,role\nada@example.com,admin\nbob@example.com,read\n"),
+    responses((status = 201, body = BulkInvited), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn bulk_invite(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiBytes(body): ApiBytes,
+) -> ApiResult<(StatusCode, Json<BulkInvited>)> {
+    let created = s.roster.invite_csv(&a, &body).await?;
+    Ok((StatusCode::CREATED, Json(BulkInvited { created: created.into_iter().map(Into::into).collect() })))
+}
+
+/// Revokes a pending invitation; frees its seat (Owner, Admin).
+#[utoipa::path(delete, path = "/api/v1/invitations/{id}", tag = "invitations", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Invitation), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn revoke_invitation(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<Invitation>> {
+    Ok(Json(s.roster.revoke_invitation(&a, id).await?))
+}
+
+// ---- Credentials -----------------------------------------------------------
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NewScimToken {
+    name: Name,
+    expires_in_days: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NewApiKey {
+    name: Name,
+    role: Role,
+    expires_in_days: Option<u32>,
+}
+
+/// A new credential with its secret, shown once.
+#[derive(Debug, Serialize, ToSchema)]
+struct CredentialCreated {
+    #[serde(flatten)]
+    credential: Credential,
+    secret: String,
+}
+
+impl From<CreatedCredential> for CredentialCreated {
+    fn from(c: CreatedCredential) -> Self {
+        Self { secret: c.secret.expose().to_string(), credential: c.credential }
+    }
+}
+
+/// SCIM tokens (never their secrets).
+#[utoipa::path(get, path = "/api/v1/scim-tokens", tag = "credentials", responses((status = 200, body = Vec<Credential>)))]
+async fn list_scim_tokens(State(s): State<AppState>, AdminActor(a): AdminActor) -> ApiResult<Json<Vec<Credential>>> {
+    Ok(Json(s.roster.list_credentials(&a, CredentialKind::ScimToken).await?))
+}
+
+/// Creates a SCIM token for the identity provider (Owner, Admin).
+#[utoipa::path(post, path = "/api/v1/scim-tokens", tag = "credentials", request_body = NewScimToken,
+    responses((status = 201, body = CredentialCreated), (status = 403, body = Problem)))]
+async fn create_scim_token(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiJson(new): ApiJson<NewScimToken>,
+) -> ApiResult<(StatusCode, Json<CredentialCreated>)> {
+    let new = NewCredential {
+        kind: CredentialKind::ScimToken,
+        name: new.name,
+        role: None,
+        expires_in_days: new.expires_in_days,
+    };
+    Ok((StatusCode::CREATED, Json(s.roster.create_credential(&a, new).await?.into())))
+}
+
+/// Revokes a SCIM token (Owner, Admin).
+#[utoipa::path(delete, path = "/api/v1/scim-tokens/{id}", tag = "credentials", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Credential), (status = 404, body = Problem)))]
+async fn revoke_scim_token(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<Credential>> {
+    Ok(Json(s.roster.revoke_credential(&a, CredentialKind::ScimToken, id).await?))
+}
+
+/// API keys (never their secrets).
+#[utoipa::path(get, path = "/api/v1/api-keys", tag = "credentials", responses((status = 200, body = Vec<Credential>)))]
+async fn list_api_keys(State(s): State<AppState>, AdminActor(a): AdminActor) -> ApiResult<Json<Vec<Credential>>> {
+    Ok(Json(s.roster.list_credentials(&a, CredentialKind::ApiKey).await?))
+}
+
+/// Creates an API key with a role no higher than the caller's (Owner, Admin).
+#[utoipa::path(post, path = "/api/v1/api-keys", tag = "credentials", request_body = NewApiKey,
+    responses((status = 201, body = CredentialCreated), (status = 403, body = Problem)))]
+async fn create_api_key(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiJson(new): ApiJson<NewApiKey>,
+) -> ApiResult<(StatusCode, Json<CredentialCreated>)> {
+    let new = NewCredential {
+        kind: CredentialKind::ApiKey,
+        name: new.name,
+        role: Some(new.role),
+        expires_in_days: new.expires_in_days,
+    };
+    Ok((StatusCode::CREATED, Json(s.roster.create_credential(&a, new).await?.into())))
+}
+
+/// Revokes an API key (Owner, Admin; only an Owner revokes an Owner key).
+#[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "credentials", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Credential), (status = 404, body = Problem)))]
+async fn revoke_api_key(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<Credential>> {
+    Ok(Json(s.roster.revoke_credential(&a, CredentialKind::ApiKey, id).await?))
+}
+
+// ---- Audit log -------------------------------------------------------------
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct AuditParams {
+    /// Only this action, e.g. `member.suspended`.
+    action: Option<String>,
+    /// Only this actor id (an API key id, `cli:<user>`, …).
+    actor: Option<String>,
+    /// From this time on (RFC 3339).
+    since: Option<DateTime<Utc>>,
+    /// Before this time (RFC 3339).
+    until: Option<DateTime<Utc>>,
+    cursor: Option<String>,
+    limit: Option<i64>,
+}
+
+/// The audit log, newest first (Owner, Admin).
+#[utoipa::path(get, path = "/api/v1/audit-log", tag = "audit", params(AuditParams),
+    responses((status = 200, body = Page<AuditEntry>), (status = 403, body = Problem)))]
+async fn list_audit_log(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiQuery(p): ApiQuery<AuditParams>,
+) -> ApiResult<Json<Page<AuditEntry>>> {
+    let q = AuditQuery {
+        action: p.action,
+        actor: p.actor,
+        since: p.since,
+        until: p.until,
+        cursor: p.cursor,
+        limit: p.limit,
+    };
+    Ok(Json(s.roster.audit_log(&a, q).await?))
+}

@@ -1,0 +1,137 @@
+//! The one place admin-API errors become HTTP: RFC 9457
+//! `application/problem+json` bodies. 5xx bodies say nothing of the cause;
+//! the cause chain goes to the log.
+
+use crate::service::{LineError, ServiceError};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// A problem details body (RFC 9457).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Per-line errors of a rejected bulk upload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<LineError>>,
+    /// The field at fault, for validation problems.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Seat counts, for seat-limit problems.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purchased_seats: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub used_seats: Option<i64>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, kind: &str, detail: impl Into<String>) -> Self {
+        Self {
+            kind: format!("urn:roster:problem:{kind}"),
+            title: status.canonical_reason().unwrap_or("Error").to_string(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            errors: None,
+            field: None,
+            purchased_seats: None,
+            used_seats: None,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid-request", detail)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut res = (status, axum::Json(&self)).into_response();
+        res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if status == StatusCode::UNAUTHORIZED {
+            res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"roster\""));
+        }
+        res
+    }
+}
+
+impl From<ServiceError> for Problem {
+    fn from(e: ServiceError) -> Self {
+        let detail = e.to_string();
+        match e {
+            ServiceError::Forbidden { .. } => Problem::new(StatusCode::FORBIDDEN, "forbidden", detail),
+            ServiceError::NotFound(_) => Problem::new(StatusCode::NOT_FOUND, "not-found", detail),
+            ServiceError::Invalid { field, .. } => {
+                Problem { field: Some(field), ..Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", detail) }
+            }
+            ServiceError::SeatLimitReached { purchased, used, .. } => Problem {
+                purchased_seats: Some(purchased),
+                used_seats: Some(used),
+                ..Problem::new(StatusCode::CONFLICT, "seat-limit-reached", detail)
+            },
+            ServiceError::LastOwner => Problem::new(StatusCode::CONFLICT, "last-owner", detail),
+            ServiceError::Conflict(_) => Problem::new(StatusCode::CONFLICT, "conflict", detail),
+            ServiceError::BulkRejected(lines) => Problem {
+                errors: Some(lines),
+                ..Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "bulk-rejected", detail)
+            },
+            ServiceError::Store(cause) => {
+                tracing::error!(error = ?anyhow::Error::from(cause), "storage failure");
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "an internal error occurred; see the server log",
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Role;
+    use crate::store::StoreError;
+
+    #[test]
+    fn each_service_error_has_its_status_and_type() {
+        let cases: Vec<(ServiceError, u16, &str)> = vec![
+            (ServiceError::Forbidden { role: Role::Read, needed: Role::Admin }, 403, "forbidden"),
+            (ServiceError::NotFound("member"), 404, "not-found"),
+            (ServiceError::invalid("email", "bad"), 422, "validation"),
+            (ServiceError::SeatLimitReached { purchased: 5, used: 5, requested: 1 }, 409, "seat-limit-reached"),
+            (ServiceError::LastOwner, 409, "last-owner"),
+            (ServiceError::Conflict("x".into()), 409, "conflict"),
+            (ServiceError::BulkRejected(vec![LineError { line: 2, message: "bad".into() }]), 422, "bulk-rejected"),
+            (ServiceError::Store(StoreError::Other(anyhow::anyhow!("secret detail"))), 500, "internal"),
+        ];
+        for (err, status, kind) in cases {
+            let p = Problem::from(err);
+            assert_eq!(p.status, status, "{p:?}");
+            assert!(p.kind.ends_with(kind), "{p:?}");
+            assert!(!p.detail.contains("secret detail"));
+        }
+    }
+
+    #[test]
+    fn seat_problems_carry_counts_and_unauthorized_asks_for_bearer() {
+        let p = Problem::from(ServiceError::SeatLimitReached { purchased: 5, used: 5, requested: 2 });
+        assert_eq!((p.purchased_seats, p.used_seats), (Some(5), Some(5)));
+        let res = Problem::unauthorized("no").into_response();
+        assert_eq!(res.headers()[header::CONTENT_TYPE], "application/problem+json");
+        assert!(res.headers().contains_key(header::WWW_AUTHENTICATE));
+    }
+}

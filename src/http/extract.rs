@@ -1,0 +1,128 @@
+//! Extractors that answer in the admin API's error format: JSON bodies,
+//! query strings and paths whose rejections become problem responses, and
+//! the API-key authentication that turns a bearer token into an [`Actor`].
+
+use super::error::Problem;
+use super::AppState;
+use crate::model::CredentialKind;
+use crate::service::Actor;
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+/// A JSON body; malformed JSON is 400, wrong types or unknown fields 422,
+/// a wrong content type 415, an oversized body 413.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => Err(json_problem(rejection)),
+        }
+    }
+}
+
+fn json_problem(rejection: JsonRejection) -> Problem {
+    let status = rejection.status();
+    let kind = match &rejection {
+        JsonRejection::JsonDataError(_) => "validation",
+        JsonRejection::JsonSyntaxError(_) => "malformed-json",
+        JsonRejection::MissingJsonContentType(_) => "unsupported-media-type",
+        JsonRejection::BytesRejection(_) if status == StatusCode::PAYLOAD_TOO_LARGE => "payload-too-large",
+        _ => "invalid-request",
+    };
+    Problem::new(status, kind, rejection.body_text())
+}
+
+/// A raw body (for CSV uploads); an oversized body is 413.
+#[derive(Debug, Clone)]
+pub struct ApiBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBytes {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        Bytes::from_request(req, state).await.map(ApiBytes).map_err(|r: BytesRejection| {
+            let status = r.status();
+            let kind = if status == StatusCode::PAYLOAD_TOO_LARGE { "payload-too-large" } else { "invalid-request" };
+            Problem::new(status, kind, r.body_text())
+        })
+    }
+}
+
+/// A query string; a bad parameter is 400.
+#[derive(Debug, Clone, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|r: QueryRejection| Problem::bad_request(r.body_text()))
+    }
+}
+
+/// A path parameter; one that cannot name anything (not a UUID) is 404.
+#[derive(Debug, Clone)]
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|_: PathRejection| Problem::new(StatusCode::NOT_FOUND, "not-found", "no such resource"))
+    }
+}
+
+/// The request id the request-id layer set (or the client sent).
+pub fn request_id(parts: &Parts) -> Option<String> {
+    parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+/// The bearer token of a request, if it has one.
+pub fn bearer_token(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+/// The caller of an admin route, authenticated by an organization API key.
+#[derive(Debug, Clone)]
+pub struct AdminActor(pub Actor);
+
+impl FromRequestParts<AppState> for AdminActor {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let token = bearer_token(parts)
+            .ok_or_else(|| Problem::unauthorized("send an API key as `Authorization: Bearer <key>`"))?;
+        let cred = state
+            .roster
+            .authenticate(CredentialKind::ApiKey, token)
+            .await
+            .map_err(Problem::from)?
+            .ok_or_else(|| Problem::unauthorized("the API key is not valid, or was revoked or has expired"))?;
+        let role = cred.role.ok_or_else(|| Problem::unauthorized("the API key has no role"))?;
+        tracing::Span::current().record("org", tracing::field::display(cred.org_id));
+        Ok(AdminActor(Actor {
+            kind: crate::model::ActorKind::ApiKey,
+            id: cred.id.to_string(),
+            org_id: cred.org_id,
+            role,
+            request_id: request_id(parts),
+        }))
+    }
+}

@@ -1,0 +1,101 @@
+//! HTTP: the router, its layers (request id, tracing, metrics, body limit,
+//! timeout) and the server with graceful shutdown.
+
+pub mod admin;
+pub mod error;
+pub mod extract;
+mod ops;
+
+use crate::clock::SystemClock;
+use crate::config::Config;
+use crate::service::{Roster, Settings};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::Router;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub roster: Roster,
+    pub config: Arc<Config>,
+}
+
+impl AppState {
+    /// Connects the configured store (migrating it when `auto_migrate` is on) on the system clock.
+    pub async fn from_config(config: Config) -> anyhow::Result<Self> {
+        let store = crate::store::connect(config.database_url.expose(), config.database_max_connections).await?;
+        if config.auto_migrate {
+            store.migrate().await?;
+        }
+        let settings = Settings { invitation_ttl: chrono::Duration::days(config.invitation_ttl_days.into()) };
+        Ok(Self { roster: Roster::new(store, Arc::new(SystemClock), settings), config: Arc::new(config) })
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole application.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.request_body_limit_bytes;
+    let timeout = Duration::from_secs(state.config.request_timeout_secs);
+    let (api, openapi) = admin::router().split_for_parts();
+    let openapi = Arc::new(openapi);
+    Router::new()
+        .merge(api)
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(move || {
+                let doc = openapi.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .merge(ops::router())
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(record_metrics))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(CatchPanicLayer::new())
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                let request_id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+                tracing::info_span!("request", request_id, method = %req.method(), path = %req.uri().path(), org = tracing::field::Empty)
+                })
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO).latency_unit(tower_http::LatencyUnit::Micros)),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetSensitiveRequestHeadersLayer::new([axum::http::header::AUTHORIZATION]))
+}
+
+async fn record_metrics(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let res = next.run(req).await;
+    let labels = [("method", method), ("route", route), ("status", res.status().as_u16().to_string())];
+    metrics::counter!("roster_http_requests_total", &labels).increment(1);
+    metrics::histogram!("roster_http_request_duration_seconds", &labels).record(start.elapsed().as_secs_f64());
+    res
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then finishes the requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    ops::install_metrics();
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}

@@ -1,0 +1,12 @@
+//! Roster: an identity provisioning gateway. It owns a SaaS product's
+//! organization model and puts an admin API, SCIM and SSO in front of it.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod model;
+pub mod secrets;
+pub mod service;
+pub mod store;
+pub mod telemetry;

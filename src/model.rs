@@ -1,0 +1,289 @@
+//! The organization model's vocabulary: identifiers, roles, statuses and the
+//! parsed newtypes every door hands to the services ("parse, don't validate").
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use utoipa::ToSchema;
+
+/// Why a value could not be parsed; the message is shown to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub String);
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ParseError;
+            fn from_str(s: &str) -> Result<Self, ParseError> {
+                match s.trim().to_ascii_lowercase().as_str() {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(ParseError(format!(
+                        concat!("unknown ", stringify!($name), " `{}` (expected one of: {})"),
+                        other,
+                        [$($text),+].join(", ")
+                    ))),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum! {
+    /// A member's role in an organization, lowest to highest.
+    Role { Read = "read", Write = "write", Admin = "admin", Owner = "owner" }
+}
+
+impl Role {
+    /// Rank for comparisons: a higher rank can do everything a lower one can.
+    pub fn rank(self) -> u8 {
+        match self {
+            Role::Read => 0,
+            Role::Write => 1,
+            Role::Admin => 2,
+            Role::Owner => 3,
+        }
+    }
+
+    pub fn at_least(self, other: Role) -> bool {
+        self.rank() >= other.rank()
+    }
+}
+
+string_enum! {
+    /// Where a member is in its lifecycle: `invited → active ⇄ suspended → deprovisioned`.
+    MemberStatus { Invited = "invited", Active = "active", Suspended = "suspended", Deprovisioned = "deprovisioned" }
+}
+
+string_enum! {
+    /// Which door created a membership.
+    MemberSource { Invite = "invite", Scim = "scim", Sso = "sso", Admin = "admin" }
+}
+
+string_enum! {
+    /// The organization's billing plan.
+    Plan {
+        EnterpriseSeatYearly = "enterprise_seat_yearly",
+        EnterpriseSeatQuarterly = "enterprise_seat_quarterly",
+        EnterpriseSeatMonthly = "enterprise_seat_monthly",
+    }
+}
+
+string_enum! {
+    /// What happens when a change would need more seats than were purchased.
+    SeatPolicy { Strict = "strict", Overage = "overage" }
+}
+
+string_enum! {
+    /// The state of an invitation.
+    InvitationStatus { Pending = "pending", Accepted = "accepted", Revoked = "revoked", Expired = "expired" }
+}
+
+string_enum! {
+    /// The two kinds of bearer credential an organization issues.
+    CredentialKind { ApiKey = "api_key", ScimToken = "scim_token" }
+}
+
+string_enum! {
+    /// Who made a change, as recorded in the audit log.
+    ActorKind { ApiKey = "api_key", Cli = "cli", Scim = "scim", Sso = "sso", System = "system" }
+}
+
+string_enum! {
+    /// The verification state of an associated domain.
+    DomainStatus { Pending = "pending", Verified = "verified", Failed = "failed", Lapsed = "lapsed" }
+}
+
+/// An email address, trimmed; compared and stored case-insensitively through
+/// [`Email::normalized`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schema(value_type = String, format = "email")]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        let s = raw.trim();
+        if s.len() > 254 {
+            return Err(ParseError("email address is longer than 254 characters".into()));
+        }
+        let parsed = email_address::EmailAddress::from_str(s)
+            .map_err(|e| ParseError(format!("`{s}` is not a valid email address: {e}")))?;
+        // Display names ("Jane <jane@x>") are valid RFC 5322 but not an address to store.
+        if parsed.email() != s || !parsed.domain().contains('.') && parsed.domain() != "localhost" {
+            return Err(ParseError(format!("`{s}` is not a valid email address")));
+        }
+        Ok(Self(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The lower-cased form used for uniqueness and look-ups.
+    pub fn normalized(&self) -> String {
+        self.0.to_lowercase()
+    }
+
+    /// The domain part, lower-cased.
+    pub fn domain(&self) -> String {
+        self.0.rsplit_once('@').map(|(_, d)| d.to_lowercase()).unwrap_or_default()
+    }
+}
+
+impl TryFrom<String> for Email {
+    type Error = ParseError;
+    fn try_from(value: String) -> Result<Self, ParseError> {
+        Email::parse(&value)
+    }
+}
+
+impl From<Email> for String {
+    fn from(value: Email) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A human-readable name (organization, credential): trimmed, 1 to 200 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schema(value_type = String)]
+pub struct Name(String);
+
+impl Name {
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        let s = raw.trim();
+        if s.is_empty() {
+            return Err(ParseError("name must not be empty".into()));
+        }
+        if s.chars().count() > 200 {
+            return Err(ParseError("name is longer than 200 characters".into()));
+        }
+        if s.chars().any(char::is_control) {
+            return Err(ParseError("name must not contain control characters".into()));
+        }
+        Ok(Self(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Name {
+    type Error = ParseError;
+    fn try_from(value: String) -> Result<Self, ParseError> {
+        Name::parse(&value)
+    }
+}
+
+impl From<Name> for String {
+    fn from(value: Name) -> Self {
+        value.0
+    }
+}
+
+/// A Descope-style SSO tenant ID: 1 to 128 characters of `[A-Za-z0-9._:-]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schema(value_type = String)]
+pub struct TenantId(String);
+
+impl TenantId {
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        let s = raw.trim();
+        let ok = !s.is_empty()
+            && s.len() <= 128
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
+        if !ok {
+            return Err(ParseError(format!(
+                "`{s}` is not a valid tenant ID (1 to 128 characters of letters, digits, `.`, `_`, `:`, `-`)"
+            )));
+        }
+        Ok(Self(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for TenantId {
+    type Error = ParseError;
+    fn try_from(value: String) -> Result<Self, ParseError> {
+        TenantId::parse(&value)
+    }
+}
+
+impl From<TenantId> for String {
+    fn from(value: TenantId) -> Self {
+        value.0
+    }
+}
+
+/// A purchased seat count: 0 to 1,000,000.
+pub fn parse_seats(n: i64) -> Result<i64, ParseError> {
+    if (0..=1_000_000).contains(&n) {
+        Ok(n)
+    } else {
+        Err(ParseError(format!("seats must be between 0 and 1000000, got {n}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_parsed_and_normalized() {
+        let e = Email::parse("  Jane.Doe@Example.COM ").unwrap();
+        assert_eq!(e.as_str(), "Jane.Doe@Example.COM");
+        assert_eq!(e.normalized(), "jane.doe@example.com");
+        assert_eq!(e.domain(), "example.com");
+        for bad in ["", "jane", "jane@", "@x.com", "Jane <jane@x.com>", "a b@x.com", "jane@nodot"] {
+            assert!(Email::parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn roles_parse_case_insensitively_and_rank() {
+        assert_eq!("Admin".parse::<Role>().unwrap(), Role::Admin);
+        assert!("superuser".parse::<Role>().is_err());
+        assert!(Role::Owner.at_least(Role::Admin));
+        assert!(!Role::Write.at_least(Role::Admin));
+    }
+
+    #[test]
+    fn names_and_tenants_are_checked() {
+        assert!(Name::parse("  ").is_err());
+        assert!(Name::parse("a\u{7}b").is_err());
+        assert_eq!(Name::parse(" Acme ").unwrap().as_str(), "Acme");
+        assert!(TenantId::parse("T2abc_def-1").is_ok());
+        assert!(TenantId::parse("has space").is_err());
+    }
+}

@@ -1,0 +1,282 @@
+//! Invitations: one at a time or as a CSV of `email,role`, each holding a
+//! seat until accepted, revoked or expired.
+
+use super::*;
+use crate::model::*;
+use crate::secrets::{generate_token, hash_token, Secret};
+use crate::store::{Invitation, InvitationFilter, Organization};
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+
+/// The most invitations one CSV upload may carry.
+pub const MAX_BULK_INVITATIONS: usize = 1000;
+
+/// A created invitation and its token (shown once: the product puts it in the invitation link).
+#[derive(Debug)]
+pub struct CreatedInvitation {
+    pub invitation: Invitation,
+    pub token: Secret,
+}
+
+/// Which invitations to list.
+#[derive(Debug, Clone, Default)]
+pub struct InvitationQuery {
+    pub status: Option<InvitationStatus>,
+    pub cursor: Option<String>,
+    pub limit: Option<i64>,
+}
+
+impl Roster {
+    /// Invites one person; reserves a seat.
+    #[tracing::instrument(skip_all, fields(org = %actor.org_id))]
+    pub async fn invite(&self, actor: &Actor, email: Email, role: Role) -> ServiceResult<CreatedInvitation> {
+        let mut created = self.invite_all(actor, vec![(email, role)], |_, e| e).await?;
+        Ok(created.remove(0))
+    }
+
+    /// Invites everyone in a CSV of `email,role` lines (header optional).
+    /// Every line is checked first; any bad line, or too few seats for all,
+    /// rejects the whole upload with per-line errors and creates nothing.
+    #[tracing::instrument(skip_all, fields(org = %actor.org_id))]
+    pub async fn invite_csv(&self, actor: &Actor, csv: &[u8]) -> ServiceResult<Vec<CreatedInvitation>> {
+        actor.require(Role::Admin)?;
+        let (rows, lines) = parse_invitation_csv(csv)?;
+        self.invite_all(actor, rows, |i, e| match e {
+            ServiceError::Conflict(message) | ServiceError::Invalid { message, .. } => {
+                ServiceError::BulkRejected(vec![LineError { line: lines[i], message }])
+            }
+            other => other,
+        })
+        .await
+    }
+
+    /// Creates one invitation per row in one transaction. `line_error` turns
+    /// a row's refusal into the error the caller reports.
+    async fn invite_all(
+        &self,
+        actor: &Actor,
+        rows: Vec<(Email, Role)>,
+        line_error: impl Fn(usize, ServiceError) -> ServiceError,
+    ) -> ServiceResult<Vec<CreatedInvitation>> {
+        actor.require(Role::Admin)?;
+        if rows.iter().any(|(_, role)| *role == Role::Owner) {
+            actor.require(Role::Owner)?;
+        }
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let org = lock_org(&mut *tx, actor.org_id).await?;
+        let mut conflicts = Vec::new();
+        for (i, (email, _)) in rows.iter().enumerate() {
+            if let Err(e) = check_invitable(&mut *tx, &org, email, now).await {
+                match line_error(i, e) {
+                    ServiceError::BulkRejected(mut lines) => conflicts.append(&mut lines),
+                    other => return Err(other),
+                }
+            }
+        }
+        if !conflicts.is_empty() {
+            return Err(ServiceError::BulkRejected(conflicts));
+        }
+        let reservation = reserve_seats(&mut *tx, &org, rows.len() as i64, now).await?;
+        let mut created = Vec::with_capacity(rows.len());
+        for (email, role) in rows {
+            let token = generate_token("roster_inv");
+            let invitation = Invitation {
+                id: Uuid::now_v7(),
+                org_id: org.id,
+                email,
+                role,
+                status: InvitationStatus::Pending,
+                expires_at: now + self.settings.invitation_ttl,
+                invited_by: actor.id.clone(),
+                created_at: now,
+                updated_at: now,
+            };
+            tx.insert_invitation(&invitation, &hash_token(token.expose())).await?;
+            let after = audit_with_overage(&invitation, reservation);
+            tx.insert_audit(&actor.audit(now, "invitation.created", invitation.id, None::<&()>, Some(&after))).await?;
+            created.push(CreatedInvitation { invitation, token });
+        }
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    pub async fn list_invitations(&self, actor: &Actor, q: InvitationQuery) -> ServiceResult<Page<Invitation>> {
+        actor.require(Role::Read)?;
+        let limit = page_size(q.limit)?;
+        let filter = InvitationFilter { status: q.status, after: parse_cursor(q.cursor.as_deref())?, limit: limit + 1 };
+        let mut tx = self.store.read().await?;
+        let mut items = tx.list_invitations(actor.org_id, &filter).await?;
+        let now = self.clock.now();
+        // An invitation past its expiry no longer holds a seat; show it as expired.
+        for inv in &mut items {
+            if inv.status == InvitationStatus::Pending && inv.expires_at <= now {
+                inv.status = InvitationStatus::Expired;
+            }
+        }
+        let next_cursor = if items.len() as i64 > limit {
+            items.truncate(limit as usize);
+            items.last().map(|i| i.id.to_string())
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Revokes a pending invitation, freeing its seat.
+    #[tracing::instrument(skip_all, fields(org = %actor.org_id, invitation = %id))]
+    pub async fn revoke_invitation(&self, actor: &Actor, id: Uuid) -> ServiceResult<Invitation> {
+        actor.require(Role::Admin)?;
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let org = lock_org(&mut *tx, actor.org_id).await?;
+        let before = tx.get_invitation(org.id, id).await?.ok_or(ServiceError::NotFound("invitation"))?;
+        match before.status {
+            InvitationStatus::Revoked => return Ok(before),
+            InvitationStatus::Pending => {}
+            other => return Err(ServiceError::Conflict(format!("the invitation is already {other}"))),
+        }
+        let mut inv = before.clone();
+        inv.status = InvitationStatus::Revoked;
+        inv.updated_at = now;
+        tx.update_invitation(&inv).await?;
+        tx.insert_audit(&actor.audit(now, "invitation.revoked", inv.id, Some(&before), Some(&inv))).await?;
+        tx.commit().await?;
+        Ok(inv)
+    }
+}
+
+/// Refuses an invitation for someone who is already a member or already invited.
+async fn check_invitable(tx: &mut dyn Tx, org: &Organization, email: &Email, now: DateTime<Utc>) -> ServiceResult<()> {
+    if let Some(user) = tx.find_user_by_email(email).await? {
+        if let Some(m) = tx.find_member_by_user(org.id, user.id).await? {
+            if m.status != MemberStatus::Deprovisioned {
+                return Err(ServiceError::Conflict(format!("{email} is already a member ({})", m.status)));
+            }
+        }
+    }
+    if let Some(inv) = tx.find_pending_invitation(org.id, email).await? {
+        if inv.expires_at > now {
+            return Err(ServiceError::Conflict(format!("{email} already has a pending invitation")));
+        }
+        // The old invitation lapsed: mark it so the new one can take its place.
+        let mut expired = inv;
+        expired.status = InvitationStatus::Expired;
+        expired.updated_at = now;
+        tx.update_invitation(&expired).await?;
+    }
+    Ok(())
+}
+
+/// Parses a CSV of `email,role` lines. A first line `email,role` is a
+/// header; blank lines and a leading byte-order mark (spreadsheet exports)
+/// are skipped. Returns the rows and each row's 1-based line number.
+pub fn parse_invitation_csv(bytes: &[u8]) -> ServiceResult<(Vec<(Email, Role)>, Vec<usize>)> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| ServiceError::invalid("file", format!("the upload is not UTF-8 text: {e}")))?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut rows = Vec::new();
+    let mut lines = Vec::new();
+    let mut errors = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    // Line by line, so the numbers match what the admin sees in an editor;
+    // each line is read as CSV so quoted fields work.
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        if raw.trim().is_empty() {
+            continue;
+        }
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .trim(csv::Trim::All)
+            .from_reader(raw.as_bytes());
+        let record = match reader.records().next() {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => {
+                errors.push(LineError { line, message: format!("not valid CSV: {e}") });
+                continue;
+            }
+            None => continue,
+        };
+        let fields: Vec<&str> = record.iter().collect();
+        let is_header =
+            fields.len() == 2 && fields[0].eq_ignore_ascii_case("email") && fields[1].eq_ignore_ascii_case("role");
+        if is_header && rows.is_empty() && errors.is_empty() {
+            continue;
+        }
+        if fields.len() != 2 {
+            errors.push(LineError { line, message: format!("expected 2 fields `email,role`, found {}", fields.len()) });
+            continue;
+        }
+        let email = match Email::parse(fields[0]) {
+            Ok(e) => e,
+            Err(e) => {
+                errors.push(LineError { line, message: e.0 });
+                continue;
+            }
+        };
+        let role = match fields[1].parse::<Role>() {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(LineError { line, message: e.0 });
+                continue;
+            }
+        };
+        if let Some(first) = seen.insert(email.normalized(), line) {
+            errors.push(LineError { line, message: format!("{email} is already on line {first}") });
+            continue;
+        }
+        rows.push((email, role));
+        lines.push(line);
+    }
+    if !errors.is_empty() {
+        return Err(ServiceError::BulkRejected(errors));
+    }
+    if rows.is_empty() {
+        return Err(ServiceError::invalid("file", "the upload has no `email,role` lines"));
+    }
+    if rows.len() > MAX_BULK_INVITATIONS {
+        return Err(ServiceError::invalid(
+            "file",
+            format!("at most {MAX_BULK_INVITATIONS} invitations per upload, found {}", rows.len()),
+        ));
+    }
+    Ok((rows, lines))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(csv: &str) -> Vec<LineError> {
+        match parse_invitation_csv(csv.as_bytes()) {
+            Err(ServiceError::BulkRejected(lines)) => lines,
+            other => panic!("expected per-line errors, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn header_is_optional_and_blank_lines_are_skipped() {
+        let (rows, lines) = parse_invitation_csv(b"email,role\na@x.com,admin\n\n B@x.com , Read \n").unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].0.as_str(), "B@x.com");
+        assert_eq!(rows[1].1, Role::Read);
+        assert_eq!(lines, vec![2, 4]);
+        let (rows, _) = parse_invitation_csv(b"a@x.com,write").unwrap();
+        assert_eq!(rows[0].1, Role::Write);
+    }
+
+    #[test]
+    fn every_bad_line_is_reported() {
+        let e = errors("email,role\na@x.com,admin\nnot-an-email,read\nb@x.com,boss\nA@X.com,read\nc@x.com\n");
+        let got: Vec<usize> = e.iter().map(|l| l.line).collect();
+        assert_eq!(got, vec![3, 4, 5, 6], "{e:?}");
+        assert!(e[2].message.contains("line 2"), "{:?}", e[2]);
+    }
+
+    #[test]
+    fn empty_upload_is_refused() {
+        assert!(matches!(parse_invitation_csv(b"email,role\n"), Err(ServiceError::Invalid { .. })));
+    }
+}

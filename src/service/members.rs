@@ -1,0 +1,178 @@
+//! Members: listing, adding directly, role changes, suspension,
+//! re-activation and removal, with last-Owner protection.
+
+use super::*;
+use crate::model::*;
+use crate::store::{Member, MemberFilter};
+
+/// Which members to list.
+#[derive(Debug, Clone, Default)]
+pub struct MemberQuery {
+    pub status: Option<MemberStatus>,
+    pub role: Option<Role>,
+    pub cursor: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// A page of members with the total matching the filter.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct MemberPage {
+    pub items: Vec<Member>,
+    pub total: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+pub(crate) fn parse_cursor(cursor: Option<&str>) -> ServiceResult<Option<Uuid>> {
+    cursor
+        .map(|c| Uuid::parse_str(c).map_err(|_| ServiceError::invalid("cursor", "is not a cursor this API returned")))
+        .transpose()
+}
+
+impl Roster {
+    pub async fn list_members(&self, actor: &Actor, q: MemberQuery) -> ServiceResult<MemberPage> {
+        actor.require(Role::Read)?;
+        let limit = page_size(q.limit)?;
+        let filter = MemberFilter {
+            status: q.status,
+            role: q.role,
+            after: parse_cursor(q.cursor.as_deref())?,
+            limit: limit + 1,
+        };
+        let mut tx = self.store.read().await?;
+        let mut items = tx.list_members(actor.org_id, &filter).await?;
+        let total = tx.count_members(actor.org_id, &filter).await?;
+        let next_cursor = if items.len() as i64 > limit {
+            items.truncate(limit as usize);
+            items.last().map(|m| m.id.to_string())
+        } else {
+            None
+        };
+        Ok(MemberPage { items, total, next_cursor })
+    }
+
+    pub async fn member(&self, actor: &Actor, id: Uuid) -> ServiceResult<Member> {
+        actor.require(Role::Read)?;
+        let mut tx = self.store.read().await?;
+        tx.get_member(actor.org_id, id).await?.ok_or(ServiceError::NotFound("member"))
+    }
+
+    /// Adds `email` as an active member (source `admin`); needs a free seat.
+    #[tracing::instrument(skip_all, fields(org = %actor.org_id))]
+    pub async fn add_member(&self, actor: &Actor, email: Email, role: Role) -> ServiceResult<Member> {
+        actor.require(Role::Admin)?;
+        if role == Role::Owner {
+            actor.require(Role::Owner)?;
+        }
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let org = lock_org(&mut *tx, actor.org_id).await?;
+        let member = insert_active_member(&mut *tx, actor, &org, &email, role, MemberSource::Admin, now).await?;
+        tx.commit().await?;
+        Ok(member)
+    }
+
+    /// Changes a member's role. Granting or taking away Owner needs an Owner;
+    /// the last active Owner cannot be demoted.
+    pub async fn change_role(&self, actor: &Actor, id: Uuid, role: Role) -> ServiceResult<Member> {
+        self.change_member(actor, id, MemberChange::Role(role)).await
+    }
+
+    /// Suspends an active member, freeing the seat.
+    pub async fn suspend_member(&self, actor: &Actor, id: Uuid) -> ServiceResult<Member> {
+        self.change_member(actor, id, MemberChange::Suspend).await
+    }
+
+    /// Re-activates a suspended member; needs a free seat.
+    pub async fn reactivate_member(&self, actor: &Actor, id: Uuid) -> ServiceResult<Member> {
+        self.change_member(actor, id, MemberChange::Reactivate).await
+    }
+
+    /// Removes a member (deprovisioned: gone from the organization, kept in the audit trail).
+    pub async fn remove_member(&self, actor: &Actor, id: Uuid) -> ServiceResult<Member> {
+        self.change_member(actor, id, MemberChange::Remove).await
+    }
+
+    /// Applies one change to a member under the organization lock, with its
+    /// audit record. A change that is already in effect changes nothing.
+    #[tracing::instrument(skip_all, fields(org = %actor.org_id, member = %id, change = ?change))]
+    async fn change_member(&self, actor: &Actor, id: Uuid, change: MemberChange) -> ServiceResult<Member> {
+        actor.require(Role::Admin)?;
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let org = lock_org(&mut *tx, actor.org_id).await?;
+        let before = tx.get_member(org.id, id).await?.ok_or(ServiceError::NotFound("member"))?;
+        let (status, role) = (before.status, before.role);
+        let mut member = before.clone();
+        let action = match change {
+            MemberChange::Role(new) => {
+                if new == role {
+                    return Ok(before);
+                }
+                if status == MemberStatus::Deprovisioned {
+                    return Err(ServiceError::Conflict("the member has been removed".into()));
+                }
+                if new == Role::Owner || role == Role::Owner {
+                    actor.require(Role::Owner)?;
+                }
+                member.role = new;
+                "member.role_changed"
+            }
+            MemberChange::Suspend => {
+                match status {
+                    MemberStatus::Suspended => return Ok(before),
+                    MemberStatus::Active => {}
+                    other => {
+                        return Err(ServiceError::Conflict(format!("a member that is {other} cannot be suspended")))
+                    }
+                }
+                member.status = MemberStatus::Suspended;
+                "member.suspended"
+            }
+            MemberChange::Reactivate => {
+                match status {
+                    MemberStatus::Active => return Ok(before),
+                    MemberStatus::Suspended => {}
+                    other => {
+                        return Err(ServiceError::Conflict(format!("a member that is {other} cannot be re-activated")))
+                    }
+                }
+                reserve_seats(&mut *tx, &org, 1, now).await?;
+                member.status = MemberStatus::Active;
+                "member.reactivated"
+            }
+            MemberChange::Remove => {
+                if status == MemberStatus::Deprovisioned {
+                    return Ok(before);
+                }
+                member.status = MemberStatus::Deprovisioned;
+                "member.removed"
+            }
+        };
+        // An active Owner who stops being one (demoted, suspended, removed):
+        // only an Owner may do it, and never to the last one.
+        let loses_owner = role == Role::Owner
+            && status == MemberStatus::Active
+            && (member.role != Role::Owner || member.status != MemberStatus::Active);
+        if role == Role::Owner {
+            actor.require(Role::Owner)?;
+        }
+        if loses_owner && tx.count_active_owners(org.id).await? <= 1 {
+            return Err(ServiceError::LastOwner);
+        }
+        member.updated_at = now;
+        tx.update_member(&member).await?;
+        tx.insert_audit(&actor.audit(now, action, member.id, Some(&before), Some(&member))).await?;
+        tx.commit().await?;
+        Ok(member)
+    }
+}
+
+/// One change an admin makes to a member.
+#[derive(Debug, Clone, Copy)]
+enum MemberChange {
+    Role(Role),
+    Suspend,
+    Reactivate,
+    Remove,
+}

@@ -1,0 +1,174 @@
+//! The use cases. Each public function checks the actor's permission, opens
+//! one transaction, makes its change together with exactly one audit record
+//! per changed thing, and commits: a failure anywhere leaves nothing behind.
+
+mod audit;
+mod credentials;
+mod invitations;
+mod members;
+mod org;
+mod seats;
+
+pub use audit::*;
+pub use credentials::*;
+pub use invitations::*;
+pub use members::*;
+pub use org::*;
+pub use seats::*;
+
+use crate::clock::Clock;
+use crate::model::{ActorKind, Role};
+use crate::store::{NewAudit, Store, StoreError, Tx};
+use serde::Serialize;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Roster's services over one store and clock.
+#[derive(Clone)]
+pub struct Roster {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) settings: Settings,
+}
+
+/// Policy knobs the services need from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long an invitation stays pending.
+    pub invitation_ttl: chrono::Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { invitation_ttl: chrono::Duration::days(14) }
+    }
+}
+
+impl Roster {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, settings: Settings) -> Self {
+        Self { store, clock, settings }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+}
+
+/// Who is acting, on which organization, with which role.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub kind: ActorKind,
+    /// The credential id, or a name for the CLI and the system.
+    pub id: String,
+    pub org_id: Uuid,
+    pub role: Role,
+    pub request_id: Option<String>,
+}
+
+impl Actor {
+    /// The operator at the command line, acting on `org_id` with every right.
+    pub fn cli(org_id: Uuid) -> Self {
+        let who = std::env::var("USER").unwrap_or_else(|_| "operator".into());
+        Self { kind: ActorKind::Cli, id: format!("cli:{who}"), org_id, role: Role::Owner, request_id: None }
+    }
+
+    /// Refuses unless the actor's role is at least `needed`.
+    pub fn require(&self, needed: Role) -> Result<(), ServiceError> {
+        if self.role.at_least(needed) {
+            Ok(())
+        } else {
+            Err(ServiceError::Forbidden { role: self.role, needed })
+        }
+    }
+
+    /// An audit record of this actor's change to `target`.
+    pub(crate) fn audit(
+        &self,
+        at: chrono::DateTime<chrono::Utc>,
+        action: &str,
+        target: impl ToString,
+        before: Option<&impl Serialize>,
+        after: Option<&impl Serialize>,
+    ) -> NewAudit {
+        NewAudit {
+            org_id: self.org_id,
+            actor_kind: self.kind,
+            actor_id: self.id.clone(),
+            action: action.to_string(),
+            target: target.to_string(),
+            before: before.and_then(|b| serde_json::to_value(b).ok()),
+            after: after.and_then(|a| serde_json::to_value(a).ok()),
+            request_id: self.request_id.clone(),
+            at,
+        }
+    }
+}
+
+/// One line of a bulk upload that cannot be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct LineError {
+    /// 1-based line number in the uploaded file.
+    pub line: usize,
+    pub message: String,
+}
+
+/// Why a use case refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("this needs the {needed} role; the credential has {role}")]
+    Forbidden { role: Role, needed: Role },
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("the organization has {purchased} purchased seats and {used} in use; {requested} more needed")]
+    SeatLimitReached { purchased: i64, used: i64, requested: i64 },
+    #[error("an organization must keep at least one active Owner")]
+    LastOwner,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{} line(s) of the upload are not valid; nothing was created", .0.len())]
+    BulkRejected(Vec<LineError>),
+    #[error("storage failure")]
+    Store(#[source] StoreError),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        ServiceError::Store(e)
+    }
+}
+
+impl ServiceError {
+    pub fn invalid(field: impl Into<String>, message: impl ToString) -> Self {
+        ServiceError::Invalid { field: field.into(), message: message.to_string() }
+    }
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+/// One page of a listing.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// Page size bounds for every listing.
+pub const DEFAULT_PAGE_SIZE: i64 = 50;
+pub const MAX_PAGE_SIZE: i64 = 200;
+
+pub(crate) fn page_size(limit: Option<i64>) -> ServiceResult<i64> {
+    match limit {
+        None => Ok(DEFAULT_PAGE_SIZE),
+        Some(n) if (1..=MAX_PAGE_SIZE).contains(&n) => Ok(n),
+        Some(n) => Err(ServiceError::invalid("limit", format!("must be between 1 and {MAX_PAGE_SIZE}, got {n}"))),
+    }
+}
+
+/// Locks the actor's organization for the rest of `tx`, or says it is gone.
+pub(crate) async fn lock_org(tx: &mut dyn Tx, org_id: Uuid) -> ServiceResult<crate::store::Organization> {
+    tx.lock_org(org_id).await?.ok_or(ServiceError::NotFound("organization"))
+}

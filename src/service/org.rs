@@ -1,0 +1,253 @@
+//! Organizations: creation with a first Owner, general settings, billing
+//! plan, features, SSO settings, deletion.
+
+use super::*;
+use crate::model::*;
+use crate::secrets::Secret;
+use crate::store::{Credential, Features, Member, Organization, SsoSettings, StoreError, User};
+
+/// What `roster org create` asks for.
+#[derive(Debug, Clone)]
+pub struct NewOrganization {
+    pub name: Name,
+    pub seats: i64,
+    pub owner_email: Email,
+    pub plan: Plan,
+    pub contact_email: Option<Email>,
+}
+
+/// A new organization, its first Owner and the Owner API key (shown once).
+#[derive(Debug)]
+pub struct CreatedOrganization {
+    pub organization: Organization,
+    pub owner: Member,
+    pub api_key: Credential,
+    pub api_key_secret: Secret,
+}
+
+/// A change to the general settings and billing plan; absent fields stay as they are.
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationChange {
+    pub name: Option<Name>,
+    /// `null` clears the contact email.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub contact_email: Option<Option<Email>>,
+    pub plan: Option<Plan>,
+}
+
+fn double_option<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    serde::Deserialize::deserialize(d).map(Some)
+}
+
+impl Roster {
+    /// Creates an organization with `owner_email` as its active Owner and an Owner API key.
+    #[tracing::instrument(skip_all)]
+    pub async fn create_organization(
+        &self,
+        new: NewOrganization,
+        created_by: &str,
+    ) -> ServiceResult<CreatedOrganization> {
+        let seats = parse_seats(new.seats).map_err(|e| ServiceError::invalid("seats", e))?;
+        if seats < 1 {
+            return Err(ServiceError::invalid("seats", "the first Owner needs a seat: buy at least 1"));
+        }
+        let now = self.clock.now();
+        let org = Organization {
+            id: Uuid::now_v7(),
+            name: new.name.as_str().to_string(),
+            contact_email: new.contact_email.map(String::from),
+            plan: new.plan,
+            purchased_seats: seats,
+            seat_policy: SeatPolicy::Strict,
+            features: Features::default(),
+            sso: SsoSettings::default(),
+            created_at: now,
+            updated_at: now,
+        };
+        let actor = Actor {
+            kind: ActorKind::Cli,
+            id: created_by.to_string(),
+            org_id: org.id,
+            role: Role::Owner,
+            request_id: None,
+        };
+        let mut tx = self.store.begin().await?;
+        tx.insert_org(&org).await?;
+        tx.insert_audit(&actor.audit(now, "organization.created", org.id, None::<&()>, Some(&org))).await?;
+        let owner =
+            insert_active_member(&mut *tx, &actor, &org, &new.owner_email, Role::Owner, MemberSource::Admin, now)
+                .await?;
+        let (api_key, api_key_secret) =
+            insert_credential(&mut *tx, &actor, CredentialKind::ApiKey, "owner key", Some(Role::Owner), None, now)
+                .await?;
+        tx.commit().await?;
+        Ok(CreatedOrganization { organization: org, owner, api_key, api_key_secret })
+    }
+
+    /// Every organization, for operators.
+    pub async fn list_organizations(&self) -> ServiceResult<Vec<Organization>> {
+        Ok(self.store.read().await?.list_orgs().await?)
+    }
+
+    pub async fn organization(&self, actor: &Actor) -> ServiceResult<Organization> {
+        actor.require(Role::Read)?;
+        let mut tx = self.store.read().await?;
+        tx.get_org(actor.org_id).await?.ok_or(ServiceError::NotFound("organization"))
+    }
+
+    /// Changes general settings and the plan (Owner and Admin).
+    #[tracing::instrument(skip_all, fields(org = %actor.org_id))]
+    pub async fn update_organization(&self, actor: &Actor, change: OrganizationChange) -> ServiceResult<Organization> {
+        self.change_org(actor, "organization.updated", |org| {
+            if let Some(name) = change.name {
+                org.name = name.as_str().to_string();
+            }
+            if let Some(contact) = change.contact_email {
+                org.contact_email = contact.map(String::from);
+            }
+            if let Some(plan) = change.plan {
+                org.plan = plan;
+            }
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(org = %actor.org_id))]
+    pub async fn set_features(&self, actor: &Actor, features: Features) -> ServiceResult<Organization> {
+        self.change_org(actor, "organization.features_updated", |org| org.features = features).await
+    }
+
+    /// Sets SSO settings; a tenant ID already used by another organization is a conflict.
+    #[tracing::instrument(skip_all, fields(org = %actor.org_id))]
+    pub async fn set_sso(&self, actor: &Actor, sso: SsoSettings) -> ServiceResult<Organization> {
+        if sso.default_role == Role::Owner {
+            return Err(ServiceError::invalid("default_role", "members joining through SSO cannot become Owners"));
+        }
+        self.change_org(actor, "organization.sso_updated", |org| org.sso = sso).await
+    }
+
+    async fn change_org(
+        &self,
+        actor: &Actor,
+        action: &str,
+        apply: impl FnOnce(&mut Organization),
+    ) -> ServiceResult<Organization> {
+        actor.require(Role::Admin)?;
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let before = lock_org(&mut *tx, actor.org_id).await?;
+        let mut org = before.clone();
+        apply(&mut org);
+        if org == before {
+            return Ok(before);
+        }
+        org.updated_at = now;
+        tx.update_org(&org).await.map_err(|e| match e {
+            StoreError::Conflict(_) => {
+                ServiceError::Conflict("another organization already uses this tenant ID".into())
+            }
+            other => other.into(),
+        })?;
+        tx.insert_audit(&actor.audit(now, action, org.id, Some(&before), Some(&org))).await?;
+        tx.commit().await?;
+        Ok(org)
+    }
+
+    /// Deletes the organization and everything in it except its audit trail (Owner only).
+    #[tracing::instrument(skip_all, fields(org = %actor.org_id))]
+    pub async fn delete_organization(&self, actor: &Actor) -> ServiceResult<()> {
+        actor.require(Role::Owner)?;
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let org = lock_org(&mut *tx, actor.org_id).await?;
+        tx.delete_org(org.id).await?;
+        tx.insert_audit(&actor.audit(now, "organization.deleted", org.id, Some(&org), None::<&()>)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Makes `email` an active member of `org` (locked by the caller), reserving
+/// its seat, and writes the audit record. A pending invitation for the same
+/// email is accepted by it, so the person keeps one seat, not two.
+pub(crate) async fn insert_active_member(
+    tx: &mut dyn Tx,
+    actor: &Actor,
+    org: &Organization,
+    email: &Email,
+    role: Role,
+    source: MemberSource,
+    now: chrono::DateTime<chrono::Utc>,
+) -> ServiceResult<Member> {
+    let user = match tx.find_user_by_email(email).await? {
+        Some(user) => user,
+        None => {
+            let user = User { id: Uuid::now_v7(), email: email.clone(), created_at: now };
+            tx.insert_user(&user).await?;
+            user
+        }
+    };
+    let existing = tx.find_member_by_user(org.id, user.id).await?;
+    if let Some(m) = &existing {
+        if m.status != MemberStatus::Deprovisioned {
+            return Err(ServiceError::Conflict(format!("{} is already a member ({})", email, m.status)));
+        }
+    }
+    let invitation = tx.find_pending_invitation(org.id, email).await?;
+    let reservation = match &invitation {
+        // The invitation's seat becomes the member's.
+        Some(inv) if inv.expires_at > now => Reservation { overage: 0 },
+        _ => reserve_seats(tx, org, 1, now).await?,
+    };
+    if let Some(mut inv) = invitation {
+        let before = inv.clone();
+        inv.status = if inv.expires_at > now { InvitationStatus::Accepted } else { InvitationStatus::Expired };
+        inv.updated_at = now;
+        tx.update_invitation(&inv).await?;
+        tx.insert_audit(&actor.audit(now, "invitation.accepted", inv.id, Some(&before), Some(&inv))).await?;
+    }
+    let member = match existing {
+        Some(old) => {
+            let member = Member { role, status: MemberStatus::Active, source, updated_at: now, ..old.clone() };
+            tx.update_member(&member).await?;
+            let after = audit_with_overage(&member, reservation);
+            tx.insert_audit(&actor.audit(now, "member.reprovisioned", member.id, Some(&old), Some(&after))).await?;
+            member
+        }
+        None => {
+            let member = Member {
+                id: Uuid::now_v7(),
+                org_id: org.id,
+                user_id: user.id,
+                email: user.email.clone(),
+                role,
+                status: MemberStatus::Active,
+                source,
+                created_at: now,
+                updated_at: now,
+            };
+            tx.insert_member(&member).await?;
+            let after = audit_with_overage(&member, reservation);
+            tx.insert_audit(&actor.audit(now, "member.added", member.id, None::<&()>, Some(&after))).await?;
+            member
+        }
+    };
+    Ok(member)
+}
+
+/// The audit `after` value of a change, noting seat overage when it took some.
+pub(crate) fn audit_with_overage(value: &impl Serialize, reservation: Reservation) -> serde_json::Value {
+    let mut v = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+    if reservation.overage > 0 {
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("seat_overage".into(), reservation.overage.into());
+        }
+    }
+    v
+}

@@ -1,0 +1,314 @@
+//! Persistence: the store contract every backend fulfils, the records it
+//! speaks in, and the backends (SQLite, the embedded default, and PostgreSQL).
+//!
+//! Services work through a [`Tx`]: a write transaction from
+//! [`Store::begin`] or a read-only one from [`Store::read`]. A use case opens
+//! one transaction, makes its change together with its audit record, and
+//! commits; dropping a `Tx` without committing rolls it back.
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+use crate::model::*;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::sync::Arc;
+use uuid::Uuid;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// What can go wrong in the store, in the terms services act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A unique constraint refused the change; the constraint's name, where known.
+    #[error("conflict on {0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict(db.constraint().unwrap_or("unique constraint").to_string())
+            }
+            other => StoreError::Other(other.into()),
+        }
+    }
+}
+
+/// An organization with its billing, features and SSO settings.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Organization {
+    pub id: Uuid,
+    pub name: String,
+    pub contact_email: Option<String>,
+    pub plan: Plan,
+    pub purchased_seats: i64,
+    pub seat_policy: SeatPolicy,
+    pub features: Features,
+    pub sso: SsoSettings,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Optional product features an organization has bought.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Features {
+    pub external_cloud: bool,
+    pub analytics: bool,
+}
+
+/// Single sign-on settings of an organization.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SsoSettings {
+    /// The Descope-style tenant ID sent to the OpenID provider; `null` when SSO is not set up.
+    pub tenant_id: Option<TenantId>,
+    /// Members may sign in only through SSO.
+    pub enforce: bool,
+    /// New users whose email domain is a verified domain of the organization join on first sign-in.
+    pub auto_assign: bool,
+    /// The role given to members who join through SSO.
+    pub default_role: Role,
+}
+
+impl Default for SsoSettings {
+    fn default() -> Self {
+        Self { tenant_id: None, enforce: false, auto_assign: false, default_role: Role::Read }
+    }
+}
+
+/// A person, across organizations.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct User {
+    pub id: Uuid,
+    pub email: Email,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A user's place in one organization, with the user's email.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Member {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub user_id: Uuid,
+    pub email: Email,
+    pub role: Role,
+    pub status: MemberStatus,
+    pub source: MemberSource,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An invitation to join an organization.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Invitation {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub email: Email,
+    pub role: Role,
+    pub status: InvitationStatus,
+    pub expires_at: DateTime<Utc>,
+    pub invited_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An API key or SCIM token; the secret itself is never stored, only its hash.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Credential {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub kind: CredentialKind,
+    pub name: String,
+    /// The role an API key acts with; `None` for SCIM tokens.
+    pub role: Option<Role>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// How many seats are taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeatUsage {
+    pub active_members: i64,
+    pub pending_invitations: i64,
+}
+
+impl SeatUsage {
+    pub fn used(&self) -> i64 {
+        self.active_members + self.pending_invitations
+    }
+}
+
+/// An audit record to write.
+#[derive(Debug, Clone)]
+pub struct NewAudit {
+    pub org_id: Uuid,
+    pub actor_kind: ActorKind,
+    pub actor_id: String,
+    pub action: String,
+    pub target: String,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+    pub request_id: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// A written audit record.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub actor_kind: ActorKind,
+    pub actor_id: String,
+    pub action: String,
+    pub target: String,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+    pub request_id: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// Which members to list: a page of at most `limit`, after the member `after`, in id (creation) order.
+#[derive(Debug, Clone, Default)]
+pub struct MemberFilter {
+    pub status: Option<MemberStatus>,
+    pub role: Option<Role>,
+    pub after: Option<Uuid>,
+    pub limit: i64,
+}
+
+/// Which invitations to list, in id (creation) order.
+#[derive(Debug, Clone, Default)]
+pub struct InvitationFilter {
+    pub status: Option<InvitationStatus>,
+    pub after: Option<Uuid>,
+    pub limit: i64,
+}
+
+/// Which audit records to list, newest first, before sequence number `before`.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub action: Option<String>,
+    pub actor_id: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+/// A store: opens transactions on one database.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A write transaction. Changes to one organization are serialized by
+    /// [`Tx::lock_org`], which every membership and seat change calls first.
+    async fn begin(&self) -> StoreResult<Box<dyn Tx>>;
+    /// A read-only transaction.
+    async fn read(&self) -> StoreResult<Box<dyn Tx>>;
+    /// Applies pending migrations.
+    async fn migrate(&self) -> StoreResult<()>;
+    /// Checks the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+}
+
+/// One transaction's operations. Every backend implements the same list.
+#[async_trait]
+pub trait Tx: Send {
+    async fn commit(self: Box<Self>) -> StoreResult<()>;
+
+    // Organizations.
+    async fn insert_org(&mut self, org: &Organization) -> StoreResult<()>;
+    async fn get_org(&mut self, id: Uuid) -> StoreResult<Option<Organization>>;
+    async fn list_orgs(&mut self) -> StoreResult<Vec<Organization>>;
+    async fn update_org(&mut self, org: &Organization) -> StoreResult<()>;
+    async fn delete_org(&mut self, id: Uuid) -> StoreResult<bool>;
+    /// Takes the organization's change lock for the rest of the transaction
+    /// and returns the organization as it is under the lock. Two transactions
+    /// that lock the same organization run one after the other, on every
+    /// backend and across processes, which makes seat checks race-free.
+    async fn lock_org(&mut self, id: Uuid) -> StoreResult<Option<Organization>>;
+    /// Active members and unexpired pending invitations at `now`.
+    async fn seat_usage(&mut self, org_id: Uuid, now: DateTime<Utc>) -> StoreResult<SeatUsage>;
+
+    // Users and members.
+    async fn find_user_by_email(&mut self, email: &Email) -> StoreResult<Option<User>>;
+    async fn insert_user(&mut self, user: &User) -> StoreResult<()>;
+    async fn insert_member(&mut self, member: &Member) -> StoreResult<()>;
+    async fn get_member(&mut self, org_id: Uuid, id: Uuid) -> StoreResult<Option<Member>>;
+    async fn find_member_by_user(&mut self, org_id: Uuid, user_id: Uuid) -> StoreResult<Option<Member>>;
+    async fn list_members(&mut self, org_id: Uuid, filter: &MemberFilter) -> StoreResult<Vec<Member>>;
+    async fn count_members(&mut self, org_id: Uuid, filter: &MemberFilter) -> StoreResult<i64>;
+    async fn update_member(&mut self, member: &Member) -> StoreResult<()>;
+    async fn count_active_owners(&mut self, org_id: Uuid) -> StoreResult<i64>;
+
+    // Invitations.
+    async fn insert_invitation(&mut self, inv: &Invitation, token_hash: &str) -> StoreResult<()>;
+    async fn get_invitation(&mut self, org_id: Uuid, id: Uuid) -> StoreResult<Option<Invitation>>;
+    async fn find_pending_invitation(&mut self, org_id: Uuid, email: &Email) -> StoreResult<Option<Invitation>>;
+    async fn list_invitations(&mut self, org_id: Uuid, filter: &InvitationFilter) -> StoreResult<Vec<Invitation>>;
+    async fn update_invitation(&mut self, inv: &Invitation) -> StoreResult<()>;
+
+    // Credentials (API keys and SCIM tokens).
+    async fn insert_credential(&mut self, cred: &Credential, token_hash: &str) -> StoreResult<()>;
+    async fn list_credentials(&mut self, org_id: Uuid, kind: CredentialKind) -> StoreResult<Vec<Credential>>;
+    async fn get_credential(&mut self, org_id: Uuid, kind: CredentialKind, id: Uuid)
+        -> StoreResult<Option<Credential>>;
+    /// The credential with this token hash and its stored hash, for a constant-time comparison.
+    async fn find_credential_by_hash(&mut self, token_hash: &str) -> StoreResult<Option<(Credential, String)>>;
+    async fn update_credential(&mut self, cred: &Credential) -> StoreResult<()>;
+
+    // Audit log.
+    async fn insert_audit(&mut self, entry: &NewAudit) -> StoreResult<()>;
+    async fn list_audit(&mut self, org_id: Uuid, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>>;
+}
+
+/// Opens the store a database URL names: `sqlite:…` or `postgres://…`.
+pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url, max_connections).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::connect(url, max_connections).await?))
+    } else {
+        Err(StoreError::Other(anyhow::anyhow!("unsupported database URL scheme")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    fn names(dir: &str) -> BTreeSet<String> {
+        std::fs::read_dir(format!("{}/migrations/{dir}", env!("CARGO_MANIFEST_DIR")))
+            .expect("migrations folder")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn both_backends_have_the_same_migrations() {
+        let sqlite = names("sqlite");
+        assert!(!sqlite.is_empty());
+        assert_eq!(
+            sqlite,
+            names("postgres"),
+            "every change needs a migration of the same version and name for each backend"
+        );
+    }
+}

@@ -1,0 +1,671 @@
+//! The SQL both backends run.
+//!
+//! SQLite and PostgreSQL accept the same statements here (`$n` parameters,
+//! `RETURNING`, partial unique indexes), and every column decodes into the
+//! same Rust type on both, so the statements and row types are written once
+//! and [`impl_tx!`] implements [`Tx`](super::Tx) for each backend's
+//! transaction type. What differs (pool set-up, locking, migrations) lives in
+//! `sqlite.rs` and `postgres.rs`.
+
+use super::*;
+use sqlx::types::Json;
+use std::str::FromStr;
+
+/// A transaction on one backend.
+pub(super) struct SqlTx<DB: sqlx::Database>(pub(super) sqlx::Transaction<'static, DB>);
+
+fn parse<T: FromStr>(column: &str, raw: &str) -> StoreResult<T> {
+    raw.parse().map_err(|_| StoreError::Other(anyhow::anyhow!("stored {column} `{raw}` is not valid")))
+}
+
+fn uuid(column: &str, raw: &str) -> StoreResult<Uuid> {
+    Uuid::parse_str(raw).map_err(|_| StoreError::Other(anyhow::anyhow!("stored {column} `{raw}` is not a UUID")))
+}
+
+fn email(raw: &str) -> StoreResult<Email> {
+    Email::parse(raw).map_err(|_| StoreError::Other(anyhow::anyhow!("stored email `{raw}` is not valid")))
+}
+
+pub(super) const ORG_COLUMNS: &str = "id, name, contact_email, plan, purchased_seats, seat_policy, \
+    feature_external_cloud, feature_analytics, sso_tenant_id, sso_enforce, sso_auto_assign, \
+    sso_default_role, created_at, updated_at";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct OrgRow {
+    id: String,
+    name: String,
+    contact_email: Option<String>,
+    plan: String,
+    purchased_seats: i64,
+    seat_policy: String,
+    feature_external_cloud: bool,
+    feature_analytics: bool,
+    sso_tenant_id: Option<String>,
+    sso_enforce: bool,
+    sso_auto_assign: bool,
+    sso_default_role: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl OrgRow {
+    pub(super) fn into_model(self) -> StoreResult<Organization> {
+        Ok(Organization {
+            id: uuid("organizations.id", &self.id)?,
+            name: self.name,
+            contact_email: self.contact_email,
+            plan: parse("plan", &self.plan)?,
+            purchased_seats: self.purchased_seats,
+            seat_policy: parse("seat_policy", &self.seat_policy)?,
+            features: Features { external_cloud: self.feature_external_cloud, analytics: self.feature_analytics },
+            sso: SsoSettings {
+                tenant_id: self
+                    .sso_tenant_id
+                    .map(|t| TenantId::parse(&t).map_err(|e| StoreError::Other(e.into())))
+                    .transpose()?,
+                enforce: self.sso_enforce,
+                auto_assign: self.sso_auto_assign,
+                default_role: parse("sso_default_role", &self.sso_default_role)?,
+            },
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct UserRow {
+    id: String,
+    email: String,
+    created_at: DateTime<Utc>,
+}
+
+impl UserRow {
+    pub(super) fn into_model(self) -> StoreResult<User> {
+        Ok(User { id: uuid("users.id", &self.id)?, email: email(&self.email)?, created_at: self.created_at })
+    }
+}
+
+pub(super) const MEMBER_SELECT: &str = "SELECT m.id, m.org_id, m.user_id, u.email, m.role, m.status, m.source, \
+    m.created_at, m.updated_at FROM members m JOIN users u ON u.id = m.user_id";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct MemberRow {
+    id: String,
+    org_id: String,
+    user_id: String,
+    email: String,
+    role: String,
+    status: String,
+    source: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl MemberRow {
+    pub(super) fn into_model(self) -> StoreResult<Member> {
+        Ok(Member {
+            id: uuid("members.id", &self.id)?,
+            org_id: uuid("members.org_id", &self.org_id)?,
+            user_id: uuid("members.user_id", &self.user_id)?,
+            email: email(&self.email)?,
+            role: parse("role", &self.role)?,
+            status: parse("status", &self.status)?,
+            source: parse("source", &self.source)?,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+pub(super) const INVITATION_COLUMNS: &str =
+    "id, org_id, email, role, status, expires_at, invited_by, created_at, updated_at";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct InvitationRow {
+    id: String,
+    org_id: String,
+    email: String,
+    role: String,
+    status: String,
+    expires_at: DateTime<Utc>,
+    invited_by: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl InvitationRow {
+    pub(super) fn into_model(self) -> StoreResult<Invitation> {
+        Ok(Invitation {
+            id: uuid("invitations.id", &self.id)?,
+            org_id: uuid("invitations.org_id", &self.org_id)?,
+            email: email(&self.email)?,
+            role: parse("role", &self.role)?,
+            status: parse("status", &self.status)?,
+            expires_at: self.expires_at,
+            invited_by: self.invited_by,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+pub(super) const CREDENTIAL_COLUMNS: &str =
+    "id, org_id, kind, name, role, created_by, created_at, expires_at, last_used_at, revoked_at, token_hash";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct CredentialRow {
+    id: String,
+    org_id: String,
+    kind: String,
+    name: String,
+    role: Option<String>,
+    created_by: String,
+    created_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+    last_used_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+    token_hash: String,
+}
+
+impl CredentialRow {
+    pub(super) fn into_model(self) -> StoreResult<(Credential, String)> {
+        Ok((
+            Credential {
+                id: uuid("credentials.id", &self.id)?,
+                org_id: uuid("credentials.org_id", &self.org_id)?,
+                kind: parse("kind", &self.kind)?,
+                name: self.name,
+                role: self.role.as_deref().map(|r| parse("role", r)).transpose()?,
+                created_by: self.created_by,
+                created_at: self.created_at,
+                expires_at: self.expires_at,
+                last_used_at: self.last_used_at,
+                revoked_at: self.revoked_at,
+            },
+            self.token_hash,
+        ))
+    }
+}
+
+pub(super) const AUDIT_COLUMNS: &str =
+    "seq, id, org_id, actor_kind, actor_id, action, target, before_json, after_json, request_id, at";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct AuditRow {
+    seq: i64,
+    id: String,
+    org_id: String,
+    actor_kind: String,
+    actor_id: String,
+    action: String,
+    target: String,
+    before_json: Option<Json<serde_json::Value>>,
+    after_json: Option<Json<serde_json::Value>>,
+    request_id: Option<String>,
+    at: DateTime<Utc>,
+}
+
+impl AuditRow {
+    pub(super) fn into_model(self) -> StoreResult<AuditEntry> {
+        Ok(AuditEntry {
+            seq: self.seq,
+            id: uuid("audit_log.id", &self.id)?,
+            org_id: uuid("audit_log.org_id", &self.org_id)?,
+            actor_kind: parse("actor_kind", &self.actor_kind)?,
+            actor_id: self.actor_id,
+            action: self.action,
+            target: self.target,
+            before: self.before_json.map(|j| j.0),
+            after: self.after_json.map(|j| j.0),
+            request_id: self.request_id,
+            at: self.at,
+        })
+    }
+}
+
+/// Implements [`Tx`] for `SqlTx<$db>` with the statements above.
+macro_rules! impl_tx {
+    ($db:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Tx for $crate::store::sql::SqlTx<$db> {
+            async fn commit(self: Box<Self>) -> StoreResult<()> {
+                Ok(self.0.commit().await?)
+            }
+
+            async fn insert_org(&mut self, o: &Organization) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO organizations (id, name, contact_email, plan, purchased_seats, seat_policy, \
+                     feature_external_cloud, feature_analytics, sso_tenant_id, sso_enforce, sso_auto_assign, \
+                     sso_default_role, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                )
+                .bind(o.id.to_string())
+                .bind(&o.name)
+                .bind(&o.contact_email)
+                .bind(o.plan.as_str())
+                .bind(o.purchased_seats)
+                .bind(o.seat_policy.as_str())
+                .bind(o.features.external_cloud)
+                .bind(o.features.analytics)
+                .bind(o.sso.tenant_id.as_ref().map(|t| t.as_str().to_string()))
+                .bind(o.sso.enforce)
+                .bind(o.sso.auto_assign)
+                .bind(o.sso.default_role.as_str())
+                .bind(o.created_at)
+                .bind(o.updated_at)
+                .execute(&mut *self.0)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_org(&mut self, id: Uuid) -> StoreResult<Option<Organization>> {
+                let sql = format!("SELECT {ORG_COLUMNS} FROM organizations WHERE id = $1");
+                sqlx::query_as::<_, OrgRow>(&sql)
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *self.0)
+                    .await?
+                    .map(OrgRow::into_model)
+                    .transpose()
+            }
+
+            async fn list_orgs(&mut self) -> StoreResult<Vec<Organization>> {
+                let sql = format!("SELECT {ORG_COLUMNS} FROM organizations ORDER BY id");
+                sqlx::query_as::<_, OrgRow>(&sql)
+                    .fetch_all(&mut *self.0)
+                    .await?
+                    .into_iter()
+                    .map(OrgRow::into_model)
+                    .collect()
+            }
+
+            async fn update_org(&mut self, o: &Organization) -> StoreResult<()> {
+                let done = sqlx::query(
+                    "UPDATE organizations SET name = $2, contact_email = $3, plan = $4, purchased_seats = $5, \
+                     seat_policy = $6, feature_external_cloud = $7, feature_analytics = $8, sso_tenant_id = $9, \
+                     sso_enforce = $10, sso_auto_assign = $11, sso_default_role = $12, updated_at = $13 \
+                     WHERE id = $1",
+                )
+                .bind(o.id.to_string())
+                .bind(&o.name)
+                .bind(&o.contact_email)
+                .bind(o.plan.as_str())
+                .bind(o.purchased_seats)
+                .bind(o.seat_policy.as_str())
+                .bind(o.features.external_cloud)
+                .bind(o.features.analytics)
+                .bind(o.sso.tenant_id.as_ref().map(|t| t.as_str().to_string()))
+                .bind(o.sso.enforce)
+                .bind(o.sso.auto_assign)
+                .bind(o.sso.default_role.as_str())
+                .bind(o.updated_at)
+                .execute(&mut *self.0)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn delete_org(&mut self, id: Uuid) -> StoreResult<bool> {
+                let done = sqlx::query("DELETE FROM organizations WHERE id = $1")
+                    .bind(id.to_string())
+                    .execute(&mut *self.0)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn lock_org(&mut self, id: Uuid) -> StoreResult<Option<Organization>> {
+                // An UPDATE takes PostgreSQL's row lock and SQLite's write lock
+                // alike, and holds it until the transaction ends.
+                let sql = format!(
+                    "UPDATE organizations SET lock_version = lock_version + 1 WHERE id = $1 RETURNING {ORG_COLUMNS}"
+                );
+                sqlx::query_as::<_, OrgRow>(&sql)
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *self.0)
+                    .await?
+                    .map(OrgRow::into_model)
+                    .transpose()
+            }
+
+            async fn seat_usage(&mut self, org_id: Uuid, now: DateTime<Utc>) -> StoreResult<SeatUsage> {
+                let (active_members, pending_invitations): (i64, i64) = sqlx::query_as(
+                    "SELECT \
+                       (SELECT COUNT(*) FROM members WHERE org_id = $1 AND status = 'active'), \
+                       (SELECT COUNT(*) FROM invitations WHERE org_id = $1 AND status = 'pending' AND expires_at > $2)",
+                )
+                .bind(org_id.to_string())
+                .bind(now)
+                .fetch_one(&mut *self.0)
+                .await?;
+                Ok(SeatUsage { active_members, pending_invitations })
+            }
+
+            async fn find_user_by_email(&mut self, email: &Email) -> StoreResult<Option<User>> {
+                sqlx::query_as::<_, UserRow>("SELECT id, email, created_at FROM users WHERE email_normalized = $1")
+                    .bind(email.normalized())
+                    .fetch_optional(&mut *self.0)
+                    .await?
+                    .map(UserRow::into_model)
+                    .transpose()
+            }
+
+            async fn insert_user(&mut self, u: &User) -> StoreResult<()> {
+                sqlx::query("INSERT INTO users (id, email, email_normalized, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(u.id.to_string())
+                    .bind(u.email.as_str())
+                    .bind(u.email.normalized())
+                    .bind(u.created_at)
+                    .execute(&mut *self.0)
+                    .await?;
+                Ok(())
+            }
+
+            async fn insert_member(&mut self, m: &Member) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO members (id, org_id, user_id, role, status, source, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(m.id.to_string())
+                .bind(m.org_id.to_string())
+                .bind(m.user_id.to_string())
+                .bind(m.role.as_str())
+                .bind(m.status.as_str())
+                .bind(m.source.as_str())
+                .bind(m.created_at)
+                .bind(m.updated_at)
+                .execute(&mut *self.0)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_member(&mut self, org_id: Uuid, id: Uuid) -> StoreResult<Option<Member>> {
+                let sql = format!("{MEMBER_SELECT} WHERE m.org_id = $1 AND m.id = $2");
+                sqlx::query_as::<_, MemberRow>(&sql)
+                    .bind(org_id.to_string())
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *self.0)
+                    .await?
+                    .map(MemberRow::into_model)
+                    .transpose()
+            }
+
+            async fn find_member_by_user(&mut self, org_id: Uuid, user_id: Uuid) -> StoreResult<Option<Member>> {
+                let sql = format!("{MEMBER_SELECT} WHERE m.org_id = $1 AND m.user_id = $2");
+                sqlx::query_as::<_, MemberRow>(&sql)
+                    .bind(org_id.to_string())
+                    .bind(user_id.to_string())
+                    .fetch_optional(&mut *self.0)
+                    .await?
+                    .map(MemberRow::into_model)
+                    .transpose()
+            }
+
+            async fn list_members(&mut self, org_id: Uuid, f: &MemberFilter) -> StoreResult<Vec<Member>> {
+                let sql = format!(
+                    "{MEMBER_SELECT} WHERE m.org_id = $1 AND ($2 IS NULL OR m.status = $2) \
+                     AND ($3 IS NULL OR m.role = $3) AND ($4 IS NULL OR m.id > $4) ORDER BY m.id LIMIT $5"
+                );
+                sqlx::query_as::<_, MemberRow>(&sql)
+                    .bind(org_id.to_string())
+                    .bind(f.status.map(|s| s.as_str()))
+                    .bind(f.role.map(|r| r.as_str()))
+                    .bind(f.after.map(|a| a.to_string()))
+                    .bind(f.limit)
+                    .fetch_all(&mut *self.0)
+                    .await?
+                    .into_iter()
+                    .map(MemberRow::into_model)
+                    .collect()
+            }
+
+            async fn count_members(&mut self, org_id: Uuid, f: &MemberFilter) -> StoreResult<i64> {
+                let (n,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM members WHERE org_id = $1 AND ($2 IS NULL OR status = $2) \
+                     AND ($3 IS NULL OR role = $3)",
+                )
+                .bind(org_id.to_string())
+                .bind(f.status.map(|s| s.as_str()))
+                .bind(f.role.map(|r| r.as_str()))
+                .fetch_one(&mut *self.0)
+                .await?;
+                Ok(n)
+            }
+
+            async fn update_member(&mut self, m: &Member) -> StoreResult<()> {
+                let done = sqlx::query(
+                    "UPDATE members SET role = $3, status = $4, source = $5, updated_at = $6 \
+                     WHERE org_id = $1 AND id = $2",
+                )
+                .bind(m.org_id.to_string())
+                .bind(m.id.to_string())
+                .bind(m.role.as_str())
+                .bind(m.status.as_str())
+                .bind(m.source.as_str())
+                .bind(m.updated_at)
+                .execute(&mut *self.0)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn count_active_owners(&mut self, org_id: Uuid) -> StoreResult<i64> {
+                let (n,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM members WHERE org_id = $1 AND role = 'owner' AND status = 'active'",
+                )
+                .bind(org_id.to_string())
+                .fetch_one(&mut *self.0)
+                .await?;
+                Ok(n)
+            }
+
+            async fn insert_invitation(&mut self, i: &Invitation, token_hash: &str) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO invitations (id, org_id, email, email_normalized, role, token_hash, status, \
+                     expires_at, invited_by, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(i.id.to_string())
+                .bind(i.org_id.to_string())
+                .bind(i.email.as_str())
+                .bind(i.email.normalized())
+                .bind(i.role.as_str())
+                .bind(token_hash)
+                .bind(i.status.as_str())
+                .bind(i.expires_at)
+                .bind(&i.invited_by)
+                .bind(i.created_at)
+                .bind(i.updated_at)
+                .execute(&mut *self.0)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_invitation(&mut self, org_id: Uuid, id: Uuid) -> StoreResult<Option<Invitation>> {
+                let sql = format!("SELECT {INVITATION_COLUMNS} FROM invitations WHERE org_id = $1 AND id = $2");
+                sqlx::query_as::<_, InvitationRow>(&sql)
+                    .bind(org_id.to_string())
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *self.0)
+                    .await?
+                    .map(InvitationRow::into_model)
+                    .transpose()
+            }
+
+            async fn find_pending_invitation(&mut self, org_id: Uuid, email: &Email) -> StoreResult<Option<Invitation>> {
+                let sql = format!(
+                    "SELECT {INVITATION_COLUMNS} FROM invitations \
+                     WHERE org_id = $1 AND email_normalized = $2 AND status = 'pending'"
+                );
+                sqlx::query_as::<_, InvitationRow>(&sql)
+                    .bind(org_id.to_string())
+                    .bind(email.normalized())
+                    .fetch_optional(&mut *self.0)
+                    .await?
+                    .map(InvitationRow::into_model)
+                    .transpose()
+            }
+
+            async fn list_invitations(&mut self, org_id: Uuid, f: &InvitationFilter) -> StoreResult<Vec<Invitation>> {
+                let sql = format!(
+                    "SELECT {INVITATION_COLUMNS} FROM invitations WHERE org_id = $1 \
+                     AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR id > $3) ORDER BY id LIMIT $4"
+                );
+                sqlx::query_as::<_, InvitationRow>(&sql)
+                    .bind(org_id.to_string())
+                    .bind(f.status.map(|s| s.as_str()))
+                    .bind(f.after.map(|a| a.to_string()))
+                    .bind(f.limit)
+                    .fetch_all(&mut *self.0)
+                    .await?
+                    .into_iter()
+                    .map(InvitationRow::into_model)
+                    .collect()
+            }
+
+            async fn update_invitation(&mut self, i: &Invitation) -> StoreResult<()> {
+                let done = sqlx::query(
+                    "UPDATE invitations SET role = $3, status = $4, expires_at = $5, updated_at = $6 \
+                     WHERE org_id = $1 AND id = $2",
+                )
+                .bind(i.org_id.to_string())
+                .bind(i.id.to_string())
+                .bind(i.role.as_str())
+                .bind(i.status.as_str())
+                .bind(i.expires_at)
+                .bind(i.updated_at)
+                .execute(&mut *self.0)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn insert_credential(&mut self, c: &Credential, token_hash: &str) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO credentials (id, org_id, kind, name, role, token_hash, created_by, created_at, \
+                     expires_at, last_used_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(c.id.to_string())
+                .bind(c.org_id.to_string())
+                .bind(c.kind.as_str())
+                .bind(&c.name)
+                .bind(c.role.map(|r| r.as_str()))
+                .bind(token_hash)
+                .bind(&c.created_by)
+                .bind(c.created_at)
+                .bind(c.expires_at)
+                .bind(c.last_used_at)
+                .bind(c.revoked_at)
+                .execute(&mut *self.0)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_credentials(&mut self, org_id: Uuid, kind: CredentialKind) -> StoreResult<Vec<Credential>> {
+                let sql = format!(
+                    "SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE org_id = $1 AND kind = $2 ORDER BY id"
+                );
+                sqlx::query_as::<_, CredentialRow>(&sql)
+                    .bind(org_id.to_string())
+                    .bind(kind.as_str())
+                    .fetch_all(&mut *self.0)
+                    .await?
+                    .into_iter()
+                    .map(|r| r.into_model().map(|(c, _)| c))
+                    .collect()
+            }
+
+            async fn get_credential(&mut self, org_id: Uuid, kind: CredentialKind, id: Uuid) -> StoreResult<Option<Credential>> {
+                let sql = format!(
+                    "SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE org_id = $1 AND kind = $2 AND id = $3"
+                );
+                sqlx::query_as::<_, CredentialRow>(&sql)
+                    .bind(org_id.to_string())
+                    .bind(kind.as_str())
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *self.0)
+                    .await?
+                    .map(|r| r.into_model().map(|(c, _)| c))
+                    .transpose()
+            }
+
+            async fn find_credential_by_hash(&mut self, token_hash: &str) -> StoreResult<Option<(Credential, String)>> {
+                let sql = format!("SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE token_hash = $1");
+                sqlx::query_as::<_, CredentialRow>(&sql)
+                    .bind(token_hash)
+                    .fetch_optional(&mut *self.0)
+                    .await?
+                    .map(CredentialRow::into_model)
+                    .transpose()
+            }
+
+            async fn update_credential(&mut self, c: &Credential) -> StoreResult<()> {
+                let done = sqlx::query(
+                    "UPDATE credentials SET name = $3, last_used_at = $4, revoked_at = $5, expires_at = $6 \
+                     WHERE org_id = $1 AND id = $2",
+                )
+                .bind(c.org_id.to_string())
+                .bind(c.id.to_string())
+                .bind(&c.name)
+                .bind(c.last_used_at)
+                .bind(c.revoked_at)
+                .bind(c.expires_at)
+                .execute(&mut *self.0)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn insert_audit(&mut self, a: &NewAudit) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO audit_log (id, org_id, actor_kind, actor_id, action, target, before_json, \
+                     after_json, request_id, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(Uuid::now_v7().to_string())
+                .bind(a.org_id.to_string())
+                .bind(a.actor_kind.as_str())
+                .bind(&a.actor_id)
+                .bind(&a.action)
+                .bind(&a.target)
+                .bind(a.before.as_ref().map(sqlx::types::Json))
+                .bind(a.after.as_ref().map(sqlx::types::Json))
+                .bind(&a.request_id)
+                .bind(a.at)
+                .execute(&mut *self.0)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_audit(&mut self, org_id: Uuid, f: &AuditFilter) -> StoreResult<Vec<AuditEntry>> {
+                let sql = format!(
+                    "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE org_id = $1 \
+                     AND ($2 IS NULL OR action = $2) AND ($3 IS NULL OR actor_id = $3) \
+                     AND ($4 IS NULL OR at >= $4) AND ($5 IS NULL OR at < $5) AND ($6 IS NULL OR seq < $6) \
+                     ORDER BY seq DESC LIMIT $7"
+                );
+                sqlx::query_as::<_, AuditRow>(&sql)
+                    .bind(org_id.to_string())
+                    .bind(f.action.as_deref())
+                    .bind(f.actor_id.as_deref())
+                    .bind(f.since)
+                    .bind(f.until)
+                    .bind(f.before)
+                    .bind(f.limit)
+                    .fetch_all(&mut *self.0)
+                    .await?
+                    .into_iter()
+                    .map(AuditRow::into_model)
+                    .collect()
+            }
+        }
+    };
+}
+
+pub(super) use impl_tx;

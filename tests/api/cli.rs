@@ -1,0 +1,178 @@
+//! The `roster` binary as an operator uses it: org and credential verbs,
+//! `serve` with graceful shutdown, and two `serve` processes sharing one
+//! PostgreSQL racing for the last seats.
+
+use crate::helpers::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+fn roster(db_url: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_roster"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("ROSTER_DATABASE_URL", db_url)
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+fn run_json(db_url: &str, args: &[&str]) -> Value {
+    let out = roster(db_url).args(args).arg("--json").output().expect("run roster");
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("JSON output")
+}
+
+/// A `roster serve` process on a random port.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(db_url: &str) -> Self {
+        let mut child = roster(db_url)
+            .arg("serve")
+            .env("ROSTER_LISTEN", "127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn roster serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read the listening line");
+        let base = line
+            .trim()
+            .strip_prefix("roster listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Server { child, base }
+    }
+
+    /// Sends SIGTERM and waits; true when the process exited cleanly.
+    fn terminate(mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success();
+        sent && self.child.wait().expect("wait").success()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn operator_verbs_print_json_and_refuse_bad_input() {
+    let db = TestDb::new().await;
+    let created =
+        run_json(&db.url, &["org", "create", "--name", "Acme", "--seats", "5", "--owner-email", "ada@acme.com"]);
+    let org_id = created["organization"]["id"].as_str().expect("org id").to_string();
+    assert!(created["api_key"]["secret"].as_str().unwrap().starts_with("roster_ak_"));
+    assert_eq!(created["owner"]["role"], "owner");
+    let list = run_json(&db.url, &["org", "list"]);
+    assert_eq!(list[0]["name"], "Acme");
+    let key = run_json(&db.url, &["api-key", "create", "--org", &org_id, "--name", "ci", "--role", "read"]);
+    assert_eq!(key["credential"]["role"], "read");
+    let token = run_json(&db.url, &["scim-token", "create", "--org", &org_id, "--name", "okta"]);
+    assert!(token["secret"].as_str().unwrap().starts_with("roster_scim_"));
+
+    for bad in [
+        vec!["org", "create", "--name", "X", "--seats", "5", "--owner-email", "not-an-email"],
+        vec!["org", "create", "--name", "X", "--seats", "0", "--owner-email", "a@x.com"],
+        vec!["org", "create", "--name", "X", "--seats", "5", "--owner-email", "a@x.com", "--plan", "free"],
+        vec!["api-key", "create", "--org", &org_id, "--name", "k", "--role", "boss"],
+        vec!["api-key", "create", "--org", "nope", "--name", "k", "--role", "read"],
+    ] {
+        let out = roster(&db.url).args(&bad).output().expect("run");
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with("error: "), "{bad:?}: {err}");
+    }
+    assert_eq!(run_json(&db.url, &["org", "list"]).as_array().unwrap().len(), 1, "bad input created nothing");
+
+    let out = roster(&db.url).env("ROSTER_REQUEST_TIMEOUT_SECS", "soon").args(["org", "list"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).to_lowercase().contains("request_timeout_secs"));
+}
+
+#[tokio::test]
+async fn serve_answers_health_readiness_metrics_and_stops_on_sigterm() {
+    let db = TestDb::new().await;
+    let created = run_json(&db.url, &["org", "create", "--name", "Ops", "--seats", "2", "--owner-email", "o@ops.com"]);
+    let key = created["api_key"]["secret"].as_str().unwrap().to_string();
+    let server = Server::start(&db.url);
+    let client = reqwest::Client::new();
+    for path in ["/healthz", "/readyz"] {
+        let res = client.get(format!("{}{path}", server.base)).send().await.expect("request");
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+    }
+    let res = client.get(format!("{}/api/v1/seats", server.base)).bearer_auth(&key).send().await.expect("request");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers().contains_key("x-request-id"));
+    let metrics =
+        client.get(format!("{}/metrics", server.base)).send().await.expect("request").text().await.expect("text");
+    assert!(
+        metrics.contains("roster_http_requests_total{method=\"GET\",route=\"/api/v1/seats\",status=\"200\"} 1"),
+        "{metrics}"
+    );
+    let openapi: Value = client
+        .get(format!("{}/api/v1/openapi.json", server.base))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert!(openapi["paths"]["/api/v1/members/{id}/suspend"]["post"].is_object());
+    assert!(server.terminate(), "roster exits cleanly on SIGTERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_on_one_postgres_never_exceed_the_seats() {
+    let db = TestDb::new().await;
+    if !db.is_postgres() {
+        eprintln!("two_processes_on_one_postgres_never_exceed_the_seats: needs DATABASE_URL=postgres://…; covered by the PostgreSQL run");
+        return;
+    }
+    let created =
+        run_json(&db.url, &["org", "create", "--name", "Shared", "--seats", "6", "--owner-email", "o@shared.com"]);
+    let key = created["api_key"]["secret"].as_str().unwrap().to_string();
+    let (a, b) = (Server::start(&db.url), Server::start(&db.url));
+    let client = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let base = if i % 2 == 0 { a.base.clone() } else { b.base.clone() };
+        let (client, key) = (client.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let res = client
+                .post(format!("{base}/api/v1/invitations"))
+                .bearer_auth(key)
+                .json(&json!({"email": format!("p{i}@shared.com"), "role": "read"}))
+                .send()
+                .await
+                .expect("request");
+            res.status()
+        }));
+    }
+    let mut created_count = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            StatusCode::CREATED => created_count += 1,
+            StatusCode::CONFLICT => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(created_count, 5);
+    let seats: Value = client
+        .get(format!("{}/api/v1/seats", a.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(seats["used"], 6);
+}

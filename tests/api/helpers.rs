@@ -1,0 +1,207 @@
+//! The test harness: a fresh database per test (SQLite file, or a new
+//! PostgreSQL database when `DATABASE_URL` names a PostgreSQL server),
+//! Roster served over real HTTP on a random loopback port, and helpers to
+//! create organizations and keys.
+
+use reqwest::{Method, StatusCode};
+use roster::config::Config;
+use roster::http::AppState;
+use roster::model::{CredentialKind, Email, Name, Plan, Role};
+use roster::service::{Actor, NewCredential, NewOrganization, Roster};
+use serde_json::Value;
+use sqlx::Connection;
+use std::net::SocketAddr;
+use uuid::Uuid;
+
+/// A database for one test.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        match std::env::var("DATABASE_URL") {
+            Ok(base) if base.starts_with("postgres") => {
+                let name = format!("roster_test_{}", Uuid::new_v4().simple());
+                let mut admin =
+                    sqlx::PgConnection::connect(&base).await.expect("connect to the PostgreSQL in DATABASE_URL");
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut admin)
+                    .await
+                    .expect("create test database");
+                let mut url = url::Url::parse(&base).expect("DATABASE_URL is a URL");
+                url.set_path(&name);
+                TestDb { url: url.to_string(), _dir: None }
+            }
+            _ => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("roster.db").display());
+                TestDb { url, _dir: Some(dir) }
+            }
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.url.starts_with("postgres")
+    }
+}
+
+/// Roster running on a random port, with its own database.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub roster: Roster,
+    pub client: reqwest::Client,
+    pub db: TestDb,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+pub fn config_for(db_url: &str) -> Config {
+    let mut config = Config::defaults();
+    config.database_url = roster::secrets::Secret::new(db_url);
+    config.request_body_limit_bytes = 64 * 1024;
+    config
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        let db = TestDb::new().await;
+        Self::spawn_on(db).await
+    }
+
+    pub async fn spawn_on(db: TestDb) -> Self {
+        let state = AppState::from_config(config_for(&db.url)).await.expect("app state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let roster = state.roster.clone();
+        tokio::spawn(roster::http::serve(listener, state, async {
+            let _ = rx.await;
+        }));
+        TestApp { addr, roster, client: reqwest::Client::new(), db, _shutdown: tx }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Creates an organization with `seats` purchased seats; returns it with its Owner key.
+    pub async fn org(&self, name: &str, seats: i64) -> TestOrg {
+        let created = self
+            .roster
+            .create_organization(
+                NewOrganization {
+                    name: Name::parse(name).unwrap(),
+                    seats,
+                    owner_email: Email::parse(&format!("owner@{}.example.com", name.to_lowercase())).unwrap(),
+                    plan: Plan::EnterpriseSeatYearly,
+                    contact_email: None,
+                },
+                "cli:test",
+            )
+            .await
+            .expect("create organization");
+        TestOrg {
+            id: created.organization.id,
+            owner_member: created.owner.id,
+            owner_key: created.api_key_secret.expose().to_string(),
+        }
+    }
+
+    /// A new API key of `org` with `role`.
+    pub async fn key(&self, org: &TestOrg, role: Role) -> String {
+        let new = NewCredential {
+            kind: CredentialKind::ApiKey,
+            name: Name::parse(&format!("{role} key")).unwrap(),
+            role: Some(role),
+            expires_in_days: None,
+        };
+        self.roster.create_credential(&Actor::cli(org.id), new).await.expect("create key").secret.expose().to_string()
+    }
+
+    /// Sends a request with an optional bearer key and JSON body; returns status and JSON body (Null when empty).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.expect("request");
+        read(res).await
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(key), None).await
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(key), Some(body)).await
+    }
+
+    /// Posts a CSV body to the bulk invitation route.
+    pub async fn post_csv(&self, key: &str, csv: &str) -> (StatusCode, Value) {
+        let res = self
+            .client
+            .post(self.url("/api/v1/invitations/bulk"))
+            .bearer_auth(key)
+            .header("content-type", "text/csv")
+            .body(csv.to_string())
+            .send()
+            .await
+            .expect("request");
+        read(res).await
+    }
+
+    /// Every audit record of the organization, newest first.
+    pub async fn audit(&self, key: &str) -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/api/v1/audit-log?limit=200&cursor={c}"),
+                None => "/api/v1/audit-log?limit=200".to_string(),
+            };
+            let (status, body) = self.get(&path, key).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            all.extend(body["items"].as_array().expect("items").iter().cloned());
+            match body["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return all,
+            }
+        }
+    }
+
+    /// The seats view of the organization.
+    pub async fn seats(&self, key: &str) -> Value {
+        let (status, body) = self.get("/api/v1/seats", key).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+}
+
+/// Status and JSON body of a response; a problem response must say so in its content type.
+pub async fn read(res: reqwest::Response) -> (StatusCode, Value) {
+    let status = res.status();
+    let content_type = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let text = res.text().await.expect("body");
+    if status.is_client_error() || status.is_server_error() {
+        assert_eq!(content_type, "application/problem+json", "error {status} without a problem body: {text}");
+    }
+    let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    (status, body)
+}
+
+/// An organization made for a test.
+pub struct TestOrg {
+    pub id: Uuid,
+    pub owner_member: Uuid,
+    pub owner_key: String,
+}

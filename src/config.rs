@@ -179,6 +179,7 @@ pub fn base_url_for(listen: SocketAddr) -> Url {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
 mod tests {
     use super::*;
     use figment::Jail;

@@ -40,7 +40,9 @@ impl Roster {
     #[tracing::instrument(skip_all, fields(org = %actor.org_id))]
     pub async fn invite_csv(&self, actor: &Actor, csv: &[u8]) -> ServiceResult<Vec<CreatedInvitation>> {
         actor.require(Role::Admin)?;
-        let (rows, lines) = parse_invitation_csv(csv)?;
+        let rows = parse_invitation_csv(csv)?;
+        let lines: Vec<usize> = rows.iter().map(|r| r.line).collect();
+        let rows = rows.into_iter().map(|r| (r.email, r.role)).collect();
         self.invite_all(actor, rows, |i, e| match e {
             ServiceError::Conflict(message) | ServiceError::Invalid { message, .. } => {
                 ServiceError::BulkRejected(vec![LineError { line: lines[i], message }])
@@ -168,15 +170,22 @@ async fn check_invitable(tx: &mut dyn Tx, org: &Organization, email: &Email, now
     Ok(())
 }
 
+/// One accepted line of an invitation upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvInvitation {
+    pub line: usize,
+    pub email: Email,
+    pub role: Role,
+}
+
 /// Parses a CSV of `email,role` lines. A first line `email,role` is a
 /// header; blank lines and a leading byte-order mark (spreadsheet exports)
-/// are skipped. Returns the rows and each row's 1-based line number.
-pub fn parse_invitation_csv(bytes: &[u8]) -> ServiceResult<(Vec<(Email, Role)>, Vec<usize>)> {
+/// are skipped. Line numbers are 1-based.
+pub fn parse_invitation_csv(bytes: &[u8]) -> ServiceResult<Vec<CsvInvitation>> {
     let text = std::str::from_utf8(bytes)
         .map_err(|e| ServiceError::invalid("file", format!("the upload is not UTF-8 text: {e}")))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut rows = Vec::new();
-    let mut lines = Vec::new();
     let mut errors = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
     // Line by line, so the numbers match what the admin sees in an editor;
@@ -227,8 +236,7 @@ pub fn parse_invitation_csv(bytes: &[u8]) -> ServiceResult<(Vec<(Email, Role)>, 
             errors.push(LineError { line, message: format!("{email} is already on line {first}") });
             continue;
         }
-        rows.push((email, role));
-        lines.push(line);
+        rows.push(CsvInvitation { line, email, role });
     }
     if !errors.is_empty() {
         return Err(ServiceError::BulkRejected(errors));
@@ -242,7 +250,7 @@ pub fn parse_invitation_csv(bytes: &[u8]) -> ServiceResult<(Vec<(Email, Role)>, 
             format!("at most {MAX_BULK_INVITATIONS} invitations per upload, found {}", rows.len()),
         ));
     }
-    Ok((rows, lines))
+    Ok(rows)
 }
 
 #[cfg(test)]
@@ -258,13 +266,14 @@ mod tests {
 
     #[test]
     fn header_is_optional_and_blank_lines_are_skipped() {
-        let (rows, lines) = parse_invitation_csv(b"email,role\na@x.com,admin\n\n B@x.com , Read \n").unwrap();
+        let rows =
+            parse_invitation_csv("\u{feff}email,role\na@x.com,admin\n\n B@x.com , Read \r\n".as_bytes()).unwrap();
         assert_eq!(rows.len(), 2);
-        assert_eq!(rows[1].0.as_str(), "B@x.com");
-        assert_eq!(rows[1].1, Role::Read);
-        assert_eq!(lines, vec![2, 4]);
-        let (rows, _) = parse_invitation_csv(b"a@x.com,write").unwrap();
-        assert_eq!(rows[0].1, Role::Write);
+        assert_eq!(rows[1].email.as_str(), "B@x.com");
+        assert_eq!(rows[1].role, Role::Read);
+        assert_eq!(rows.iter().map(|r| r.line).collect::<Vec<_>>(), vec![2, 4]);
+        let rows = parse_invitation_csv(b"\"a@x.com\",write").unwrap();
+        assert_eq!(rows[0].role, Role::Write);
     }
 
     #[test]

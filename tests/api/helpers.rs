@@ -13,10 +13,28 @@ use sqlx::Connection;
 use std::net::SocketAddr;
 use uuid::Uuid;
 
-/// A database for one test.
+/// A database for one test, dropped with it.
 pub struct TestDb {
     pub url: String,
     _dir: Option<tempfile::TempDir>,
+    /// The server URL and database name to drop, for PostgreSQL.
+    drop_pg: Option<(String, String)>,
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((base, name)) = self.drop_pg.take() else { return };
+        // Drop runs inside the test's runtime, so the clean-up gets a thread and runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async {
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&base).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 impl TestDb {
@@ -32,12 +50,12 @@ impl TestDb {
                     .expect("create test database");
                 let mut url = url::Url::parse(&base).expect("DATABASE_URL is a URL");
                 url.set_path(&name);
-                TestDb { url: url.to_string(), _dir: None }
+                TestDb { url: url.to_string(), _dir: None, drop_pg: Some((base, name)) }
             }
             _ => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}?mode=rwc", dir.path().join("roster.db").display());
-                TestDb { url, _dir: Some(dir) }
+                TestDb { url, _dir: Some(dir), drop_pg: None }
             }
         }
     }
@@ -52,7 +70,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub roster: Roster,
     pub client: reqwest::Client,
-    pub db: TestDb,
+    /// Lives as long as the app, and is dropped with it.
+    _db: TestDb,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -78,7 +97,7 @@ impl TestApp {
         tokio::spawn(roster::http::serve(listener, state, async {
             let _ = rx.await;
         }));
-        TestApp { addr, roster, client: reqwest::Client::new(), db, _shutdown: tx }
+        TestApp { addr, roster, client: reqwest::Client::new(), _db: db, _shutdown: tx }
     }
 
     pub fn url(&self, path: &str) -> String {

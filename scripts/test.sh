@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs Roster's whole test suite: unit tests and the integration tests over
+# real HTTP. SQLite by default; set DATABASE_URL=postgres://… to run every
+# store and API test against that PostgreSQL server (each test creates and
+# drops a database of its own).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ "${DATABASE_URL:-}" == postgres* ]]; then
+  echo "== tests on PostgreSQL (${DATABASE_URL%%\?*})"
+else
+  echo "== tests on SQLite"
+fi
+cargo test --all-targets --locked

@@ -3,13 +3,15 @@
 //! message on stderr and exit code 2.
 
 use crate::config::Config;
+use crate::domains::DomainName;
 use crate::http::AppState;
 use crate::model::*;
-use crate::service::{Actor, NewCredential, NewOrganization, Roster, ServiceError};
+use crate::service::{Actor, CheckKind, DomainView, NewCredential, NewOrganization, Roster, ServiceError};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 use uuid::Uuid;
 
 #[derive(Debug, Parser)]
@@ -44,6 +46,34 @@ pub enum Command {
     /// Manage SCIM tokens.
     #[command(subcommand, name = "scim-token")]
     ScimToken(CredentialCommand),
+    /// Manage an organization's email domains and their DNS verification.
+    #[command(subcommand)]
+    Domain(DomainCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DomainCommand {
+    /// Add a domain and print the TXT record that proves it.
+    Add(DomainArgs),
+    /// Check the domain's TXT record now.
+    Verify(DomainArgs),
+    /// List the organization's domains.
+    List {
+        /// Organization id.
+        #[arg(long)]
+        org: String,
+    },
+    /// Remove a domain; it stops routing at once.
+    Remove(DomainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DomainArgs {
+    /// Organization id.
+    #[arg(long)]
+    org: String,
+    /// The domain, e.g. acme.com.
+    name: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,7 +178,78 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let roster = AppState::from_config(config).await?.roster;
             credential(&roster, CredentialKind::ScimToken, args, cli.json).await
         }
+        Command::Domain(cmd) => {
+            let roster = AppState::from_config(config).await?.roster;
+            domain(&roster, cmd, cli.json).await
+        }
     }
+}
+
+fn print_domain(d: &DomainView) {
+    println!("{}  {}", d.domain.name, d.domain.status);
+    if let Some(result) = &d.domain.last_result {
+        println!("  last check: {result}");
+    }
+}
+
+async fn domain(roster: &Roster, cmd: DomainCommand, as_json: bool) -> Result<(), CliError> {
+    let parse_org = |org: &str| input("org", Uuid::parse_str(org));
+    match cmd {
+        DomainCommand::Add(args) => {
+            let actor = Actor::cli(parse_org(&args.org)?);
+            let name = input("name", DomainName::parse(&args.name))?;
+            let d = roster.add_domain(&actor, name).await?;
+            if as_json {
+                println!("{}", serde_json::to_string(&d).map_err(anyhow::Error::from)?);
+            } else {
+                println!("Added {} (pending verification).", d.domain.name);
+                println!("To prove you control it, publish this DNS record, then run `roster domain verify`:");
+                println!("  name:  {}", d.record.name);
+                println!("  type:  {}", d.record.kind);
+                println!("  value: {}", d.record.value);
+            }
+        }
+        DomainCommand::Verify(args) => {
+            let actor = Actor::cli(parse_org(&args.org)?);
+            let name = input("name", DomainName::parse(&args.name))?;
+            let id = roster.domain_by_name(&actor, &name).await?.domain.id;
+            let check = roster.verify_domain(&actor, id).await?;
+            if as_json {
+                println!("{}", serde_json::to_string(&check).map_err(anyhow::Error::from)?);
+            } else {
+                println!("{}: {}", check.domain.domain.name, check.domain.domain.status);
+                println!("  {}", check.message);
+                if check.result != CheckKind::Verified {
+                    println!("  expected: {} TXT \"{}\"", check.domain.record.name, check.domain.record.value);
+                }
+            }
+            if check.result != CheckKind::Verified {
+                return Err(CliError::Input(format!("{} is not verified", check.domain.domain.name)));
+            }
+        }
+        DomainCommand::List { org } => {
+            let actor = Actor::cli(parse_org(&org)?);
+            let domains = roster.list_domains(&actor).await?;
+            if as_json {
+                println!("{}", serde_json::to_string(&domains).map_err(anyhow::Error::from)?);
+            } else if domains.is_empty() {
+                println!("No domains.");
+            } else {
+                domains.iter().for_each(print_domain);
+            }
+        }
+        DomainCommand::Remove(args) => {
+            let actor = Actor::cli(parse_org(&args.org)?);
+            let name = input("name", DomainName::parse(&args.name))?;
+            let id = roster.domain_by_name(&actor, &name).await?.domain.id;
+            roster.remove_domain(&actor, id).await?;
+            println!(
+                "{}",
+                if as_json { json!({"removed": name.as_str()}).to_string() } else { format!("Removed {name}.") }
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn serve(config: Config) -> Result<(), CliError> {
@@ -156,11 +257,16 @@ async fn serve(config: Config) -> Result<(), CliError> {
         .await
         .map_err(|e| CliError::Input(format!("listen: cannot bind {}: {e}", config.listen)))?;
     let addr = listener.local_addr().map_err(anyhow::Error::from)?;
+    let jobs = config.background_jobs.then_some((Duration::from_secs(config.job_tick_secs), config.job_concurrency));
     let state = AppState::from_config(config).await?;
+    let jobs = jobs.map(|(tick, concurrency)| crate::jobs::spawn(state.roster.clone(), tick, concurrency));
     tracing::info!(%addr, backend = state.roster.store().backend(), "roster listening");
     // One line on stdout that scripts (and the test suite) wait for.
     println!("roster listening on http://{addr}");
     crate::http::serve(listener, state, shutdown_signal()).await.map_err(anyhow::Error::from)?;
+    if let Some(jobs) = jobs {
+        jobs.abort();
+    }
     tracing::info!("roster stopped");
     Ok(())
 }

@@ -27,6 +27,16 @@ struct RawConfig {
     request_body_limit_bytes: usize,
     request_timeout_secs: u64,
     invitation_ttl_days: u32,
+    dns_name_servers: Vec<SocketAddr>,
+    dns_timeout_ms: u64,
+    dns_attempts: usize,
+    domain_challenge_prefix: String,
+    domain_reverify_interval_secs: u64,
+    domain_retry_interval_secs: u64,
+    domain_lapse_after_failures: u32,
+    background_jobs: bool,
+    job_tick_secs: u64,
+    job_concurrency: usize,
 }
 
 impl Default for RawConfig {
@@ -42,6 +52,16 @@ impl Default for RawConfig {
             request_body_limit_bytes: 1024 * 1024,
             request_timeout_secs: 30,
             invitation_ttl_days: 14,
+            dns_name_servers: Vec::new(),
+            dns_timeout_ms: 5000,
+            dns_attempts: 2,
+            domain_challenge_prefix: "_roster-challenge".into(),
+            domain_reverify_interval_secs: 24 * 60 * 60,
+            domain_retry_interval_secs: 15 * 60,
+            domain_lapse_after_failures: 3,
+            background_jobs: true,
+            job_tick_secs: 60,
+            job_concurrency: 4,
         }
     }
 }
@@ -70,6 +90,24 @@ pub struct Config {
     pub request_body_limit_bytes: usize,
     pub request_timeout_secs: u64,
     pub invitation_ttl_days: u32,
+    /// DNS servers for domain verification (`ip:port`); empty means the system's.
+    pub dns_name_servers: Vec<SocketAddr>,
+    pub dns_timeout_ms: u64,
+    pub dns_attempts: usize,
+    /// The label in front of a domain where its TXT challenge is published.
+    pub domain_challenge_prefix: String,
+    /// How often verified domains are checked again.
+    pub domain_reverify_interval_secs: u64,
+    /// How soon pending, failed and lapsed domains (and transient errors) are checked again.
+    pub domain_retry_interval_secs: u64,
+    /// Consecutive definite failures after which a verified domain lapses.
+    pub domain_lapse_after_failures: u32,
+    /// Run background jobs (domain re-verification) in this process.
+    pub background_jobs: bool,
+    /// How often a background job looks for due work.
+    pub job_tick_secs: u64,
+    /// How many checks a background job runs at once.
+    pub job_concurrency: usize,
 }
 
 /// The embedded default database: a SQLite file in the working directory.
@@ -152,6 +190,22 @@ impl Config {
         positive("request_body_limit_bytes", raw.request_body_limit_bytes as u64)?;
         positive("request_timeout_secs", raw.request_timeout_secs)?;
         positive("invitation_ttl_days", raw.invitation_ttl_days.into())?;
+        positive("dns_timeout_ms", raw.dns_timeout_ms)?;
+        positive("dns_attempts", raw.dns_attempts as u64)?;
+        positive("domain_reverify_interval_secs", raw.domain_reverify_interval_secs)?;
+        positive("domain_retry_interval_secs", raw.domain_retry_interval_secs)?;
+        positive("domain_lapse_after_failures", raw.domain_lapse_after_failures.into())?;
+        positive("job_tick_secs", raw.job_tick_secs)?;
+        positive("job_concurrency", raw.job_concurrency as u64)?;
+        let prefix_ok = !raw.domain_challenge_prefix.is_empty()
+            && raw.domain_challenge_prefix.len() <= 63
+            && raw.domain_challenge_prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !prefix_ok {
+            return Err(ConfigError::Invalid {
+                key: "domain_challenge_prefix",
+                message: "must be one DNS label of letters, digits, `-` and `_`".into(),
+            });
+        }
         Ok(Self {
             listen: raw.listen,
             public_base_url,
@@ -162,6 +216,16 @@ impl Config {
             request_body_limit_bytes: raw.request_body_limit_bytes,
             request_timeout_secs: raw.request_timeout_secs,
             invitation_ttl_days: raw.invitation_ttl_days,
+            dns_name_servers: raw.dns_name_servers,
+            dns_timeout_ms: raw.dns_timeout_ms,
+            dns_attempts: raw.dns_attempts,
+            domain_challenge_prefix: raw.domain_challenge_prefix,
+            domain_reverify_interval_secs: raw.domain_reverify_interval_secs,
+            domain_retry_interval_secs: raw.domain_retry_interval_secs,
+            domain_lapse_after_failures: raw.domain_lapse_after_failures,
+            background_jobs: raw.background_jobs,
+            job_tick_secs: raw.job_tick_secs,
+            job_concurrency: raw.job_concurrency,
         })
     }
 

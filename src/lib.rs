@@ -4,7 +4,9 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod domains;
 pub mod http;
+pub mod jobs;
 pub mod model;
 pub mod secrets;
 pub mod service;

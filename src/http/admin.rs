@@ -5,6 +5,7 @@
 use super::error::Problem;
 use super::extract::{AdminActor, ApiBytes, ApiJson, ApiPath, ApiQuery};
 use super::AppState;
+use crate::domains::DomainName;
 use crate::model::*;
 use crate::service::*;
 use crate::store::{AuditEntry, Credential, Features, Invitation, Member, Organization, SsoSettings};
@@ -60,6 +61,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(revoke_scim_token))
         .routes(routes!(list_api_keys, create_api_key))
         .routes(routes!(revoke_api_key))
+        .routes(routes!(list_domains, add_domain))
+        .routes(routes!(get_domain, remove_domain))
+        .routes(routes!(verify_domain))
         .routes(routes!(list_audit_log))
 }
 
@@ -433,6 +437,68 @@ async fn revoke_api_key(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<Credential>> {
     Ok(Json(s.roster.revoke_credential(&a, CredentialKind::ApiKey, id).await?))
+}
+
+// ---- Domains ---------------------------------------------------------------
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NewDomain {
+    /// The email domain, e.g. `acme.com` (internationalized names are accepted and stored in IDNA form).
+    #[schema(value_type = String)]
+    name: String,
+}
+
+/// The organization's domains with their status and the TXT record to publish for each.
+#[utoipa::path(get, path = "/api/v1/domains", tag = "domains", responses((status = 200, body = Vec<DomainView>)))]
+async fn list_domains(State(s): State<AppState>, AdminActor(a): AdminActor) -> ApiResult<Json<Vec<DomainView>>> {
+    Ok(Json(s.roster.list_domains(&a).await?))
+}
+
+/// Adds an email domain; the answer says which TXT record proves it (Owner, Admin).
+#[utoipa::path(post, path = "/api/v1/domains", tag = "domains", request_body = NewDomain,
+    responses((status = 201, body = DomainView), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn add_domain(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiJson(new): ApiJson<NewDomain>,
+) -> ApiResult<(StatusCode, Json<DomainView>)> {
+    let name = DomainName::parse(&new.name).map_err(|e| Problem::from(ServiceError::invalid("name", e)))?;
+    Ok((StatusCode::CREATED, Json(s.roster.add_domain(&a, name).await?)))
+}
+
+/// One domain.
+#[utoipa::path(get, path = "/api/v1/domains/{id}", tag = "domains", params(("id" = Uuid, Path)),
+    responses((status = 200, body = DomainView), (status = 404, body = Problem)))]
+async fn get_domain(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<DomainView>> {
+    Ok(Json(s.roster.domain(&a, id).await?))
+}
+
+/// Removes a domain; it stops routing sign-ins and assigning members at once (Owner, Admin).
+#[utoipa::path(delete, path = "/api/v1/domains/{id}", tag = "domains", params(("id" = Uuid, Path)),
+    responses((status = 204), (status = 404, body = Problem)))]
+async fn remove_domain(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<StatusCode> {
+    s.roster.remove_domain(&a, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Checks the domain's TXT record now and says what DNS showed (Owner, Admin).
+#[utoipa::path(post, path = "/api/v1/domains/{id}/verify", tag = "domains", params(("id" = Uuid, Path)),
+    responses((status = 200, body = DomainCheck), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn verify_domain(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<DomainCheck>> {
+    Ok(Json(s.roster.verify_domain(&a, id).await?))
 }
 
 // ---- Audit log -------------------------------------------------------------

@@ -6,9 +6,10 @@ pub mod error;
 pub mod extract;
 mod ops;
 
-use crate::clock::SystemClock;
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::service::{Roster, Settings};
+use crate::domains::dns::{DnsSettings, TxtChecker};
+use crate::service::{DomainPolicy, Roster, Settings};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, StatusCode};
 use axum::middleware::Next;
@@ -34,12 +35,30 @@ pub struct AppState {
 impl AppState {
     /// Connects the configured store (migrating it when `auto_migrate` is on) on the system clock.
     pub async fn from_config(config: Config) -> anyhow::Result<Self> {
+        Self::with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// As [`AppState::from_config`], reading time from `clock`.
+    pub async fn with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let store = crate::store::connect(config.database_url.expose(), config.database_max_connections).await?;
         if config.auto_migrate {
             store.migrate().await?;
         }
-        let settings = Settings { invitation_ttl: chrono::Duration::days(config.invitation_ttl_days.into()) };
-        Ok(Self { roster: Roster::new(store, Arc::new(SystemClock), settings), config: Arc::new(config) })
+        let settings = Settings {
+            invitation_ttl: chrono::Duration::days(config.invitation_ttl_days.into()),
+            domains: DomainPolicy {
+                challenge_prefix: config.domain_challenge_prefix.clone(),
+                reverify_interval: chrono::Duration::seconds(config.domain_reverify_interval_secs as i64),
+                retry_interval: chrono::Duration::seconds(config.domain_retry_interval_secs as i64),
+                lapse_after_failures: config.domain_lapse_after_failures.into(),
+            },
+        };
+        let dns = TxtChecker::new(&DnsSettings {
+            name_servers: config.dns_name_servers.clone(),
+            timeout: Duration::from_millis(config.dns_timeout_ms),
+            attempts: config.dns_attempts,
+        })?;
+        Ok(Self { roster: Roster::new(store, clock, dns, settings), config: Arc::new(config) })
     }
 }
 
@@ -61,6 +80,10 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .merge(ops::router())
+        .fallback(|| async { error::Problem::new(StatusCode::NOT_FOUND, "not-found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            error::Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "this route does not take that method")
+        })
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(record_metrics))

@@ -182,16 +182,22 @@ pub struct CsvInvitation {
 /// header; blank lines and a leading byte-order mark (spreadsheet exports)
 /// are skipped. Line numbers are 1-based.
 pub fn parse_invitation_csv(bytes: &[u8]) -> ServiceResult<Vec<CsvInvitation>> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| ServiceError::invalid("file", format!("the upload is not UTF-8 text: {e}")))?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(bytes);
     let mut rows = Vec::new();
     let mut errors = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
-    // Line by line, so the numbers match what the admin sees in an editor;
-    // each line is read as CSV so quoted fields work.
-    for (i, raw) in text.lines().enumerate() {
+    // Line by line, so the numbers match what the admin sees in an editor
+    // (and a line in another encoding is named); each line is read as CSV so
+    // quoted fields work.
+    for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
         let line = i + 1;
+        let raw = match std::str::from_utf8(raw.strip_suffix(b"\r").unwrap_or(raw)) {
+            Ok(text) => text,
+            Err(_) => {
+                errors.push(LineError { line, message: "not UTF-8 text (save the file as UTF-8 CSV)".into() });
+                continue;
+            }
+        };
         if raw.trim().is_empty() {
             continue;
         }

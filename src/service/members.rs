@@ -103,6 +103,10 @@ impl Roster {
         let org = lock_org(&mut *tx, actor.org_id).await?;
         let before = tx.get_member(org.id, id).await?.ok_or(ServiceError::NotFound("member"))?;
         let (status, role) = (before.status, before.role);
+        // Only an Owner may change an Owner, even when the change is already in effect.
+        if role == Role::Owner {
+            actor.require(Role::Owner)?;
+        }
         let mut member = before.clone();
         let action = match change {
             MemberChange::Role(new) => {
@@ -154,9 +158,6 @@ impl Roster {
         let loses_owner = role == Role::Owner
             && status == MemberStatus::Active
             && (member.role != Role::Owner || member.status != MemberStatus::Active);
-        if role == Role::Owner {
-            actor.require(Role::Owner)?;
-        }
         if loses_owner && tx.count_active_owners(org.id).await? <= 1 {
             return Err(ServiceError::LastOwner);
         }

@@ -4,6 +4,7 @@
 
 mod audit;
 mod credentials;
+mod domains;
 mod invitations;
 mod members;
 mod org;
@@ -11,12 +12,14 @@ mod seats;
 
 pub use audit::*;
 pub use credentials::*;
+pub use domains::*;
 pub use invitations::*;
 pub use members::*;
 pub use org::*;
 pub use seats::*;
 
 use crate::clock::Clock;
+use crate::domains::dns::TxtChecker;
 use crate::model::{ActorKind, Role};
 use crate::store::{NewAudit, Store, StoreError, Tx};
 use serde::Serialize;
@@ -28,6 +31,7 @@ use uuid::Uuid;
 pub struct Roster {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) dns: TxtChecker,
     pub(crate) settings: Settings,
 }
 
@@ -36,21 +40,27 @@ pub struct Roster {
 pub struct Settings {
     /// How long an invitation stays pending.
     pub invitation_ttl: chrono::Duration,
+    pub domains: DomainPolicy,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { invitation_ttl: chrono::Duration::days(14) }
+        Self { invitation_ttl: chrono::Duration::days(14), domains: DomainPolicy::default() }
     }
 }
 
 impl Roster {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, settings: Settings) -> Self {
-        Self { store, clock, settings }
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, dns: TxtChecker, settings: Settings) -> Self {
+        Self { store, clock, dns, settings }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The current time on this instance's clock.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
     }
 }
 

@@ -141,6 +141,27 @@ pub struct Credential {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// An associated email domain and its DNS verification state.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Domain {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    /// Normalized: lower-case ASCII (IDNA), no trailing dot.
+    pub name: String,
+    pub status: DomainStatus,
+    /// The value published at the challenge name is `roster-domain-verification=<token>`.
+    pub verification_token: String,
+    /// Consecutive definite failures since the last success.
+    pub failures: i64,
+    /// What the last check saw, in words.
+    pub last_result: Option<String>,
+    pub checked_at: Option<DateTime<Utc>>,
+    pub verified_at: Option<DateTime<Utc>>,
+    pub next_check_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
 /// How many seats are taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeatUsage {
@@ -273,6 +294,28 @@ pub trait Tx: Send {
     /// The credential with this token hash and its stored hash, for a constant-time comparison.
     async fn find_credential_by_hash(&mut self, token_hash: &str) -> StoreResult<Option<(Credential, String)>>;
     async fn update_credential(&mut self, cred: &Credential) -> StoreResult<()>;
+
+    // Domains.
+    async fn insert_domain(&mut self, domain: &Domain) -> StoreResult<()>;
+    async fn get_domain(&mut self, org_id: Uuid, id: Uuid) -> StoreResult<Option<Domain>>;
+    async fn list_domains(&mut self, org_id: Uuid) -> StoreResult<Vec<Domain>>;
+    async fn update_domain(&mut self, domain: &Domain) -> StoreResult<()>;
+    async fn delete_domain(&mut self, org_id: Uuid, id: Uuid) -> StoreResult<bool>;
+    /// The verified domain of this name, in whichever organization verified it.
+    async fn find_verified_domain(&mut self, name: &str) -> StoreResult<Option<Domain>>;
+    /// Domains whose next check is due at `now`, soonest first.
+    async fn due_domains(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<Vec<Domain>>;
+
+    // Background job coordination.
+    /// Takes or renews the lease `name` for `holder` until `until`, unless
+    /// another holder's lease is still valid at `now`. True when `holder` has it.
+    async fn try_acquire_lease(
+        &mut self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<bool>;
 
     // Audit log.
     async fn insert_audit(&mut self, entry: &NewAudit) -> StoreResult<()>;

@@ -188,6 +188,44 @@ impl CredentialRow {
     }
 }
 
+pub(super) const DOMAIN_COLUMNS: &str = "id, org_id, name, status, verification_token, failures, last_result, \
+    checked_at, verified_at, next_check_at, created_at, updated_at";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct DomainRow {
+    id: String,
+    org_id: String,
+    name: String,
+    status: String,
+    verification_token: String,
+    failures: i64,
+    last_result: Option<String>,
+    checked_at: Option<DateTime<Utc>>,
+    verified_at: Option<DateTime<Utc>>,
+    next_check_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: Option<DateTime<Utc>>,
+}
+
+impl DomainRow {
+    pub(super) fn into_model(self) -> StoreResult<Domain> {
+        Ok(Domain {
+            id: uuid("domains.id", &self.id)?,
+            org_id: uuid("domains.org_id", &self.org_id)?,
+            name: self.name,
+            status: parse("status", &self.status)?,
+            verification_token: self.verification_token,
+            failures: self.failures,
+            last_result: self.last_result,
+            checked_at: self.checked_at,
+            verified_at: self.verified_at,
+            next_check_at: self.next_check_at,
+            updated_at: self.updated_at.unwrap_or(self.created_at),
+            created_at: self.created_at,
+        })
+    }
+}
+
 pub(super) const AUDIT_COLUMNS: &str =
     "seq, id, org_id, actor_kind, actor_id, action, target, before_json, after_json, request_id, at";
 
@@ -621,6 +659,127 @@ macro_rules! impl_tx {
                     return Err(StoreError::NotFound);
                 }
                 Ok(())
+            }
+
+            async fn insert_domain(&mut self, d: &Domain) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO domains (id, org_id, name, status, verification_token, failures, last_result, \
+                     checked_at, verified_at, next_check_at, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                )
+                .bind(d.id.to_string())
+                .bind(d.org_id.to_string())
+                .bind(&d.name)
+                .bind(d.status.as_str())
+                .bind(&d.verification_token)
+                .bind(d.failures)
+                .bind(&d.last_result)
+                .bind(d.checked_at)
+                .bind(d.verified_at)
+                .bind(d.next_check_at)
+                .bind(d.created_at)
+                .bind(d.updated_at)
+                .execute(&mut *self.0)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_domain(&mut self, org_id: Uuid, id: Uuid) -> StoreResult<Option<Domain>> {
+                let sql = format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE org_id = $1 AND id = $2");
+                sqlx::query_as::<_, DomainRow>(&sql)
+                    .bind(org_id.to_string())
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *self.0)
+                    .await?
+                    .map(DomainRow::into_model)
+                    .transpose()
+            }
+
+            async fn list_domains(&mut self, org_id: Uuid) -> StoreResult<Vec<Domain>> {
+                let sql = format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE org_id = $1 ORDER BY name");
+                sqlx::query_as::<_, DomainRow>(&sql)
+                    .bind(org_id.to_string())
+                    .fetch_all(&mut *self.0)
+                    .await?
+                    .into_iter()
+                    .map(DomainRow::into_model)
+                    .collect()
+            }
+
+            async fn update_domain(&mut self, d: &Domain) -> StoreResult<()> {
+                let done = sqlx::query(
+                    "UPDATE domains SET status = $3, failures = $4, last_result = $5, checked_at = $6, \
+                     verified_at = $7, next_check_at = $8, updated_at = $9 WHERE org_id = $1 AND id = $2",
+                )
+                .bind(d.org_id.to_string())
+                .bind(d.id.to_string())
+                .bind(d.status.as_str())
+                .bind(d.failures)
+                .bind(&d.last_result)
+                .bind(d.checked_at)
+                .bind(d.verified_at)
+                .bind(d.next_check_at)
+                .bind(d.updated_at)
+                .execute(&mut *self.0)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn delete_domain(&mut self, org_id: Uuid, id: Uuid) -> StoreResult<bool> {
+                let done = sqlx::query("DELETE FROM domains WHERE org_id = $1 AND id = $2")
+                    .bind(org_id.to_string())
+                    .bind(id.to_string())
+                    .execute(&mut *self.0)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn find_verified_domain(&mut self, name: &str) -> StoreResult<Option<Domain>> {
+                let sql = format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE name = $1 AND status = 'verified'");
+                sqlx::query_as::<_, DomainRow>(&sql)
+                    .bind(name)
+                    .fetch_optional(&mut *self.0)
+                    .await?
+                    .map(DomainRow::into_model)
+                    .transpose()
+            }
+
+            async fn due_domains(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<Vec<Domain>> {
+                let sql = format!(
+                    "SELECT {DOMAIN_COLUMNS} FROM domains WHERE next_check_at <= $1 ORDER BY next_check_at LIMIT $2"
+                );
+                sqlx::query_as::<_, DomainRow>(&sql)
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(&mut *self.0)
+                    .await?
+                    .into_iter()
+                    .map(DomainRow::into_model)
+                    .collect()
+            }
+
+            async fn try_acquire_lease(
+                &mut self,
+                name: &str,
+                holder: &str,
+                now: DateTime<Utc>,
+                until: DateTime<Utc>,
+            ) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+                     WHERE leases.expires_at <= $4 OR leases.holder = $2",
+                )
+                .bind(name)
+                .bind(holder)
+                .bind(until)
+                .bind(now)
+                .execute(&mut *self.0)
+                .await?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn insert_audit(&mut self, a: &NewAudit) -> StoreResult<()> {

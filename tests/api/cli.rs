@@ -176,3 +176,44 @@ async fn two_processes_on_one_postgres_never_exceed_the_seats() {
         .expect("json");
     assert_eq!(seats["used"], 6);
 }
+
+// Multi-threaded: the DNS server must answer while this thread waits for the CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_admin_verifies_a_domain_from_the_command_line() {
+    let db = TestDb::new().await;
+    let dns = crate::dns_server::TestDns::start().await;
+    let created = run_json(&db.url, &["org", "create", "--name", "Acme", "--seats", "5", "--owner-email", "ada@acme.com"]);
+    let org = created["organization"]["id"].as_str().unwrap().to_string();
+    let with_dns = |args: &[&str]| {
+        roster(&db.url).env("ROSTER_DNS_NAME_SERVERS", format!("[\"{}\"]", dns.addr)).args(args).output().expect("run")
+    };
+
+    // The instructions name the exact record to publish.
+    let out = with_dns(&["domain", "add", "--org", &org, "Acme.com"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("name:  _roster-challenge.acme.com"), "{text}");
+    assert!(text.contains("type:  TXT"), "{text}");
+    let value = text.lines().find_map(|l| l.trim().strip_prefix("value: ")).expect("value line").to_string();
+    assert!(value.starts_with("roster-domain-verification="));
+
+    // A wrong record: verify fails and says what it saw.
+    dns.set_txt("_roster-challenge.acme.com", &[&["roster-domain-verification=typo"]]);
+    let out = with_dns(&["domain", "verify", "--org", &org, "acme.com"]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("\"roster-domain-verification=typo\""), "{text}");
+    assert!(text.contains(&value), "the expected value is repeated: {text}");
+
+    dns.set_txt("_roster-challenge.acme.com", &[&[&value]]);
+    let out = with_dns(&["domain", "verify", "--org", &org, "acme.com"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("acme.com: verified"));
+    let list = with_dns(&["domain", "list", "--org", &org, "--json"]);
+    let list: Value = serde_json::from_slice(&list.stdout).expect("json");
+    assert_eq!(list[0]["status"], "verified");
+    let out = with_dns(&["domain", "remove", "--org", &org, "acme.com"]);
+    assert!(out.status.success());
+    let out = with_dns(&["domain", "verify", "--org", &org, "acme.com"]);
+    assert_eq!(out.status.code(), Some(2), "a removed domain is gone");
+}

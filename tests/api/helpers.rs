@@ -4,6 +4,7 @@
 //! create organizations and keys.
 
 use reqwest::{Method, StatusCode};
+use roster::clock::{Clock, SystemClock};
 use roster::config::Config;
 use roster::http::AppState;
 use roster::model::{CredentialKind, Email, Name, Plan, Role};
@@ -11,6 +12,7 @@ use roster::service::{Actor, NewCredential, NewOrganization, Roster};
 use serde_json::Value;
 use sqlx::Connection;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// A database for one test, dropped with it.
@@ -29,7 +31,8 @@ impl Drop for TestDb {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(async {
                 if let Ok(mut admin) = sqlx::PgConnection::connect(&base).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
+                    let _ =
+                        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
                 }
             });
         })
@@ -89,7 +92,14 @@ impl TestApp {
     }
 
     pub async fn spawn_on(db: TestDb) -> Self {
-        let state = AppState::from_config(config_for(&db.url)).await.expect("app state");
+        Self::spawn_with(db, |_| {}, Arc::new(SystemClock)).await
+    }
+
+    /// Spawns with a configuration adjusted by `adjust`, on `clock`.
+    pub async fn spawn_with(db: TestDb, adjust: impl FnOnce(&mut Config), clock: Arc<dyn Clock>) -> Self {
+        let mut config = config_for(&db.url);
+        adjust(&mut config);
+        let state = AppState::with_clock(config, clock).await.expect("app state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -1,9 +1,14 @@
 //! Integration tests over real HTTP, on SQLite by default and on PostgreSQL
 //! when `DATABASE_URL` names a PostgreSQL server.
 
+// Test code states its expectations with unwrap/expect.
+#![allow(clippy::unwrap_used)]
+
 mod helpers;
 
 mod cli;
+mod dns_server;
+mod domains;
 mod invitations;
 mod members;
 mod seats;

@@ -1,0 +1,53 @@
+//! Background jobs, coordinated through the database so that exactly one
+//! replica runs each: a job runs only while its replica holds the job's
+//! lease, which it renews every tick and which another replica may take once
+//! it has expired (its holder stopped or hung).
+
+use crate::service::Roster;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The lease name of domain re-verification.
+pub const DOMAIN_CHECKS: &str = "domain-checks";
+
+/// How many due domains one tick checks at most.
+const DOMAIN_BATCH: i64 = 500;
+
+/// Runs one tick of domain re-verification as `holder`, if it can take the
+/// lease for `lease`. Returns how many domains it checked, or `None` when
+/// another replica holds the lease.
+pub async fn domain_checks_tick(
+    roster: &Roster,
+    holder: &str,
+    lease: Duration,
+    concurrency: usize,
+) -> anyhow::Result<Option<usize>> {
+    let now = roster.now();
+    let until = now + chrono::Duration::from_std(lease)?;
+    let mut tx = roster.store().begin().await?;
+    let held = tx.try_acquire_lease(DOMAIN_CHECKS, holder, now, until).await?;
+    tx.commit().await?;
+    if !held {
+        return Ok(None);
+    }
+    Ok(Some(roster.check_due_domains(DOMAIN_BATCH, concurrency).await?))
+}
+
+/// Starts the background jobs of this replica; they stop when the returned handle is aborted.
+pub fn spawn(roster: Roster, tick: Duration, concurrency: usize) -> tokio::task::JoinHandle<()> {
+    let holder = format!("replica-{}", Uuid::new_v4());
+    tokio::spawn(async move {
+        // A lease outlives a few ticks, so a busy tick does not hand the job over.
+        let lease = tick * 3;
+        loop {
+            match domain_checks_tick(&roster, &holder, lease, concurrency).await {
+                Ok(Some(n)) if n > 0 => tracing::info!(checked = n, "domain re-verification tick"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "domain re-verification tick failed"),
+            }
+            // Jitter keeps replicas from ticking in lock-step.
+            let jitter = rand::random::<f64>() * 0.2 + 0.9;
+            tokio::time::sleep(tick.mul_f64(jitter)).await;
+        }
+    })
+}

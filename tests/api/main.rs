@@ -6,9 +6,11 @@
 
 mod helpers;
 
+mod bad_input;
 mod cli;
 mod dns_server;
 mod domains;
 mod invitations;
 mod members;
+mod permissions;
 mod seats;

@@ -182,7 +182,8 @@ async fn two_processes_on_one_postgres_never_exceed_the_seats() {
 async fn a_new_admin_verifies_a_domain_from_the_command_line() {
     let db = TestDb::new().await;
     let dns = crate::dns_server::TestDns::start().await;
-    let created = run_json(&db.url, &["org", "create", "--name", "Acme", "--seats", "5", "--owner-email", "ada@acme.com"]);
+    let created =
+        run_json(&db.url, &["org", "create", "--name", "Acme", "--seats", "5", "--owner-email", "ada@acme.com"]);
     let org = created["organization"]["id"].as_str().unwrap().to_string();
     let with_dns = |args: &[&str]| {
         roster(&db.url).env("ROSTER_DNS_NAME_SERVERS", format!("[\"{}\"]", dns.addr)).args(args).output().expect("run")

@@ -49,6 +49,32 @@ pub enum Command {
     /// Manage an organization's email domains and their DNS verification.
     #[command(subcommand)]
     Domain(DomainCommand),
+    /// Load generators.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Drive a SCIM server: create users, look them up, page, add them to a group, deactivate, delete.
+    Scim {
+        /// The SCIM base URL, e.g. http://127.0.0.1:8080/scim/v2.
+        #[arg(long)]
+        url: String,
+        /// The SCIM bearer token.
+        #[arg(long, env = "ROSTER_BENCH_TOKEN")]
+        token: String,
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Look-ups and GETs to send (default: as many as users).
+        #[arg(long)]
+        reads: Option<usize>,
+        /// Members per group PATCH.
+        #[arg(long, default_value_t = 50)]
+        batch: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -155,6 +181,29 @@ pub async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
+    if let Command::Bench(BenchCommand::Scim { url, token, users, concurrency, reads, batch }) = cli.command {
+        // The load generator needs no configuration or database of its own.
+        let opts = crate::bench::BenchOptions {
+            url,
+            token,
+            users,
+            concurrency,
+            reads: reads.unwrap_or(users),
+            batch,
+            run_id: Uuid::new_v4().simple().to_string()[..8].to_string(),
+        };
+        let as_json = cli.json;
+        let reports = crate::bench::run(opts, |r| {
+            if !as_json {
+                println!("{r}");
+            }
+        })
+        .await?;
+        if as_json {
+            println!("{}", serde_json::to_string(&reports).map_err(anyhow::Error::from)?);
+        }
+        return Ok(());
+    }
     let config = Config::load(cli.config.as_deref()).map_err(|e| CliError::Input(e.to_string()))?;
     let serving = matches!(cli.command, Command::Serve);
     crate::telemetry::init(config.log_format, if serving { "info" } else { "warn" });
@@ -182,6 +231,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let roster = AppState::from_config(config).await?.roster;
             domain(&roster, cmd, cli.json).await
         }
+        Command::Bench(_) => unreachable!("handled before configuration is loaded"),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Roster: an identity provisioning gateway. It owns a SaaS product's
 //! organization model and puts an admin API, SCIM and SSO in front of it.
 
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -8,6 +9,7 @@ pub mod domains;
 pub mod http;
 pub mod jobs;
 pub mod model;
+pub mod scim;
 pub mod secrets;
 pub mod service;
 pub mod store;

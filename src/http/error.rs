@@ -88,6 +88,10 @@ impl From<ServiceError> for Problem {
                 errors: Some(lines),
                 ..Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "bulk-rejected", detail)
             },
+            ServiceError::Scim(e) => Problem::new(e.status, "invalid-request", e.detail),
+            ServiceError::PreconditionFailed(_) => {
+                Problem::new(StatusCode::PRECONDITION_FAILED, "precondition-failed", detail)
+            }
             ServiceError::Store(cause) => {
                 tracing::error!(error = ?anyhow::Error::from(cause), "storage failure");
                 Problem::new(

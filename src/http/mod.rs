@@ -5,6 +5,7 @@ pub mod admin;
 pub mod error;
 pub mod extract;
 mod ops;
+pub mod scim;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -80,6 +81,7 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .merge(ops::router())
+        .nest("/scim/v2", scim::router())
         .fallback(|| async { error::Problem::new(StatusCode::NOT_FOUND, "not-found", "no such route") })
         .method_not_allowed_fallback(|| async {
             error::Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "this route does not take that method")

@@ -8,6 +8,7 @@ mod domains;
 mod invitations;
 mod members;
 mod org;
+mod scim;
 mod seats;
 
 pub use audit::*;
@@ -16,6 +17,7 @@ pub use domains::*;
 pub use invitations::*;
 pub use members::*;
 pub use org::*;
+pub use scim::*;
 pub use seats::*;
 
 use crate::clock::Clock;
@@ -139,8 +141,20 @@ pub enum ServiceError {
     Conflict(String),
     #[error("{} line(s) of the upload are not valid; nothing was created", .0.len())]
     BulkRejected(Vec<LineError>),
+    /// A SCIM protocol error (bad filter, path, value…), answered as is on SCIM routes.
+    #[error("{}", .0.detail)]
+    Scim(crate::scim::ScimError),
+    /// The resource changed since the version the client named (`If-Match`).
+    #[error("the resource has changed since version {0}")]
+    PreconditionFailed(String),
     #[error("storage failure")]
     Store(#[source] StoreError),
+}
+
+impl From<crate::scim::ScimError> for ServiceError {
+    fn from(e: crate::scim::ScimError) -> Self {
+        ServiceError::Scim(e)
+    }
 }
 
 impl From<StoreError> for ServiceError {

@@ -162,6 +162,47 @@ pub struct Domain {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A SCIM User as stored: its member, the indexed attributes, and the full
+/// representation (without `id` and `meta`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScimUserRecord {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub member_id: Uuid,
+    pub user_name: String,
+    pub external_id: Option<String>,
+    pub display_name: Option<String>,
+    pub active: bool,
+    pub resource: serde_json::Value,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A SCIM Group as stored; its members are rows of their own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScimGroupRecord {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub display_name: String,
+    pub external_id: Option<String>,
+    pub resource: serde_json::Value,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A page query over SCIM resources: a WHERE fragment and an ORDER BY
+/// fragment written for this store's dialect (see `scim::filter`), whose
+/// placeholders start at `$2` (`$1` is the organization).
+#[derive(Debug, Clone, Default)]
+pub struct ScimQuery {
+    pub filter: Option<crate::scim::filter::SqlFragment>,
+    pub order: Option<crate::scim::filter::SqlFragment>,
+    pub offset: i64,
+    pub limit: i64,
+}
+
 /// How many seats are taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeatUsage {
@@ -247,6 +288,8 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
+    /// The SQL dialect SCIM filters are translated to.
+    fn dialect(&self) -> crate::scim::filter::Dialect;
 }
 
 /// One transaction's operations. Every backend implements the same list.
@@ -305,6 +348,39 @@ pub trait Tx: Send {
     async fn find_verified_domain(&mut self, name: &str) -> StoreResult<Option<Domain>>;
     /// Domains whose next check is due at `now`, soonest first.
     async fn due_domains(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<Vec<Domain>>;
+
+    // SCIM resources.
+    async fn insert_scim_user(&mut self, user: &ScimUserRecord, emails: &[String]) -> StoreResult<()>;
+    /// Rewrites the user and its emails.
+    async fn update_scim_user(&mut self, user: &ScimUserRecord, emails: &[String]) -> StoreResult<()>;
+    async fn delete_scim_user(&mut self, org_id: Uuid, id: Uuid) -> StoreResult<bool>;
+    async fn get_scim_user(&mut self, org_id: Uuid, id: Uuid) -> StoreResult<Option<ScimUserRecord>>;
+    async fn find_scim_user_by_member(&mut self, member_id: Uuid) -> StoreResult<Option<ScimUserRecord>>;
+    async fn find_scim_user_by_user_name(
+        &mut self,
+        org_id: Uuid,
+        user_name: &str,
+    ) -> StoreResult<Option<ScimUserRecord>>;
+    async fn list_scim_users(&mut self, org_id: Uuid, query: &ScimQuery) -> StoreResult<Vec<ScimUserRecord>>;
+    async fn count_scim_users(&mut self, org_id: Uuid, query: &ScimQuery) -> StoreResult<i64>;
+    /// Of `ids`, those that are SCIM users of the organization.
+    async fn existing_scim_users(&mut self, org_id: Uuid, ids: &[Uuid]) -> StoreResult<Vec<Uuid>>;
+    async fn insert_scim_group(&mut self, group: &ScimGroupRecord) -> StoreResult<()>;
+    async fn update_scim_group(&mut self, group: &ScimGroupRecord) -> StoreResult<()>;
+    async fn delete_scim_group(&mut self, org_id: Uuid, id: Uuid) -> StoreResult<bool>;
+    async fn get_scim_group(&mut self, org_id: Uuid, id: Uuid) -> StoreResult<Option<ScimGroupRecord>>;
+    /// Locks the group row for the rest of the transaction and returns it.
+    async fn lock_scim_group(&mut self, org_id: Uuid, id: Uuid) -> StoreResult<Option<ScimGroupRecord>>;
+    async fn list_scim_groups(&mut self, org_id: Uuid, query: &ScimQuery) -> StoreResult<Vec<ScimGroupRecord>>;
+    async fn count_scim_groups(&mut self, org_id: Uuid, query: &ScimQuery) -> StoreResult<i64>;
+    /// Adds members (skipping ones already in); returns those added.
+    async fn add_group_members(&mut self, org_id: Uuid, group_id: Uuid, user_ids: &[Uuid]) -> StoreResult<Vec<Uuid>>;
+    /// Removes members; returns those that were in.
+    async fn remove_group_members(&mut self, group_id: Uuid, user_ids: &[Uuid]) -> StoreResult<Vec<Uuid>>;
+    /// The group's members with their display names, in id order.
+    async fn group_members(&mut self, group_id: Uuid) -> StoreResult<Vec<(Uuid, Option<String>)>>;
+    /// The groups a user is in, with their display names.
+    async fn groups_of_user(&mut self, user_id: Uuid) -> StoreResult<Vec<(Uuid, String)>>;
 
     // Background job coordination.
     /// Takes or renews the lease `name` for `holder` until `until`, unless

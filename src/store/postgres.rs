@@ -54,6 +54,10 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    fn dialect(&self) -> crate::scim::filter::Dialect {
+        crate::scim::filter::Dialect::Postgres
+    }
+
     fn backend(&self) -> &'static str {
         "postgres"
     }

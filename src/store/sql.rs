@@ -14,15 +14,15 @@ use std::str::FromStr;
 /// A transaction on one backend.
 pub(super) struct SqlTx<DB: sqlx::Database>(pub(super) sqlx::Transaction<'static, DB>);
 
-fn parse<T: FromStr>(column: &str, raw: &str) -> StoreResult<T> {
+pub(super) fn parse<T: FromStr>(column: &str, raw: &str) -> StoreResult<T> {
     raw.parse().map_err(|_| StoreError::Other(anyhow::anyhow!("stored {column} `{raw}` is not valid")))
 }
 
-fn uuid(column: &str, raw: &str) -> StoreResult<Uuid> {
+pub(super) fn uuid(column: &str, raw: &str) -> StoreResult<Uuid> {
     Uuid::parse_str(raw).map_err(|_| StoreError::Other(anyhow::anyhow!("stored {column} `{raw}` is not a UUID")))
 }
 
-fn email(raw: &str) -> StoreResult<Email> {
+pub(super) fn email(raw: &str) -> StoreResult<Email> {
     Email::parse(raw).map_err(|_| StoreError::Other(anyhow::anyhow!("stored email `{raw}` is not valid")))
 }
 
@@ -226,6 +226,109 @@ impl DomainRow {
     }
 }
 
+pub(super) const SCIM_USER_COLUMNS: &str = "r.id, r.org_id, r.member_id, r.user_name, r.external_id, \
+    r.display_name, r.active, r.resource, r.version, r.created_at, r.updated_at";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ScimUserRow {
+    id: String,
+    org_id: String,
+    member_id: String,
+    user_name: String,
+    external_id: Option<String>,
+    display_name: Option<String>,
+    active: bool,
+    resource: Json<serde_json::Value>,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl ScimUserRow {
+    pub(super) fn into_model(self) -> StoreResult<ScimUserRecord> {
+        Ok(ScimUserRecord {
+            id: uuid("scim_users.id", &self.id)?,
+            org_id: uuid("scim_users.org_id", &self.org_id)?,
+            member_id: uuid("scim_users.member_id", &self.member_id)?,
+            user_name: self.user_name,
+            external_id: self.external_id,
+            display_name: self.display_name,
+            active: self.active,
+            resource: self.resource.0,
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+pub(super) const SCIM_GROUP_COLUMNS: &str =
+    "r.id, r.org_id, r.display_name, r.external_id, r.resource, r.version, r.created_at, r.updated_at";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ScimGroupRow {
+    id: String,
+    org_id: String,
+    display_name: String,
+    external_id: Option<String>,
+    resource: Json<serde_json::Value>,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl ScimGroupRow {
+    pub(super) fn into_model(self) -> StoreResult<ScimGroupRecord> {
+        Ok(ScimGroupRecord {
+            id: uuid("scim_groups.id", &self.id)?,
+            org_id: uuid("scim_groups.org_id", &self.org_id)?,
+            display_name: self.display_name,
+            external_id: self.external_id,
+            resource: self.resource.0,
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// `$from, $from+1, …` for `n` values.
+pub(super) fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The WHERE addition, ORDER BY and LIMIT/OFFSET placeholders of a SCIM page query.
+pub(super) fn scim_page_sql(q: &ScimQuery) -> (String, String, usize) {
+    let filter = q.filter.as_ref().map(|f| format!(" AND ({})", f.sql)).unwrap_or_default();
+    let order = q.order.as_ref().map(|o| format!("{}, r.id", o.sql)).unwrap_or_else(|| "r.id".into());
+    let next = 2 + q.filter.as_ref().map_or(0, |f| f.binds.len()) + q.order.as_ref().map_or(0, |o| o.binds.len());
+    (filter, order, next)
+}
+
+/// Binds a fragment's values, in order, to a query.
+macro_rules! bind_fragment {
+    ($query:expr, $fragment:expr) => {{
+        let mut q = $query;
+        if let Some(fragment) = $fragment {
+            for v in &fragment.binds {
+                q = match v {
+                    crate::scim::filter::SqlValue::Text(s) => q.bind(s.clone()),
+                    crate::scim::filter::SqlValue::Int(i) => q.bind(*i),
+                    crate::scim::filter::SqlValue::Float(f) => q.bind(*f),
+                    crate::scim::filter::SqlValue::Bool(b) => q.bind(*b),
+                    crate::scim::filter::SqlValue::Timestamp(t) => q.bind(*t),
+                };
+            }
+        }
+        q
+    }};
+}
+
+pub(super) use bind_fragment;
+
+/// Rows per statement when a list of ids becomes an `IN (…)` or `VALUES` list.
+pub(super) const ID_CHUNK: usize = 500;
+
 pub(super) const AUDIT_COLUMNS: &str =
     "seq, id, org_id, actor_kind, actor_id, action, target, before_json, after_json, request_id, at";
 
@@ -265,6 +368,26 @@ impl AuditRow {
 /// Implements [`Tx`] for `SqlTx<$db>` with the statements above.
 macro_rules! impl_tx {
     ($db:ty) => {
+        impl $crate::store::sql::SqlTx<$db> {
+            /// Writes the user's `emails.value`s, lower-cased and de-duplicated.
+            async fn set_scim_emails(&mut self, u: &ScimUserRecord, emails: &[String]) -> StoreResult<()> {
+                let mut seen = std::collections::BTreeSet::new();
+                for email in emails {
+                    let lc = email.to_lowercase();
+                    if !seen.insert(lc.clone()) {
+                        continue;
+                    }
+                    sqlx::query("INSERT INTO scim_user_emails (user_id, org_id, value_lc) VALUES ($1, $2, $3)")
+                        .bind(u.id.to_string())
+                        .bind(u.org_id.to_string())
+                        .bind(lc)
+                        .execute(&mut *self.0)
+                        .await?;
+                }
+                Ok(())
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::store::Tx for $crate::store::sql::SqlTx<$db> {
             async fn commit(self: Box<Self>) -> StoreResult<()> {
@@ -759,6 +882,313 @@ macro_rules! impl_tx {
                     .into_iter()
                     .map(DomainRow::into_model)
                     .collect()
+            }
+
+            async fn insert_scim_user(&mut self, u: &ScimUserRecord, emails: &[String]) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO scim_users (id, org_id, member_id, user_name, user_name_lc, external_id, display_name, \
+                     display_name_lc, active, resource, version, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                )
+                .bind(u.id.to_string())
+                .bind(u.org_id.to_string())
+                .bind(u.member_id.to_string())
+                .bind(&u.user_name)
+                .bind(u.user_name.to_lowercase())
+                .bind(&u.external_id)
+                .bind(&u.display_name)
+                .bind(u.display_name.as_ref().map(|d| d.to_lowercase()))
+                .bind(u.active)
+                .bind(sqlx::types::Json(&u.resource))
+                .bind(u.version)
+                .bind(u.created_at)
+                .bind(u.updated_at)
+                .execute(&mut *self.0)
+                .await?;
+                self.set_scim_emails(u, emails).await
+            }
+
+            async fn update_scim_user(&mut self, u: &ScimUserRecord, emails: &[String]) -> StoreResult<()> {
+                let done = sqlx::query(
+                    "UPDATE scim_users SET user_name = $3, user_name_lc = $4, external_id = $5, display_name = $6, \
+                     display_name_lc = $7, active = $8, resource = $9, version = $10, updated_at = $11 \
+                     WHERE org_id = $1 AND id = $2",
+                )
+                .bind(u.org_id.to_string())
+                .bind(u.id.to_string())
+                .bind(&u.user_name)
+                .bind(u.user_name.to_lowercase())
+                .bind(&u.external_id)
+                .bind(&u.display_name)
+                .bind(u.display_name.as_ref().map(|d| d.to_lowercase()))
+                .bind(u.active)
+                .bind(sqlx::types::Json(&u.resource))
+                .bind(u.version)
+                .bind(u.updated_at)
+                .execute(&mut *self.0)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                sqlx::query("DELETE FROM scim_user_emails WHERE user_id = $1")
+                    .bind(u.id.to_string())
+                    .execute(&mut *self.0)
+                    .await?;
+                self.set_scim_emails(u, emails).await
+            }
+
+            async fn delete_scim_user(&mut self, org_id: Uuid, id: Uuid) -> StoreResult<bool> {
+                let done = sqlx::query("DELETE FROM scim_users WHERE org_id = $1 AND id = $2")
+                    .bind(org_id.to_string())
+                    .bind(id.to_string())
+                    .execute(&mut *self.0)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn get_scim_user(&mut self, org_id: Uuid, id: Uuid) -> StoreResult<Option<ScimUserRecord>> {
+                let sql = format!("SELECT {SCIM_USER_COLUMNS} FROM scim_users r WHERE r.org_id = $1 AND r.id = $2");
+                sqlx::query_as::<_, ScimUserRow>(&sql)
+                    .bind(org_id.to_string())
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *self.0)
+                    .await?
+                    .map(ScimUserRow::into_model)
+                    .transpose()
+            }
+
+            async fn find_scim_user_by_member(&mut self, member_id: Uuid) -> StoreResult<Option<ScimUserRecord>> {
+                let sql = format!("SELECT {SCIM_USER_COLUMNS} FROM scim_users r WHERE r.member_id = $1");
+                sqlx::query_as::<_, ScimUserRow>(&sql)
+                    .bind(member_id.to_string())
+                    .fetch_optional(&mut *self.0)
+                    .await?
+                    .map(ScimUserRow::into_model)
+                    .transpose()
+            }
+
+            async fn find_scim_user_by_user_name(&mut self, org_id: Uuid, user_name: &str) -> StoreResult<Option<ScimUserRecord>> {
+                let sql = format!("SELECT {SCIM_USER_COLUMNS} FROM scim_users r WHERE r.org_id = $1 AND r.user_name_lc = $2");
+                sqlx::query_as::<_, ScimUserRow>(&sql)
+                    .bind(org_id.to_string())
+                    .bind(user_name.to_lowercase())
+                    .fetch_optional(&mut *self.0)
+                    .await?
+                    .map(ScimUserRow::into_model)
+                    .transpose()
+            }
+
+            async fn list_scim_users(&mut self, org_id: Uuid, q: &ScimQuery) -> StoreResult<Vec<ScimUserRecord>> {
+                let (filter, order, next) = scim_page_sql(q);
+                let sql = format!(
+                    "SELECT {SCIM_USER_COLUMNS} FROM scim_users r WHERE r.org_id = $1{filter} ORDER BY {order} \
+                     LIMIT ${next} OFFSET ${}",
+                    next + 1
+                );
+                let query = sqlx::query_as::<_, ScimUserRow>(&sql).bind(org_id.to_string());
+                let query = bind_fragment!(query, q.filter.as_ref());
+                let query = bind_fragment!(query, q.order.as_ref());
+                query
+                    .bind(q.limit)
+                    .bind(q.offset)
+                    .fetch_all(&mut *self.0)
+                    .await?
+                    .into_iter()
+                    .map(ScimUserRow::into_model)
+                    .collect()
+            }
+
+            async fn count_scim_users(&mut self, org_id: Uuid, q: &ScimQuery) -> StoreResult<i64> {
+                let (filter, _, _) = scim_page_sql(q);
+                let sql = format!("SELECT COUNT(*) FROM scim_users r WHERE r.org_id = $1{filter}");
+                let query = sqlx::query_as::<_, (i64,)>(&sql).bind(org_id.to_string());
+                let query = bind_fragment!(query, q.filter.as_ref());
+                Ok(query.fetch_one(&mut *self.0).await?.0)
+            }
+
+            async fn existing_scim_users(&mut self, org_id: Uuid, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+                let mut found = Vec::with_capacity(ids.len());
+                for chunk in ids.chunks(ID_CHUNK) {
+                    let sql = format!(
+                        "SELECT id FROM scim_users WHERE org_id = $1 AND id IN ({})",
+                        placeholders(2, chunk.len())
+                    );
+                    let mut query = sqlx::query_as::<_, (String,)>(&sql).bind(org_id.to_string());
+                    for id in chunk {
+                        query = query.bind(id.to_string());
+                    }
+                    for (id,) in query.fetch_all(&mut *self.0).await? {
+                        found.push(uuid("scim_users.id", &id)?);
+                    }
+                }
+                Ok(found)
+            }
+
+            async fn insert_scim_group(&mut self, g: &ScimGroupRecord) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO scim_groups (id, org_id, display_name, display_name_lc, external_id, resource, version, \
+                     created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(g.id.to_string())
+                .bind(g.org_id.to_string())
+                .bind(&g.display_name)
+                .bind(g.display_name.to_lowercase())
+                .bind(&g.external_id)
+                .bind(sqlx::types::Json(&g.resource))
+                .bind(g.version)
+                .bind(g.created_at)
+                .bind(g.updated_at)
+                .execute(&mut *self.0)
+                .await?;
+                Ok(())
+            }
+
+            async fn update_scim_group(&mut self, g: &ScimGroupRecord) -> StoreResult<()> {
+                let done = sqlx::query(
+                    "UPDATE scim_groups SET display_name = $3, display_name_lc = $4, external_id = $5, resource = $6, \
+                     version = $7, updated_at = $8 WHERE org_id = $1 AND id = $2",
+                )
+                .bind(g.org_id.to_string())
+                .bind(g.id.to_string())
+                .bind(&g.display_name)
+                .bind(g.display_name.to_lowercase())
+                .bind(&g.external_id)
+                .bind(sqlx::types::Json(&g.resource))
+                .bind(g.version)
+                .bind(g.updated_at)
+                .execute(&mut *self.0)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn delete_scim_group(&mut self, org_id: Uuid, id: Uuid) -> StoreResult<bool> {
+                let done = sqlx::query("DELETE FROM scim_groups WHERE org_id = $1 AND id = $2")
+                    .bind(org_id.to_string())
+                    .bind(id.to_string())
+                    .execute(&mut *self.0)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn get_scim_group(&mut self, org_id: Uuid, id: Uuid) -> StoreResult<Option<ScimGroupRecord>> {
+                let sql = format!("SELECT {SCIM_GROUP_COLUMNS} FROM scim_groups r WHERE r.org_id = $1 AND r.id = $2");
+                sqlx::query_as::<_, ScimGroupRow>(&sql)
+                    .bind(org_id.to_string())
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *self.0)
+                    .await?
+                    .map(ScimGroupRow::into_model)
+                    .transpose()
+            }
+
+            async fn lock_scim_group(&mut self, org_id: Uuid, id: Uuid) -> StoreResult<Option<ScimGroupRecord>> {
+                // RETURNING cannot name a table alias on SQLite: the columns go unqualified.
+                let sql = format!(
+                    "UPDATE scim_groups SET version = version WHERE org_id = $1 AND id = $2 RETURNING {}",
+                    SCIM_GROUP_COLUMNS.replace("r.", "")
+                );
+                sqlx::query_as::<_, ScimGroupRow>(&sql)
+                    .bind(org_id.to_string())
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *self.0)
+                    .await?
+                    .map(ScimGroupRow::into_model)
+                    .transpose()
+            }
+
+            async fn list_scim_groups(&mut self, org_id: Uuid, q: &ScimQuery) -> StoreResult<Vec<ScimGroupRecord>> {
+                let (filter, order, next) = scim_page_sql(q);
+                let sql = format!(
+                    "SELECT {SCIM_GROUP_COLUMNS} FROM scim_groups r WHERE r.org_id = $1{filter} ORDER BY {order} \
+                     LIMIT ${next} OFFSET ${}",
+                    next + 1
+                );
+                let query = sqlx::query_as::<_, ScimGroupRow>(&sql).bind(org_id.to_string());
+                let query = bind_fragment!(query, q.filter.as_ref());
+                let query = bind_fragment!(query, q.order.as_ref());
+                query
+                    .bind(q.limit)
+                    .bind(q.offset)
+                    .fetch_all(&mut *self.0)
+                    .await?
+                    .into_iter()
+                    .map(ScimGroupRow::into_model)
+                    .collect()
+            }
+
+            async fn count_scim_groups(&mut self, org_id: Uuid, q: &ScimQuery) -> StoreResult<i64> {
+                let (filter, _, _) = scim_page_sql(q);
+                let sql = format!("SELECT COUNT(*) FROM scim_groups r WHERE r.org_id = $1{filter}");
+                let query = sqlx::query_as::<_, (i64,)>(&sql).bind(org_id.to_string());
+                let query = bind_fragment!(query, q.filter.as_ref());
+                Ok(query.fetch_one(&mut *self.0).await?.0)
+            }
+
+            async fn add_group_members(&mut self, org_id: Uuid, group_id: Uuid, user_ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+                let mut added = Vec::with_capacity(user_ids.len());
+                for chunk in user_ids.chunks(ID_CHUNK) {
+                    let rows = (0..chunk.len())
+                        .map(|i| format!("($1, ${}, $2)", i + 3))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let sql = format!(
+                        "INSERT INTO scim_group_members (group_id, user_id, org_id) VALUES {rows} \
+                         ON CONFLICT DO NOTHING RETURNING user_id"
+                    );
+                    let mut query = sqlx::query_as::<_, (String,)>(&sql)
+                        .bind(group_id.to_string())
+                        .bind(org_id.to_string());
+                    for id in chunk {
+                        query = query.bind(id.to_string());
+                    }
+                    for (id,) in query.fetch_all(&mut *self.0).await? {
+                        added.push(uuid("scim_group_members.user_id", &id)?);
+                    }
+                }
+                Ok(added)
+            }
+
+            async fn remove_group_members(&mut self, group_id: Uuid, user_ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+                let mut removed = Vec::with_capacity(user_ids.len());
+                for chunk in user_ids.chunks(ID_CHUNK) {
+                    let sql = format!(
+                        "DELETE FROM scim_group_members WHERE group_id = $1 AND user_id IN ({}) RETURNING user_id",
+                        placeholders(2, chunk.len())
+                    );
+                    let mut query = sqlx::query_as::<_, (String,)>(&sql).bind(group_id.to_string());
+                    for id in chunk {
+                        query = query.bind(id.to_string());
+                    }
+                    for (id,) in query.fetch_all(&mut *self.0).await? {
+                        removed.push(uuid("scim_group_members.user_id", &id)?);
+                    }
+                }
+                Ok(removed)
+            }
+
+            async fn group_members(&mut self, group_id: Uuid) -> StoreResult<Vec<(Uuid, Option<String>)>> {
+                let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+                    "SELECT gm.user_id, u.display_name FROM scim_group_members gm \
+                     JOIN scim_users u ON u.id = gm.user_id WHERE gm.group_id = $1 ORDER BY gm.user_id",
+                )
+                .bind(group_id.to_string())
+                .fetch_all(&mut *self.0)
+                .await?;
+                rows.into_iter().map(|(id, name)| Ok((uuid("scim_group_members.user_id", &id)?, name))).collect()
+            }
+
+            async fn groups_of_user(&mut self, user_id: Uuid) -> StoreResult<Vec<(Uuid, String)>> {
+                let rows: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT g.id, g.display_name FROM scim_group_members gm \
+                     JOIN scim_groups g ON g.id = gm.group_id WHERE gm.user_id = $1 ORDER BY g.display_name_lc, g.id",
+                )
+                .bind(user_id.to_string())
+                .fetch_all(&mut *self.0)
+                .await?;
+                rows.into_iter().map(|(id, name)| Ok((uuid("scim_groups.id", &id)?, name))).collect()
             }
 
             async fn try_acquire_lease(

@@ -60,6 +60,10 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn dialect(&self) -> crate::scim::filter::Dialect {
+        crate::scim::filter::Dialect::Sqlite
+    }
+
     fn backend(&self) -> &'static str {
         "sqlite"
     }

@@ -13,4 +13,6 @@ mod domains;
 mod invitations;
 mod members;
 mod permissions;
+mod scim;
+mod scim_fixtures;
 mod seats;

@@ -1,0 +1,250 @@
+//! `roster bench scim`: a load generator that drives any SCIM 2.0 server
+//! through the phases an identity provider's provisioning goes through, and
+//! reports per phase the requests, errors (any unexpected status), throughput
+//! and latency percentiles.
+
+use futures::stream::{self, StreamExt};
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// The SCIM base URL, e.g. `http://127.0.0.1:8080/scim/v2`.
+    pub url: String,
+    pub token: String,
+    pub users: usize,
+    pub concurrency: usize,
+    /// How many `userName eq` look-ups, GETs and list pages to send.
+    pub reads: usize,
+    /// Members added per group PATCH.
+    pub batch: usize,
+    /// A prefix that keeps this run's userNames apart from earlier runs'.
+    pub run_id: String,
+}
+
+/// The figures of one phase.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PhaseReport {
+    pub phase: String,
+    pub requests: usize,
+    pub errors: usize,
+    pub seconds: f64,
+    pub per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl std::fmt::Display for PhaseReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<22} {:>8} req {:>6} err {:>9.1} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms",
+            self.phase, self.requests, self.errors, self.per_second, self.p50_ms, self.p99_ms
+        )
+    }
+}
+
+struct Target {
+    client: Client,
+    url: String,
+    token: String,
+}
+
+impl Target {
+    /// Sends one request; returns the status, body and latency.
+    async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> (Option<StatusCode>, Value, Duration) {
+        let start = Instant::now();
+        let mut req = self.client.request(method, format!("{}{path}", self.url)).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.header("content-type", "application/scim+json").body(b.to_string());
+        }
+        match req.send().await {
+            Ok(res) => {
+                let status = res.status();
+                let body = res.json::<Value>().await.unwrap_or(Value::Null);
+                (Some(status), body, start.elapsed())
+            }
+            Err(_) => (None, Value::Null, start.elapsed()),
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
+/// Runs `n` requests made by `make`, `concurrency` at a time; a request
+/// whose status is not `expected` is an error.
+async fn phase<F, Fut>(name: &str, n: usize, concurrency: usize, make: F) -> (PhaseReport, Vec<Value>)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = (bool, Value, Duration)>,
+{
+    let errors = AtomicUsize::new(0);
+    let start = Instant::now();
+    let results: Vec<(Value, Duration)> = stream::iter(0..n)
+        .map(|i| {
+            let fut = make(i);
+            let errors = &errors;
+            async move {
+                let (ok, body, latency) = fut.await;
+                if !ok {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+                (body, latency)
+            }
+        })
+        .buffered(concurrency.max(1))
+        .collect()
+        .await;
+    let seconds = start.elapsed().as_secs_f64();
+    let mut latencies: Vec<Duration> = results.iter().map(|(_, l)| *l).collect();
+    latencies.sort();
+    let report = PhaseReport {
+        phase: name.to_string(),
+        requests: n,
+        errors: errors.load(Ordering::Relaxed),
+        seconds,
+        per_second: if seconds > 0.0 { n as f64 / seconds } else { 0.0 },
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
+    };
+    (report, results.into_iter().map(|(b, _)| b).collect())
+}
+
+/// Runs every phase and returns their reports, printing each as it ends.
+pub async fn run(opts: BenchOptions, print: impl Fn(&PhaseReport)) -> anyhow::Result<Vec<PhaseReport>> {
+    let client =
+        Client::builder().pool_max_idle_per_host(opts.concurrency.max(1)).timeout(Duration::from_secs(60)).build()?;
+    let target =
+        Arc::new(Target { client, url: opts.url.trim_end_matches('/').to_string(), token: opts.token.clone() });
+    let n = opts.users;
+    let c = opts.concurrency;
+    let name = |i: usize| format!("bench-{}-{i}@bench.example", opts.run_id);
+    let mut reports = Vec::new();
+    let ok = |s: Option<StatusCode>, want: StatusCode| s == Some(want);
+
+    let (r, created) = phase("create users", n, c, |i| {
+        let t = target.clone();
+        let body = json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": name(i),
+            "name": {"givenName": "Bench", "familyName": format!("User {i}")},
+            "emails": [{"value": name(i), "type": "work", "primary": true}],
+            "active": true
+        });
+        async move {
+            let (s, b, l) = t.send(Method::POST, "/Users", Some(&body)).await;
+            (ok(s, StatusCode::CREATED), b, l)
+        }
+    })
+    .await;
+    print(&r);
+    reports.push(r);
+    let ids: Vec<String> = created.iter().filter_map(|b| b["id"].as_str().map(str::to_string)).collect();
+    if ids.is_empty() {
+        anyhow::bail!("no user was created; check the URL, the token and the seats");
+    }
+
+    let reads = opts.reads;
+    let (r, _) = phase("userName eq lookups", reads, c, |i| {
+        let t = target.clone();
+        let path = format!("/Users?filter=userName%20eq%20%22{}%22", urlencode(&name(i % n)));
+        async move {
+            let (s, b, l) = t.send(Method::GET, &path, None).await;
+            (ok(s, StatusCode::OK) && b["totalResults"] == 1, Value::Null, l)
+        }
+    })
+    .await;
+    print(&r);
+    reports.push(r);
+
+    let (r, _) = phase("get by id", reads, c, |i| {
+        let t = target.clone();
+        let path = format!("/Users/{}", ids[i % ids.len()]);
+        async move {
+            let (s, _, l) = t.send(Method::GET, &path, None).await;
+            (ok(s, StatusCode::OK), Value::Null, l)
+        }
+    })
+    .await;
+    print(&r);
+    reports.push(r);
+
+    let pages = (reads / 10).max(1);
+    let (r, _) = phase("list pages of 100", pages, c, |i| {
+        let t = target.clone();
+        let start = (i * 100) % ids.len().max(1) + 1;
+        let path = format!("/Users?startIndex={start}&count=100");
+        async move {
+            let (s, _, l) = t.send(Method::GET, &path, None).await;
+            (ok(s, StatusCode::OK), Value::Null, l)
+        }
+    })
+    .await;
+    print(&r);
+    reports.push(r);
+
+    let group = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": format!("bench-{}", opts.run_id)});
+    let (s, g, _) = target.send(Method::POST, "/Groups", Some(&group)).await;
+    if !ok(s, StatusCode::CREATED) {
+        anyhow::bail!("could not create the bench group: {s:?} {g}");
+    }
+    let gid = g["id"].as_str().unwrap_or_default().to_string();
+    let batches: Vec<Vec<String>> = ids.chunks(opts.batch.max(1)).map(|c| c.to_vec()).collect();
+    // Batches go one at a time, as a provider pushes one group's members.
+    let (r, _) = phase(&format!("group add x{}", opts.batch), batches.len(), 1, |i| {
+        let t = target.clone();
+        let members: Vec<Value> = batches[i].iter().map(|id| json!({"value": id})).collect();
+        let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "add", "path": "members", "value": members}]});
+        let path = format!("/Groups/{gid}?excludedAttributes=members");
+        async move {
+            let (s, _, l) = t.send(Method::PATCH, &path, Some(&body)).await;
+            (ok(s, StatusCode::OK), Value::Null, l)
+        }
+    })
+    .await;
+    print(&r);
+    reports.push(r);
+
+    let (r, _) = phase("deactivate", ids.len(), c, |i| {
+        let t = target.clone();
+        let path = format!("/Users/{}", ids[i]);
+        let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "value": {"active": false}}]});
+        async move {
+            let (s, _, l) = t.send(Method::PATCH, &path, Some(&body)).await;
+            (ok(s, StatusCode::OK), Value::Null, l)
+        }
+    })
+    .await;
+    print(&r);
+    reports.push(r);
+
+    let (r, _) = phase("delete", ids.len(), c, |i| {
+        let t = target.clone();
+        let path = format!("/Users/{}", ids[i]);
+        async move {
+            let (s, _, l) = t.send(Method::DELETE, &path, None).await;
+            (ok(s, StatusCode::NO_CONTENT), Value::Null, l)
+        }
+    })
+    .await;
+    print(&r);
+    reports.push(r);
+    let _ = target.send(Method::DELETE, &format!("/Groups/{gid}"), None).await;
+    Ok(reports)
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>().replace('+', "%20")
+}

@@ -1,0 +1,851 @@
+//! The SCIM 2.0 endpoints under `/scim/v2` (RFC 7644 §3): thin handlers that
+//! authenticate the organization's SCIM token, call one service function
+//! and shape the answer as `application/scim+json`, with `ETag`s, paging,
+//! `attributes`/`excludedAttributes`, `/.search`, `/Bulk` and discovery.
+
+use super::extract::{bearer_token, request_id};
+use super::AppState;
+use crate::model::CredentialKind;
+use crate::scim::error::SCIM_JSON;
+use crate::scim::schema::{registry, ResourceKind, ScimLimits};
+use crate::scim::{ScimError, ScimType};
+use crate::service::{etag, Actor, ScimGroup, ScimListParams, ScimPage, ScimUser, ServiceError, SCIM_MAX_RESULTS};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::Router;
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+const LIST_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
+const SEARCH_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:SearchRequest";
+const BULK_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
+const BULK_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:BulkResponse";
+/// The most operations one `/Bulk` request may carry.
+pub const BULK_MAX_OPERATIONS: usize = 1000;
+
+type ScimResult<T> = Result<T, ScimError>;
+
+/// The SCIM routes, to be nested at `/scim/v2`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/Users", get(list_users).post(create_user))
+        .route("/Users/.search", post(search_users))
+        .route("/Users/{id}", get(get_user).put(replace_user).patch(patch_user).delete(delete_user))
+        .route("/Groups", get(list_groups).post(create_group))
+        .route("/Groups/.search", post(search_groups))
+        .route("/Groups/{id}", get(get_group).put(replace_group).patch(patch_group).delete(delete_group))
+        .route("/.search", post(search_all))
+        .route("/Bulk", post(bulk))
+        .route("/ServiceProviderConfig", get(service_provider_config))
+        .route("/ResourceTypes", get(resource_types))
+        .route("/ResourceTypes/{id}", get(resource_type))
+        .route("/Schemas", get(schemas))
+        .route("/Schemas/{id}", get(schema))
+        .route("/Me", any(|| async { ScimError::new(StatusCode::NOT_IMPLEMENTED, None, "/Me is not supported") }))
+        .route(
+            "/Me/{*rest}",
+            any(|| async { ScimError::new(StatusCode::NOT_IMPLEMENTED, None, "/Me is not supported") }),
+        )
+        .fallback(|| async { ScimError::not_found("no such SCIM endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ScimError::new(StatusCode::METHOD_NOT_ALLOWED, None, "this endpoint does not take that method")
+        })
+}
+
+// ---- Extractors --------------------------------------------------------------
+
+/// The organization a SCIM token belongs to, as the acting [`Actor`].
+pub struct ScimAuth(pub Actor);
+
+impl FromRequestParts<AppState> for ScimAuth {
+    type Rejection = ScimError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ScimResult<Self> {
+        let unauthorized = |detail: &str| ScimError::new(StatusCode::UNAUTHORIZED, None, detail);
+        let token = bearer_token(parts)
+            .ok_or_else(|| unauthorized("send the SCIM token as `Authorization: Bearer <token>`"))?;
+        let cred = state
+            .roster
+            .authenticate(CredentialKind::ScimToken, token)
+            .await
+            .map_err(to_scim)?
+            .ok_or_else(|| unauthorized("the SCIM token is not valid, or was revoked or has expired"))?;
+        tracing::Span::current().record("org", tracing::field::display(cred.org_id));
+        Ok(ScimAuth(crate::service::Roster::scim_actor(cred.id, cred.org_id, request_id(parts))))
+    }
+}
+
+/// A SCIM request body: `application/scim+json` or `application/json`.
+pub struct ScimBody(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for ScimBody {
+    type Rejection = ScimError;
+
+    async fn from_request(req: Request, state: &S) -> ScimResult<Self> {
+        let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if !(essence == "application/scim+json" || essence == "application/json") {
+            return Err(ScimError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                None,
+                "send the body as application/scim+json or application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ScimError::new(StatusCode::PAYLOAD_TOO_LARGE, None, "the request body is larger than maxPayloadSize")
+            } else {
+                ScimError::invalid_syntax(r.body_text())
+            }
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(ScimBody(json!({})));
+        }
+        serde_json::from_slice(&bytes)
+            .map(ScimBody)
+            .map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))
+    }
+}
+
+/// Maps a service failure to its SCIM error (RFC 7644 §3.12).
+pub fn to_scim(e: ServiceError) -> ScimError {
+    match e {
+        ServiceError::Scim(e) => e,
+        ServiceError::NotFound(what) => ScimError::not_found(format!("{what} not found")),
+        ServiceError::SeatLimitReached { purchased, used, .. } => ScimError::new(
+            StatusCode::FORBIDDEN,
+            None,
+            format!("seat limit reached: the organization has {purchased} seats and {used} are in use"),
+        ),
+        ServiceError::LastOwner => ScimError::new(
+            StatusCode::FORBIDDEN,
+            None,
+            "this user is the organization's last active Owner and cannot be suspended or deprovisioned",
+        ),
+        ServiceError::Conflict(detail) => ScimError::uniqueness(detail),
+        ServiceError::Invalid { field, message } => ScimError::invalid_value(format!("{field}: {message}")),
+        ServiceError::BulkRejected(_) => ScimError::invalid_value("the request is not valid"),
+        ServiceError::Forbidden { .. } => ScimError::new(StatusCode::FORBIDDEN, None, e.to_string()),
+        ServiceError::PreconditionFailed(current) => ScimError::new(
+            StatusCode::PRECONDITION_FAILED,
+            None,
+            format!("the resource has changed; its version is now {current}"),
+        ),
+        ServiceError::Store(cause) => {
+            tracing::error!(error = ?anyhow::Error::from(cause), "storage failure");
+            ScimError::new(StatusCode::INTERNAL_SERVER_ERROR, None, "an internal error occurred")
+        }
+    }
+}
+
+// ---- Representations ---------------------------------------------------------
+
+/// `https://host/scim/v2`.
+fn base_url(state: &AppState) -> String {
+    format!("{}scim/v2", state.config.public_base_url)
+}
+
+fn meta(
+    kind: &str,
+    location: String,
+    created: chrono::DateTime<chrono::Utc>,
+    modified: chrono::DateTime<chrono::Utc>,
+    version: i64,
+) -> Value {
+    json!({
+        "resourceType": kind,
+        "created": created.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "lastModified": modified.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "location": location,
+        "version": etag(version),
+    })
+}
+
+fn user_json(base: &str, u: &ScimUser) -> Value {
+    let r = &u.record;
+    let mut obj = r.resource.as_object().cloned().unwrap_or_default();
+    obj.insert("id".into(), r.id.to_string().into());
+    if !u.groups.is_empty() {
+        let groups: Vec<Value> = u
+            .groups
+            .iter()
+            .map(|(id, name)| json!({ "value": id.to_string(), "display": name, "$ref": format!("{base}/Groups/{id}"), "type": "direct" }))
+            .collect();
+        obj.insert("groups".into(), Value::Array(groups));
+    }
+    obj.insert("meta".into(), meta("User", format!("{base}/Users/{}", r.id), r.created_at, r.updated_at, r.version));
+    Value::Object(obj)
+}
+
+fn group_json(base: &str, g: &ScimGroup) -> Value {
+    let r = &g.record;
+    let mut obj = r.resource.as_object().cloned().unwrap_or_default();
+    obj.insert("id".into(), r.id.to_string().into());
+    if let Some(members) = &g.members {
+        let list: Vec<Value> = members
+            .iter()
+            .map(|(id, name)| {
+                let mut m = json!({ "value": id.to_string(), "$ref": format!("{base}/Users/{id}"), "type": "User" });
+                if let Some(name) = name {
+                    m["display"] = name.clone().into();
+                }
+                m
+            })
+            .collect();
+        obj.insert("members".into(), Value::Array(list));
+    }
+    obj.insert("meta".into(), meta("Group", format!("{base}/Groups/{}", r.id), r.created_at, r.updated_at, r.version));
+    Value::Object(obj)
+}
+
+/// A SCIM JSON answer.
+fn scim(status: StatusCode, body: Value) -> Response {
+    let mut res = (status, axum::Json(body)).into_response();
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON));
+    res
+}
+
+/// A single resource with its `ETag` (and `Location` when created).
+fn resource(status: StatusCode, body: Value, version: i64, location: Option<&str>) -> Response {
+    let mut res = scim(status, body);
+    if let Ok(v) = HeaderValue::from_str(&etag(version)) {
+        res.headers_mut().insert(header::ETAG, v);
+    }
+    if let Some(loc) = location.and_then(|l| HeaderValue::from_str(l).ok()) {
+        res.headers_mut().insert(header::LOCATION, loc);
+    }
+    res
+}
+
+fn if_match(headers: &HeaderMap) -> Option<String> {
+    headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+/// `304 Not Modified` when `If-None-Match` names the current version.
+fn not_modified(headers: &HeaderMap, version: i64) -> Option<Response> {
+    let header = headers.get(header::IF_NONE_MATCH)?.to_str().ok()?;
+    let current = etag(version);
+    let strong = format!("\"{version}\"");
+    header.split(',').map(str::trim).any(|t| t == "*" || t == current || t == strong).then(|| {
+        let mut res = StatusCode::NOT_MODIFIED.into_response();
+        if let Ok(v) = HeaderValue::from_str(&current) {
+            res.headers_mut().insert(header::ETAG, v);
+        }
+        res
+    })
+}
+
+// ---- Query parameters ---------------------------------------------------------
+
+/// `attributes` and `excludedAttributes` (RFC 7644 §3.4.2.5), comma-separated.
+#[derive(Debug, Clone, Default)]
+struct Projection {
+    attributes: Vec<String>,
+    excluded: Vec<String>,
+}
+
+impl Projection {
+    fn from_strings(attributes: Option<&str>, excluded: Option<&str>) -> Self {
+        let split = |s: Option<&str>| {
+            s.map(|s| s.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_string).collect())
+                .unwrap_or_default()
+        };
+        Self { attributes: split(attributes), excluded: split(excluded) }
+    }
+
+    fn apply(&self, kind: ResourceKind, value: &Value) -> Value {
+        registry().project(kind, value, &self.attributes, &self.excluded)
+    }
+
+    /// Whether group members are in the answer (they cost a read per group).
+    fn wants_members(&self) -> bool {
+        let names = |list: &[String]| {
+            list.iter().any(|a| a.eq_ignore_ascii_case("members") || a.to_ascii_lowercase().starts_with("members."))
+        };
+        if names(&self.excluded) {
+            return false;
+        }
+        self.attributes.is_empty() || names(&self.attributes)
+    }
+}
+
+fn int_param(raw: Option<&String>, name: &str) -> ScimResult<Option<i64>> {
+    raw.map(|v| v.trim().parse::<i64>().map_err(|_| ScimError::invalid_value(format!("{name} must be an integer"))))
+        .transpose()
+}
+
+/// List parameters from a query string or a SearchRequest body.
+fn list_params(p: &HashMap<String, String>) -> ScimResult<(ScimListParams, Projection)> {
+    let get = |k: &str| p.iter().find(|(key, _)| key.eq_ignore_ascii_case(k)).map(|(_, v)| v);
+    let descending = match get("sortOrder").map(|s| s.to_ascii_lowercase()) {
+        None => false,
+        Some(s) if s == "ascending" => false,
+        Some(s) if s == "descending" => true,
+        Some(other) => {
+            return Err(ScimError::invalid_value(format!("sortOrder `{other}` is not ascending or descending")))
+        }
+    };
+    let projection =
+        Projection::from_strings(get("attributes").map(String::as_str), get("excludedAttributes").map(String::as_str));
+    let params = ScimListParams {
+        filter: get("filter").cloned(),
+        sort_by: get("sortBy").cloned(),
+        descending,
+        start_index: int_param(get("startIndex"), "startIndex")?,
+        count: int_param(get("count"), "count")?,
+        with_members: projection.wants_members(),
+    };
+    Ok((params, projection))
+}
+
+/// A SearchRequest body (RFC 7644 §3.4.3) as list parameters.
+fn search_params(body: &Value) -> ScimResult<(ScimListParams, Projection)> {
+    let obj = body.as_object().ok_or_else(|| ScimError::invalid_syntax("the SearchRequest must be a JSON object"))?;
+    let schemas_ok = obj
+        .get("schemas")
+        .and_then(Value::as_array)
+        .is_some_and(|s| s.iter().any(|u| u.as_str().is_some_and(|u| u.eq_ignore_ascii_case(SEARCH_REQUEST))));
+    if !schemas_ok {
+        return Err(ScimError::invalid_syntax(format!("schemas must contain {SEARCH_REQUEST}")));
+    }
+    let mut map = HashMap::new();
+    for (k, v) in obj {
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Array(list) => list.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","),
+            _ => continue,
+        };
+        map.insert(k.clone(), text);
+    }
+    list_params(&map)
+}
+
+fn list_response(total: i64, start_index: i64, resources: Vec<Value>) -> Response {
+    scim(
+        StatusCode::OK,
+        json!({
+            "schemas": [LIST_RESPONSE],
+            "totalResults": total,
+            "itemsPerPage": resources.len(),
+            "startIndex": start_index,
+            "Resources": resources,
+        }),
+    )
+}
+
+fn parse_id(raw: &str, kind: &str) -> ScimResult<Uuid> {
+    Uuid::parse_str(raw).map_err(|_| ScimError::not_found(format!("{kind} {raw} not found")))
+}
+
+// ---- Users --------------------------------------------------------------------
+
+async fn users_page(s: &AppState, a: &Actor, params: ScimListParams, projection: &Projection) -> ScimResult<Response> {
+    let base = base_url(s);
+    let page: ScimPage<ScimUser> = s.roster.scim_list_users(a, params).await.map_err(to_scim)?;
+    let items = page.items.iter().map(|u| projection.apply(ResourceKind::User, &user_json(&base, u))).collect();
+    Ok(list_response(page.total, page.start_index, items))
+}
+
+async fn list_users(
+    State(s): State<AppState>,
+    ScimAuth(a): ScimAuth,
+    Query(q): Query<HashMap<String, String>>,
+) -> ScimResult<Response> {
+    let (params, projection) = list_params(&q)?;
+    users_page(&s, &a, params, &projection).await
+}
+
+async fn search_users(
+    State(s): State<AppState>,
+    ScimAuth(a): ScimAuth,
+    ScimBody(body): ScimBody,
+) -> ScimResult<Response> {
+    let (params, projection) = search_params(&body)?;
+    users_page(&s, &a, params, &projection).await
+}
+
+async fn get_user(
+    State(s): State<AppState>,
+    ScimAuth(a): ScimAuth,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> ScimResult<Response> {
+    let (_, projection) = list_params(&q)?;
+    let user = s.roster.scim_get_user(&a, parse_id(&id, "User")?).await.map_err(to_scim)?;
+    if let Some(res) = not_modified(&headers, user.record.version) {
+        return Ok(res);
+    }
+    let body = projection.apply(ResourceKind::User, &user_json(&base_url(&s), &user));
+    Ok(resource(StatusCode::OK, body, user.record.version, None))
+}
+
+async fn create_user(
+    State(s): State<AppState>,
+    ScimAuth(a): ScimAuth,
+    Query(q): Query<HashMap<String, String>>,
+    ScimBody(body): ScimBody,
+) -> ScimResult<Response> {
+    let (_, projection) = list_params(&q)?;
+    let user = s.roster.scim_create_user(&a, &body).await.map_err(to_scim)?;
+    let json = user_json(&base_url(&s), &user);
+    let location = json["meta"]["location"].as_str().map(str::to_string);
+    Ok(resource(
+        StatusCode::CREATED,
+        projection.apply(ResourceKind::User, &json),
+        user.record.version,
+        location.as_deref(),
+    ))
+}
+
+async fn replace_user(
+    State(s): State<AppState>,
+    ScimAuth(a): ScimAuth,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+    ScimBody(body): ScimBody,
+) -> ScimResult<Response> {
+    let (_, projection) = list_params(&q)?;
+    let id = parse_id(&id, "User")?;
+    let user = s.roster.scim_replace_user(&a, id, &body, if_match(&headers).as_deref()).await.map_err(to_scim)?;
+    let body = projection.apply(ResourceKind::User, &user_json(&base_url(&s), &user));
+    Ok(resource(StatusCode::OK, body, user.record.version, None))
+}
+
+async fn patch_user(
+    State(s): State<AppState>,
+    ScimAuth(a): ScimAuth,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+    ScimBody(body): ScimBody,
+) -> ScimResult<Response> {
+    let (_, projection) = list_params(&q)?;
+    let id = parse_id(&id, "User")?;
+    let user = s.roster.scim_patch_user(&a, id, &body, if_match(&headers).as_deref()).await.map_err(to_scim)?;
+    let body = projection.apply(ResourceKind::User, &user_json(&base_url(&s), &user));
+    Ok(resource(StatusCode::OK, body, user.record.version, None))
+}
+
+async fn delete_user(
+    State(s): State<AppState>,
+    ScimAuth(a): ScimAuth,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ScimResult<StatusCode> {
+    let id = parse_id(&id, "User")?;
+    s.roster.scim_delete_user(&a, id, if_match(&headers).as_deref()).await.map_err(to_scim)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- Groups -------------------------------------------------------------------
+
+async fn groups_page(s: &AppState, a: &Actor, params: ScimListParams, projection: &Projection) -> ScimResult<Response> {
+    let base = base_url(s);
+    let page: ScimPage<ScimGroup> = s.roster.scim_list_groups(a, params).await.map_err(to_scim)?;
+    let items = page.items.iter().map(|g| projection.apply(ResourceKind::Group, &group_json(&base, g))).collect();
+    Ok(list_response(page.total, page.start_index, items))
+}
+
+async fn list_groups(
+    State(s): State<AppState>,
+    ScimAuth(a): ScimAuth,
+    Query(q): Query<HashMap<String, String>>,
+) -> ScimResult<Response> {
+    let (params, projection) = list_params(&q)?;
+    groups_page(&s, &a, params, &projection).await
+}
+
+async fn search_groups(
+    State(s): State<AppState>,
+    ScimAuth(a): ScimAuth,
+    ScimBody(body): ScimBody,
+) -> ScimResult<Response> {
+    let (params, projection) = search_params(&body)?;
+    groups_page(&s, &a, params, &projection).await
+}
+
+async fn get_group(
+    State(s): State<AppState>,
+    ScimAuth(a): ScimAuth,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> ScimResult<Response> {
+    let (_, projection) = list_params(&q)?;
+    let group =
+        s.roster.scim_get_group(&a, parse_id(&id, "Group")?, projection.wants_members()).await.map_err(to_scim)?;
+    if let Some(res) = not_modified(&headers, group.record.version) {
+        return Ok(res);
+    }
+    let body = projection.apply(ResourceKind::Group, &group_json(&base_url(&s), &group));
+    Ok(resource(StatusCode::OK, body, group.record.version, None))
+}
+
+async fn create_group(
+    State(s): State<AppState>,
+    ScimAuth(a): ScimAuth,
+    Query(q): Query<HashMap<String, String>>,
+    ScimBody(body): ScimBody,
+) -> ScimResult<Response> {
+    let (_, projection) = list_params(&q)?;
+    let group = s.roster.scim_create_group(&a, &body).await.map_err(to_scim)?;
+    let json = group_json(&base_url(&s), &group);
+    let location = json["meta"]["location"].as_str().map(str::to_string);
+    Ok(resource(
+        StatusCode::CREATED,
+        projection.apply(ResourceKind::Group, &json),
+        group.record.version,
+        location.as_deref(),
+    ))
+}
+
+/// Answers a group write with the group as it now is (members read only when wanted).
+async fn group_answer(s: &AppState, a: &Actor, id: Uuid, projection: &Projection) -> ScimResult<Response> {
+    let group = s.roster.scim_get_group(a, id, projection.wants_members()).await.map_err(to_scim)?;
+    let body = projection.apply(ResourceKind::Group, &group_json(&base_url(s), &group));
+    Ok(resource(StatusCode::OK, body, group.record.version, None))
+}
+
+async fn replace_group(
+    State(s): State<AppState>,
+    ScimAuth(a): ScimAuth,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+    ScimBody(body): ScimBody,
+) -> ScimResult<Response> {
+    let (_, projection) = list_params(&q)?;
+    let id = parse_id(&id, "Group")?;
+    s.roster.scim_replace_group(&a, id, &body, if_match(&headers).as_deref()).await.map_err(to_scim)?;
+    group_answer(&s, &a, id, &projection).await
+}
+
+async fn patch_group(
+    State(s): State<AppState>,
+    ScimAuth(a): ScimAuth,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+    ScimBody(body): ScimBody,
+) -> ScimResult<Response> {
+    let (_, projection) = list_params(&q)?;
+    let id = parse_id(&id, "Group")?;
+    s.roster.scim_patch_group(&a, id, &body, if_match(&headers).as_deref()).await.map_err(to_scim)?;
+    group_answer(&s, &a, id, &projection).await
+}
+
+async fn delete_group(
+    State(s): State<AppState>,
+    ScimAuth(a): ScimAuth,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ScimResult<StatusCode> {
+    let id = parse_id(&id, "Group")?;
+    s.roster.scim_delete_group(&a, id, if_match(&headers).as_deref()).await.map_err(to_scim)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- Root search ---------------------------------------------------------------
+
+/// POST /.search: Users then Groups, paged across both (RFC 7644 §3.4.3).
+async fn search_all(
+    State(s): State<AppState>,
+    ScimAuth(a): ScimAuth,
+    ScimBody(body): ScimBody,
+) -> ScimResult<Response> {
+    let (params, projection) = search_params(&body)?;
+    let base = base_url(&s);
+    let start = params.start_index.unwrap_or(1).max(1);
+    let count = params.count.unwrap_or(crate::service::SCIM_DEFAULT_COUNT).clamp(0, SCIM_MAX_RESULTS);
+    // Totals first, then the slice of the concatenation this page covers.
+    let users_total =
+        s.roster.scim_list_users(&a, ScimListParams { count: Some(0), ..params.clone() }).await.map_err(to_scim)?.total;
+    let groups_total = s
+        .roster
+        .scim_list_groups(&a, ScimListParams { count: Some(0), ..params.clone() })
+        .await
+        .map_err(to_scim)?
+        .total;
+    let mut items = Vec::new();
+    if start <= users_total && count > 0 {
+        let page = s
+            .roster
+            .scim_list_users(&a, ScimListParams { start_index: Some(start), count: Some(count), ..params.clone() })
+            .await
+            .map_err(to_scim)?;
+        items.extend(page.items.iter().map(|u| projection.apply(ResourceKind::User, &user_json(&base, u))));
+    }
+    let left = count - items.len() as i64;
+    if left > 0 {
+        let group_start = (start - users_total).max(1);
+        let page = s
+            .roster
+            .scim_list_groups(&a, ScimListParams { start_index: Some(group_start), count: Some(left), ..params })
+            .await
+            .map_err(to_scim)?;
+        items.extend(page.items.iter().map(|g| projection.apply(ResourceKind::Group, &group_json(&base, g))));
+    }
+    Ok(list_response(users_total + groups_total, start, items))
+}
+
+// ---- Bulk -----------------------------------------------------------------------
+
+/// POST /Bulk (RFC 7644 §3.7): each operation runs as its own request
+/// would; `bulkId:` references are resolved to the ids of resources created
+/// earlier in the same request, whatever their order.
+async fn bulk(State(s): State<AppState>, ScimAuth(a): ScimAuth, ScimBody(body): ScimBody) -> ScimResult<Response> {
+    let obj = body.as_object().ok_or_else(|| ScimError::invalid_syntax("the BulkRequest must be a JSON object"))?;
+    let schemas_ok = obj
+        .get("schemas")
+        .and_then(Value::as_array)
+        .is_some_and(|l| l.iter().any(|u| u.as_str().is_some_and(|u| u.eq_ignore_ascii_case(BULK_REQUEST))));
+    if !schemas_ok {
+        return Err(ScimError::invalid_syntax(format!("schemas must contain {BULK_REQUEST}")));
+    }
+    let ops = obj
+        .get("Operations")
+        .or_else(|| obj.get("operations"))
+        .and_then(Value::as_array)
+        .ok_or_else(|| ScimError::invalid_syntax("Operations must be a list"))?;
+    if ops.len() > BULK_MAX_OPERATIONS {
+        return Err(ScimError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Some(ScimType::TooMany),
+            format!("at most {BULK_MAX_OPERATIONS} operations per request, got {}", ops.len()),
+        ));
+    }
+    let fail_on_errors = match obj.get("failOnErrors") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().ok_or_else(|| ScimError::invalid_value("failOnErrors must be a positive integer"))?),
+    };
+    let base = base_url(&s);
+    let mut ids: HashMap<String, String> = HashMap::new();
+    let mut results: Vec<Option<Value>> = vec![None; ops.len()];
+    let mut errors = 0u64;
+    let mut pending: Vec<usize> = (0..ops.len()).collect();
+    loop {
+        let mut progressed = false;
+        let mut deferred = Vec::new();
+        for i in pending {
+            if fail_on_errors.is_some_and(|limit| errors >= limit) {
+                break;
+            }
+            let op = &ops[i];
+            let Some(resolved) = resolve_bulk_ids(op, &ids) else {
+                deferred.push(i);
+                continue;
+            };
+            progressed = true;
+            let outcome = bulk_operation(&s, &a, &base, &resolved).await;
+            if let (Some(bulk_id), Some(id)) =
+                (op.get("bulkId").and_then(Value::as_str), outcome.get("id").and_then(Value::as_str))
+            {
+                ids.insert(bulk_id.to_string(), id.to_string());
+            }
+            let status: u16 = outcome["status"].as_str().and_then(|s| s.parse().ok()).unwrap_or(500);
+            if status >= 400 {
+                errors += 1;
+            }
+            let mut entry = outcome;
+            if let Some(obj) = entry.as_object_mut() {
+                obj.remove("id");
+            }
+            results[i] = Some(entry);
+        }
+        pending = deferred;
+        if pending.is_empty() || !progressed || fail_on_errors.is_some_and(|limit| errors >= limit) {
+            break;
+        }
+    }
+    for i in pending {
+        if fail_on_errors.is_some_and(|limit| errors >= limit) {
+            break;
+        }
+        let err = ScimError::new(
+            StatusCode::CONFLICT,
+            Some(ScimType::InvalidValue),
+            "a bulkId it refers to was never created",
+        );
+        results[i] = Some(bulk_entry(&ops[i], err.status, Some(err.body()), None, None));
+        errors += 1;
+    }
+    let operations: Vec<Value> = results.into_iter().flatten().collect();
+    Ok(scim(StatusCode::OK, json!({ "schemas": [BULK_RESPONSE], "Operations": operations })))
+}
+
+/// The operation with every `bulkId:<id>` replaced, or `None` while one of them is still unknown.
+fn resolve_bulk_ids(op: &Value, ids: &HashMap<String, String>) -> Option<Value> {
+    fn walk(v: &Value, ids: &HashMap<String, String>) -> Option<Value> {
+        Some(match v {
+            Value::String(s) => match s.strip_prefix("bulkId:") {
+                Some(b) => Value::String(ids.get(b)?.clone()),
+                None => v.clone(),
+            },
+            Value::Array(list) => Value::Array(list.iter().map(|x| walk(x, ids)).collect::<Option<_>>()?),
+            Value::Object(map) => {
+                let mut out = Map::new();
+                for (k, x) in map {
+                    out.insert(k.clone(), walk(x, ids)?);
+                }
+                Value::Object(out)
+            }
+            other => other.clone(),
+        })
+    }
+    let mut op = op.clone();
+    if let Some(path) = op.get("path").and_then(Value::as_str) {
+        if let Some((prefix, b)) = path.split_once("bulkId:") {
+            let id = ids.get(b)?;
+            op["path"] = Value::String(format!("{prefix}{id}"));
+        }
+    }
+    if let Some(data) = op.get("data") {
+        op["data"] = walk(data, ids)?;
+    }
+    Some(op)
+}
+
+fn bulk_entry(
+    op: &Value,
+    status: StatusCode,
+    response: Option<Value>,
+    location: Option<String>,
+    version: Option<i64>,
+) -> Value {
+    let mut entry = json!({
+        "method": op.get("method").cloned().unwrap_or(Value::Null),
+        "status": status.as_u16().to_string(),
+    });
+    if let Some(b) = op.get("bulkId") {
+        entry["bulkId"] = b.clone();
+    }
+    if let Some(l) = location {
+        entry["location"] = l.into();
+    }
+    if let Some(v) = version {
+        entry["version"] = etag(v).into();
+    }
+    if let Some(r) = response {
+        entry["response"] = r;
+    }
+    entry
+}
+
+/// Runs one bulk operation; the answer carries the created id under `id` for bulkId resolution.
+async fn bulk_operation(s: &AppState, a: &Actor, base: &str, op: &Value) -> Value {
+    let fail = |e: ScimError| bulk_entry(op, e.status, Some(e.body()), None, None);
+    let method = op.get("method").and_then(Value::as_str).unwrap_or("").to_ascii_uppercase();
+    let Ok(method) = method.parse::<Method>() else {
+        return fail(ScimError::invalid_syntax("method must be POST, PUT, PATCH or DELETE"));
+    };
+    let path = op.get("path").and_then(Value::as_str).unwrap_or("");
+    let data = op.get("data").cloned().unwrap_or(Value::Null);
+    let version = op.get("version").and_then(Value::as_str);
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let kind = match segments.first().copied() {
+        Some("Users") => ResourceKind::User,
+        Some("Groups") => ResourceKind::Group,
+        _ => return fail(ScimError::invalid_path(format!("`{path}` is not /Users or /Groups"))),
+    };
+    let id = match segments.get(1) {
+        Some(raw) => match Uuid::parse_str(raw) {
+            Ok(id) => Some(id),
+            Err(_) => return fail(ScimError::not_found(format!("{path} not found"))),
+        },
+        None => None,
+    };
+    let r = &s.roster;
+    let outcome: Result<(StatusCode, Option<(Value, i64)>), ServiceError> = match (method.as_str(), kind, id) {
+        ("POST", ResourceKind::User, None) => r
+            .scim_create_user(a, &data)
+            .await
+            .map(|u| (StatusCode::CREATED, Some((user_json(base, &u), u.record.version)))),
+        ("POST", ResourceKind::Group, None) => r
+            .scim_create_group(a, &data)
+            .await
+            .map(|g| (StatusCode::CREATED, Some((group_json(base, &g), g.record.version)))),
+        ("PUT", ResourceKind::User, Some(id)) => r
+            .scim_replace_user(a, id, &data, version)
+            .await
+            .map(|u| (StatusCode::OK, Some((user_json(base, &u), u.record.version)))),
+        ("PUT", ResourceKind::Group, Some(id)) => r
+            .scim_replace_group(a, id, &data, version)
+            .await
+            .map(|g| (StatusCode::OK, Some((group_json(base, &g), g.record.version)))),
+        ("PATCH", ResourceKind::User, Some(id)) => r
+            .scim_patch_user(a, id, &data, version)
+            .await
+            .map(|u| (StatusCode::OK, Some((user_json(base, &u), u.record.version)))),
+        ("PATCH", ResourceKind::Group, Some(id)) => r
+            .scim_patch_group(a, id, &data, version)
+            .await
+            .map(|g| (StatusCode::OK, Some((group_json(base, &g), g.record.version)))),
+        ("DELETE", ResourceKind::User, Some(id)) => {
+            r.scim_delete_user(a, id, version).await.map(|_| (StatusCode::NO_CONTENT, None))
+        }
+        ("DELETE", ResourceKind::Group, Some(id)) => {
+            r.scim_delete_group(a, id, version).await.map(|_| (StatusCode::NO_CONTENT, None))
+        }
+        _ => return fail(ScimError::invalid_syntax(format!("{method} {path} is not a bulk operation Roster runs"))),
+    };
+    match outcome {
+        Ok((status, Some((json, version)))) => {
+            let location = json["meta"]["location"].as_str().map(str::to_string);
+            let mut entry = bulk_entry(op, status, None, location, Some(version));
+            entry["id"] = json["id"].clone();
+            entry
+        }
+        Ok((status, None)) => {
+            bulk_entry(op, status, None, Some(format!("{base}/{path}", path = path.trim_start_matches('/'))), None)
+        }
+        Err(e) => fail(to_scim(e)),
+    }
+}
+
+// ---- Discovery --------------------------------------------------------------------
+
+fn limits(s: &AppState) -> ScimLimits {
+    ScimLimits {
+        max_results: SCIM_MAX_RESULTS as usize,
+        max_operations: BULK_MAX_OPERATIONS,
+        max_payload_size: s.config.request_body_limit_bytes,
+    }
+}
+
+async fn service_provider_config(State(s): State<AppState>, ScimAuth(_): ScimAuth) -> Response {
+    scim(StatusCode::OK, registry().service_provider_config(&limits(&s), &base_url(&s)))
+}
+
+async fn resource_types(State(s): State<AppState>, ScimAuth(_): ScimAuth) -> Response {
+    scim(StatusCode::OK, registry().resource_types_document(&base_url(&s)))
+}
+
+async fn resource_type(
+    State(s): State<AppState>,
+    ScimAuth(_): ScimAuth,
+    Path(id): Path<String>,
+) -> ScimResult<Response> {
+    let doc = registry()
+        .resource_type_document(&id, &base_url(&s))
+        .ok_or_else(|| ScimError::not_found(format!("no resource type {id}")))?;
+    Ok(scim(StatusCode::OK, doc))
+}
+
+async fn schemas(State(s): State<AppState>, ScimAuth(_): ScimAuth) -> Response {
+    scim(StatusCode::OK, registry().schemas_document(&base_url(&s)))
+}
+
+async fn schema(State(s): State<AppState>, ScimAuth(_): ScimAuth, Path(id): Path<String>) -> ScimResult<Response> {
+    let doc = registry()
+        .schema_document(&id, &base_url(&s))
+        .ok_or_else(|| ScimError::not_found(format!("no schema {id}")))?;
+    Ok(scim(StatusCode::OK, doc))
+}

@@ -1,0 +1,670 @@
+//! SCIM provisioning on the organization model: a SCIM User is a member of
+//! the token's organization (`active` ⇄ active/suspended, DELETE →
+//! deprovisioned), a SCIM Group a set of those users. Every write runs under
+//! the organization lock, takes or frees seats through the one seat
+//! primitive, and writes its audit records in the same transaction.
+
+use super::*;
+use crate::model::*;
+use crate::scim::filter::{self, SqlFragment};
+use crate::scim::patch::{self, PatchRequest};
+use crate::scim::schema::{registry, ResourceKind, WriteMode};
+use crate::scim::ScimError;
+use crate::store::{Member, Organization, ScimGroupRecord, ScimQuery, ScimUserRecord, User};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use std::collections::BTreeSet;
+
+/// The largest page a list answers (advertised as `filter.maxResults`).
+pub const SCIM_MAX_RESULTS: i64 = 200;
+/// The page size when the client names none.
+pub const SCIM_DEFAULT_COUNT: i64 = 100;
+
+/// A SCIM User with the groups it belongs to.
+#[derive(Debug, Clone)]
+pub struct ScimUser {
+    pub record: ScimUserRecord,
+    pub groups: Vec<(Uuid, String)>,
+}
+
+/// A SCIM Group, with its members when they were asked for.
+#[derive(Debug, Clone)]
+pub struct ScimGroup {
+    pub record: ScimGroupRecord,
+    pub members: Option<Vec<(Uuid, Option<String>)>>,
+}
+
+/// A list request (RFC 7644 §3.4.2).
+#[derive(Debug, Clone, Default)]
+pub struct ScimListParams {
+    pub filter: Option<String>,
+    pub sort_by: Option<String>,
+    pub descending: bool,
+    pub start_index: Option<i64>,
+    pub count: Option<i64>,
+    /// Whether group members are needed in the answer.
+    pub with_members: bool,
+}
+
+/// One page of a list.
+#[derive(Debug, Clone)]
+pub struct ScimPage<T> {
+    pub total: i64,
+    pub start_index: i64,
+    pub items: Vec<T>,
+}
+
+/// The attributes of a User that live outside its JSON.
+struct UserAttrs {
+    user_name: String,
+    external_id: Option<String>,
+    display_name: Option<String>,
+    active: bool,
+    emails: Vec<String>,
+    email: Email,
+}
+
+fn str_at(resource: &Value, key: &str) -> Option<String> {
+    resource.get(key).and_then(Value::as_str).map(str::to_string).filter(|s| !s.trim().is_empty())
+}
+
+impl UserAttrs {
+    /// Reads a validated User. Roster members are people with an email:
+    /// `userName` when it is an address, else the primary (or first) email.
+    fn of(resource: &Value) -> ServiceResult<Self> {
+        let user_name = str_at(resource, "userName").ok_or_else(|| ScimError::invalid_value("userName is required"))?;
+        let emails: Vec<(String, bool)> = resource
+            .get("emails")
+            .and_then(Value::as_array)
+            .map(|list| {
+                list.iter()
+                    .filter_map(|e| {
+                        let value = e.get("value")?.as_str()?.trim().to_string();
+                        Some((value, e.get("primary").and_then(Value::as_bool).unwrap_or(false)))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let email = Email::parse(&user_name)
+            .ok()
+            .or_else(|| emails.iter().find(|(_, p)| *p).and_then(|(v, _)| Email::parse(v).ok()))
+            .or_else(|| emails.iter().find_map(|(v, _)| Email::parse(v).ok()))
+            .ok_or_else(|| {
+                ScimError::invalid_value(
+                    "Roster members are identified by email: make userName an email address or send emails",
+                )
+            })?;
+        Ok(Self {
+            user_name,
+            external_id: str_at(resource, "externalId"),
+            display_name: str_at(resource, "displayName"),
+            active: resource.get("active").and_then(Value::as_bool).unwrap_or(true),
+            emails: emails.into_iter().map(|(v, _)| v).collect(),
+            email,
+        })
+    }
+}
+
+/// `W/"<version>"`, the ETag of a resource version.
+pub fn etag(version: i64) -> String {
+    format!("W/\"{version}\"")
+}
+
+/// Refuses when `If-Match` names another version (RFC 7644 §3.14).
+fn check_if_match(if_match: Option<&str>, version: i64) -> ServiceResult<()> {
+    let Some(header) = if_match else { return Ok(()) };
+    let current = etag(version);
+    let strong = format!("\"{version}\"");
+    let ok = header.split(',').map(str::trim).any(|t| t == "*" || t == current || t == strong);
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::PreconditionFailed(current))
+    }
+}
+
+fn parse_ids(values: &[String], what: &str) -> ServiceResult<Vec<Uuid>> {
+    let mut seen = BTreeSet::new();
+    let mut ids = Vec::with_capacity(values.len());
+    for v in values {
+        let id = Uuid::parse_str(v.trim())
+            .map_err(|_| ScimError::invalid_value(format!("{what} `{v}` is not the id of a User here")))?;
+        if seen.insert(id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+impl Roster {
+    /// The actor a SCIM token acts as, after its organization was resolved.
+    pub fn scim_actor(credential_id: Uuid, org_id: Uuid, request_id: Option<String>) -> Actor {
+        Actor { kind: ActorKind::Scim, id: credential_id.to_string(), org_id, role: Role::Admin, request_id }
+    }
+
+    fn page_query(&self, kind: ResourceKind, p: &ScimListParams) -> ServiceResult<(ScimQuery, i64)> {
+        let dialect = self.store.dialect();
+        let filter = match p.filter.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
+            Some(raw) => Some(filter::to_sql(&filter::parse(raw)?, kind, dialect, 2)?),
+            None => None,
+        };
+        let next = 2 + filter.as_ref().map_or(0, |f: &SqlFragment| f.binds.len());
+        let order = match p.sort_by.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            Some(attr) => Some(filter::order_by(attr, p.descending, kind, dialect, next)?),
+            None => None,
+        };
+        let start_index = p.start_index.unwrap_or(1).max(1);
+        let count = p.count.unwrap_or(SCIM_DEFAULT_COUNT).clamp(0, SCIM_MAX_RESULTS);
+        Ok((ScimQuery { filter, order, offset: start_index - 1, limit: count }, start_index))
+    }
+
+    // ---- Users --------------------------------------------------------------
+
+    pub async fn scim_list_users(&self, actor: &Actor, p: ScimListParams) -> ServiceResult<ScimPage<ScimUser>> {
+        let (query, start_index) = self.page_query(ResourceKind::User, &p)?;
+        let mut tx = self.store.read().await?;
+        let total = tx.count_scim_users(actor.org_id, &query).await?;
+        let records = if query.limit > 0 { tx.list_scim_users(actor.org_id, &query).await? } else { Vec::new() };
+        let mut items = Vec::with_capacity(records.len());
+        for record in records {
+            let groups = tx.groups_of_user(record.id).await?;
+            items.push(ScimUser { record, groups });
+        }
+        Ok(ScimPage { total, start_index, items })
+    }
+
+    pub async fn scim_get_user(&self, actor: &Actor, id: Uuid) -> ServiceResult<ScimUser> {
+        let mut tx = self.store.read().await?;
+        let record = tx.get_scim_user(actor.org_id, id).await?.ok_or(ServiceError::NotFound("User"))?;
+        let groups = tx.groups_of_user(record.id).await?;
+        Ok(ScimUser { record, groups })
+    }
+
+    /// POST /Users.
+    #[tracing::instrument(skip_all, fields(org = %actor.org_id))]
+    pub async fn scim_create_user(&self, actor: &Actor, body: &Value) -> ServiceResult<ScimUser> {
+        let resource = registry().validate(ResourceKind::User, body, WriteMode::Create)?;
+        let attrs = UserAttrs::of(&resource)?;
+        let now = self.clock.now();
+        let result = async {
+            let mut tx = self.store.begin().await?;
+            let org = lock_org(&mut *tx, actor.org_id).await?;
+            if tx.find_scim_user_by_user_name(org.id, &attrs.user_name).await?.is_some() {
+                return Err(ScimError::uniqueness(format!("userName `{}` is already taken", attrs.user_name)).into());
+            }
+            let member = scim_member(&mut *tx, actor, &org, &attrs.email, attrs.active, now).await?;
+            if tx.find_scim_user_by_member(member.id).await?.is_some() {
+                return Err(ScimError::uniqueness(format!(
+                    "{} is already provisioned as another SCIM User",
+                    attrs.email
+                ))
+                .into());
+            }
+            let record = ScimUserRecord {
+                id: Uuid::now_v7(),
+                org_id: org.id,
+                member_id: member.id,
+                user_name: attrs.user_name.clone(),
+                external_id: attrs.external_id.clone(),
+                display_name: attrs.display_name.clone(),
+                active: attrs.active,
+                resource,
+                version: 1,
+                created_at: now,
+                updated_at: now,
+            };
+            tx.insert_scim_user(&record, &attrs.emails).await.map_err(uniqueness)?;
+            let after =
+                serde_json::json!({ "userName": record.user_name, "member": member.id, "active": record.active });
+            tx.insert_audit(&actor.audit(now, "scim.user.created", record.id, None::<&()>, Some(&after))).await?;
+            tx.commit().await?;
+            Ok(ScimUser { record, groups: Vec::new() })
+        }
+        .await;
+        self.audit_seat_refusal(actor, &result, &attrs.user_name, now).await;
+        result
+    }
+
+    /// PUT /Users/{id}: replaces the representation.
+    #[tracing::instrument(skip_all, fields(org = %actor.org_id, user = %id))]
+    pub async fn scim_replace_user(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        body: &Value,
+        if_match: Option<&str>,
+    ) -> ServiceResult<ScimUser> {
+        let resource = registry().validate(ResourceKind::User, body, WriteMode::Replace)?;
+        if let Some(sent) = body.get("id").and_then(Value::as_str) {
+            if sent != id.to_string() {
+                return Err(ScimError::mutability("id cannot be changed").into());
+            }
+        }
+        self.save_user(actor, id, if_match, "scim.user.replaced", |_| Ok(resource)).await
+    }
+
+    /// PATCH /Users/{id}.
+    #[tracing::instrument(skip_all, fields(org = %actor.org_id, user = %id))]
+    pub async fn scim_patch_user(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        body: &Value,
+        if_match: Option<&str>,
+    ) -> ServiceResult<ScimUser> {
+        let request = PatchRequest::parse(body)?;
+        self.save_user(actor, id, if_match, "scim.user.patched", |current| {
+            let mut resource = current.clone();
+            let outcome = patch::apply(ResourceKind::User, &mut resource, &request)?;
+            if !outcome.changed {
+                return Ok(current.clone());
+            }
+            Ok(registry().validate(ResourceKind::User, &resource, WriteMode::Replace)?)
+        })
+        .await
+    }
+
+    /// Loads a user under the organization lock, computes its new
+    /// representation with `change`, and applies what changed to the member.
+    async fn save_user(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        if_match: Option<&str>,
+        action: &str,
+        change: impl FnOnce(&Value) -> ServiceResult<Value>,
+    ) -> ServiceResult<ScimUser> {
+        let now = self.clock.now();
+        let mut user_name = String::new();
+        let result = async {
+            let mut tx = self.store.begin().await?;
+            let org = lock_org(&mut *tx, actor.org_id).await?;
+            let before = tx.get_scim_user(org.id, id).await?.ok_or(ServiceError::NotFound("User"))?;
+            user_name = before.user_name.clone();
+            check_if_match(if_match, before.version)?;
+            let resource = change(&before.resource)?;
+            let attrs = UserAttrs::of(&resource)?;
+            let groups = tx.groups_of_user(before.id).await?;
+            let unchanged = resource == before.resource
+                && attrs.user_name == before.user_name
+                && attrs.active == before.active
+                && attrs.external_id == before.external_id
+                && attrs.display_name == before.display_name;
+            if unchanged {
+                return Ok(ScimUser { record: before, groups });
+            }
+            if attrs.user_name.to_lowercase() != before.user_name.to_lowercase()
+                && tx.find_scim_user_by_user_name(org.id, &attrs.user_name).await?.is_some()
+            {
+                return Err(ScimError::uniqueness(format!("userName `{}` is already taken", attrs.user_name)).into());
+            }
+            if attrs.active != before.active {
+                let member = tx.get_member(org.id, before.member_id).await?.ok_or(ServiceError::NotFound("User"))?;
+                let status = if attrs.active { MemberStatus::Active } else { MemberStatus::Suspended };
+                transition(&mut *tx, actor, &org, member, status, now).await?;
+            }
+            let record = ScimUserRecord {
+                user_name: attrs.user_name,
+                external_id: attrs.external_id,
+                display_name: attrs.display_name,
+                active: attrs.active,
+                resource,
+                version: before.version + 1,
+                updated_at: now,
+                ..before.clone()
+            };
+            tx.update_scim_user(&record, &attrs.emails).await.map_err(uniqueness)?;
+            let old =
+                serde_json::json!({ "userName": before.user_name, "active": before.active, "version": before.version });
+            let new =
+                serde_json::json!({ "userName": record.user_name, "active": record.active, "version": record.version });
+            tx.insert_audit(&actor.audit(now, action, record.id, Some(&old), Some(&new))).await?;
+            tx.commit().await?;
+            Ok(ScimUser { record, groups })
+        }
+        .await;
+        self.audit_seat_refusal(actor, &result, &user_name, now).await;
+        result
+    }
+
+    /// DELETE /Users/{id}: the member is deprovisioned and the SCIM resource is gone.
+    #[tracing::instrument(skip_all, fields(org = %actor.org_id, user = %id))]
+    pub async fn scim_delete_user(&self, actor: &Actor, id: Uuid, if_match: Option<&str>) -> ServiceResult<()> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let org = lock_org(&mut *tx, actor.org_id).await?;
+        let before = tx.get_scim_user(org.id, id).await?.ok_or(ServiceError::NotFound("User"))?;
+        check_if_match(if_match, before.version)?;
+        if let Some(member) = tx.get_member(org.id, before.member_id).await? {
+            transition(&mut *tx, actor, &org, member, MemberStatus::Deprovisioned, now).await?;
+        }
+        tx.delete_scim_user(org.id, id).await?;
+        let old = serde_json::json!({ "userName": before.user_name, "member": before.member_id });
+        tx.insert_audit(&actor.audit(now, "scim.user.deleted", id, Some(&old), None::<&()>)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A SCIM write refused for want of a seat changes nothing, but the
+    /// refusal itself is recorded.
+    async fn audit_seat_refusal<T>(
+        &self,
+        actor: &Actor,
+        result: &ServiceResult<T>,
+        user_name: &str,
+        now: DateTime<Utc>,
+    ) {
+        let Err(ServiceError::SeatLimitReached { purchased, used, .. }) = result else { return };
+        let detail = serde_json::json!({ "userName": user_name, "purchased": purchased, "used": used });
+        let write = async {
+            let mut tx = self.store.begin().await?;
+            tx.insert_audit(&actor.audit(now, "scim.user.refused_seat_limit", user_name, None::<&()>, Some(&detail)))
+                .await?;
+            tx.commit().await
+        };
+        if let Err(e) = write.await {
+            tracing::warn!(error = %e, "could not audit a seat-limit refusal");
+        }
+    }
+
+    // ---- Groups -------------------------------------------------------------
+
+    pub async fn scim_list_groups(&self, actor: &Actor, p: ScimListParams) -> ServiceResult<ScimPage<ScimGroup>> {
+        let (query, start_index) = self.page_query(ResourceKind::Group, &p)?;
+        let mut tx = self.store.read().await?;
+        let total = tx.count_scim_groups(actor.org_id, &query).await?;
+        let records = if query.limit > 0 { tx.list_scim_groups(actor.org_id, &query).await? } else { Vec::new() };
+        let mut items = Vec::with_capacity(records.len());
+        for record in records {
+            let members = if p.with_members { Some(tx.group_members(record.id).await?) } else { None };
+            items.push(ScimGroup { record, members });
+        }
+        Ok(ScimPage { total, start_index, items })
+    }
+
+    pub async fn scim_get_group(&self, actor: &Actor, id: Uuid, with_members: bool) -> ServiceResult<ScimGroup> {
+        let mut tx = self.store.read().await?;
+        let record = tx.get_scim_group(actor.org_id, id).await?.ok_or(ServiceError::NotFound("Group"))?;
+        let members = if with_members { Some(tx.group_members(record.id).await?) } else { None };
+        Ok(ScimGroup { record, members })
+    }
+
+    /// POST /Groups.
+    #[tracing::instrument(skip_all, fields(org = %actor.org_id))]
+    pub async fn scim_create_group(&self, actor: &Actor, body: &Value) -> ServiceResult<ScimGroup> {
+        let (resource, members) = group_parts(registry().validate(ResourceKind::Group, body, WriteMode::Create)?)?;
+        let display_name =
+            str_at(&resource, "displayName").ok_or_else(|| ScimError::invalid_value("displayName is required"))?;
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let org = lock_org(&mut *tx, actor.org_id).await?;
+        let members = members.map(|m| parse_ids(&m, "member")).transpose()?.unwrap_or_default();
+        ensure_users_exist(&mut *tx, org.id, &members).await?;
+        let record = ScimGroupRecord {
+            id: Uuid::now_v7(),
+            org_id: org.id,
+            display_name,
+            external_id: str_at(&resource, "externalId"),
+            resource,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        tx.insert_scim_group(&record).await?;
+        tx.add_group_members(org.id, record.id, &members).await?;
+        let after = serde_json::json!({ "displayName": record.display_name, "members": members.len() });
+        tx.insert_audit(&actor.audit(now, "scim.group.created", record.id, None::<&()>, Some(&after))).await?;
+        let listed = tx.group_members(record.id).await?;
+        tx.commit().await?;
+        Ok(ScimGroup { record, members: Some(listed) })
+    }
+
+    /// PUT /Groups/{id}: replaces the representation, members included.
+    #[tracing::instrument(skip_all, fields(org = %actor.org_id, group = %id))]
+    pub async fn scim_replace_group(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        body: &Value,
+        if_match: Option<&str>,
+    ) -> ServiceResult<ScimGroup> {
+        let (resource, members) = group_parts(registry().validate(ResourceKind::Group, body, WriteMode::Replace)?)?;
+        let members = parse_ids(&members.unwrap_or_default(), "member")?;
+        self.save_group(actor, id, if_match, "scim.group.replaced", move |_current, _| {
+            Ok((resource, MemberEdit::ReplaceAll(members)))
+        })
+        .await
+    }
+
+    /// PATCH /Groups/{id}: member changes touch only the members named.
+    #[tracing::instrument(skip_all, fields(org = %actor.org_id, group = %id))]
+    pub async fn scim_patch_group(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        body: &Value,
+        if_match: Option<&str>,
+    ) -> ServiceResult<ScimGroup> {
+        let request = PatchRequest::parse(body)?;
+        self.save_group(actor, id, if_match, "scim.group.patched", |current, _| {
+            let mut resource = current.clone();
+            let outcome = patch::apply(ResourceKind::Group, &mut resource, &request)?;
+            let resource = if outcome.changed {
+                registry().validate(ResourceKind::Group, &resource, WriteMode::Replace)?
+            } else {
+                current.clone()
+            };
+            let m = outcome.members;
+            let edit = match m.replace_all {
+                Some(all) => {
+                    let mut all = parse_ids(&all, "member")?;
+                    all.extend(parse_ids(&m.add, "member")?);
+                    MemberEdit::ReplaceAll(all)
+                }
+                None => {
+                    MemberEdit::Change { add: parse_ids(&m.add, "member")?, remove: parse_ids(&m.remove, "member")? }
+                }
+            };
+            Ok((resource, edit))
+        })
+        .await
+    }
+
+    async fn save_group(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        if_match: Option<&str>,
+        action: &str,
+        change: impl FnOnce(&Value, &ScimGroupRecord) -> ServiceResult<(Value, MemberEdit)>,
+    ) -> ServiceResult<ScimGroup> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        // The group's own row lock, not the organization's: membership
+        // changes of different groups do not wait for each other.
+        let before = tx.lock_scim_group(actor.org_id, id).await?.ok_or(ServiceError::NotFound("Group"))?;
+        check_if_match(if_match, before.version)?;
+        let (resource, edit) = change(&before.resource, &before)?;
+        let display_name =
+            str_at(&resource, "displayName").ok_or_else(|| ScimError::invalid_value("displayName is required"))?;
+        let (to_add, to_remove) = match edit {
+            MemberEdit::Change { add, remove } => (add, remove),
+            MemberEdit::ReplaceAll(wanted) => {
+                let current: BTreeSet<Uuid> = tx.group_members(id).await?.into_iter().map(|(u, _)| u).collect();
+                let wanted_set: BTreeSet<Uuid> = wanted.iter().copied().collect();
+                (
+                    wanted.into_iter().filter(|u| !current.contains(u)).collect(),
+                    current.into_iter().filter(|u| !wanted_set.contains(u)).collect(),
+                )
+            }
+        };
+        ensure_users_exist(&mut *tx, actor.org_id, &to_add).await?;
+        let added = tx.add_group_members(actor.org_id, id, &to_add).await?;
+        let removed = tx.remove_group_members(id, &to_remove).await?;
+        let record = ScimGroupRecord {
+            display_name,
+            external_id: str_at(&resource, "externalId"),
+            resource,
+            version: before.version + 1,
+            updated_at: now,
+            ..before.clone()
+        };
+        let changed = record.resource != before.resource || !added.is_empty() || !removed.is_empty();
+        if !changed {
+            return Ok(ScimGroup { record: before, members: None });
+        }
+        tx.update_scim_group(&record).await?;
+        let old = serde_json::json!({ "displayName": before.display_name, "version": before.version });
+        let new = serde_json::json!({
+            "displayName": record.display_name,
+            "version": record.version,
+            "members_added": added,
+            "members_removed": removed,
+        });
+        tx.insert_audit(&actor.audit(now, action, record.id, Some(&old), Some(&new))).await?;
+        tx.commit().await?;
+        Ok(ScimGroup { record, members: None })
+    }
+
+    /// DELETE /Groups/{id}.
+    #[tracing::instrument(skip_all, fields(org = %actor.org_id, group = %id))]
+    pub async fn scim_delete_group(&self, actor: &Actor, id: Uuid, if_match: Option<&str>) -> ServiceResult<()> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let before = tx.lock_scim_group(actor.org_id, id).await?.ok_or(ServiceError::NotFound("Group"))?;
+        check_if_match(if_match, before.version)?;
+        tx.delete_scim_group(actor.org_id, id).await?;
+        let old = serde_json::json!({ "displayName": before.display_name });
+        tx.insert_audit(&actor.audit(now, "scim.group.deleted", id, Some(&old), None::<&()>)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// How a write changes a group's members.
+enum MemberEdit {
+    Change { add: Vec<Uuid>, remove: Vec<Uuid> },
+    ReplaceAll(Vec<Uuid>),
+}
+
+/// Splits a validated Group into the representation to store and its member ids.
+fn group_parts(mut resource: Value) -> ServiceResult<(Value, Option<Vec<String>>)> {
+    let members = match resource.as_object_mut().and_then(|o| o.remove("members")) {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(list)) => Some(
+            list.iter()
+                .map(|m| {
+                    m.get("value")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                        .ok_or_else(|| ScimError::invalid_value("every member needs a value"))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Some(_) => return Err(ScimError::invalid_value("members must be a list").into()),
+    };
+    Ok((resource, members))
+}
+
+async fn ensure_users_exist(tx: &mut dyn Tx, org_id: Uuid, ids: &[Uuid]) -> ServiceResult<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let found: BTreeSet<Uuid> = tx.existing_scim_users(org_id, ids).await?.into_iter().collect();
+    if let Some(missing) = ids.iter().find(|id| !found.contains(id)) {
+        return Err(ScimError::invalid_value(format!("member `{missing}` is not a User of this organization")).into());
+    }
+    Ok(())
+}
+
+/// A unique-index refusal on a SCIM write is a `uniqueness` error.
+fn uniqueness(e: crate::store::StoreError) -> ServiceError {
+    match e {
+        crate::store::StoreError::Conflict(_) => ScimError::uniqueness("userName is already taken").into(),
+        other => other.into(),
+    }
+}
+
+/// The member a SCIM User of `email` stands for, made to match `active`:
+/// created, adopted (an existing member or accepted invitation keeps its
+/// one seat), re-activated or suspended.
+async fn scim_member(
+    tx: &mut dyn Tx,
+    actor: &Actor,
+    org: &Organization,
+    email: &Email,
+    active: bool,
+    now: DateTime<Utc>,
+) -> ServiceResult<Member> {
+    let user = tx.find_user_by_email(email).await?;
+    let member = match &user {
+        Some(u) => tx.find_member_by_user(org.id, u.id).await?,
+        None => None,
+    };
+    match (member, active) {
+        (None, true) => {
+            insert_active_member(tx, actor, org, email, org.sso.default_role, MemberSource::Scim, now).await
+        }
+        (None, false) => {
+            let user = match user {
+                Some(u) => u,
+                None => {
+                    let u = User { id: Uuid::now_v7(), email: email.clone(), created_at: now };
+                    tx.insert_user(&u).await?;
+                    u
+                }
+            };
+            let member = Member {
+                id: Uuid::now_v7(),
+                org_id: org.id,
+                user_id: user.id,
+                email: user.email,
+                role: org.sso.default_role,
+                status: MemberStatus::Suspended,
+                source: MemberSource::Scim,
+                created_at: now,
+                updated_at: now,
+            };
+            tx.insert_member(&member).await?;
+            tx.insert_audit(&actor.audit(now, "member.added", member.id, None::<&()>, Some(&member))).await?;
+            Ok(member)
+        }
+        (Some(m), true) if m.status == MemberStatus::Deprovisioned => {
+            insert_active_member(tx, actor, org, email, org.sso.default_role, MemberSource::Scim, now).await
+        }
+        (Some(m), true) => transition(tx, actor, org, m, MemberStatus::Active, now).await,
+        (Some(m), false) => transition(tx, actor, org, m, MemberStatus::Suspended, now).await,
+    }
+}
+
+/// Moves a member to `status`: taking a seat to become active, never
+/// leaving the organization without an active Owner; audited.
+async fn transition(
+    tx: &mut dyn Tx,
+    actor: &Actor,
+    org: &Organization,
+    member: Member,
+    status: MemberStatus,
+    now: DateTime<Utc>,
+) -> ServiceResult<Member> {
+    if member.status == status {
+        return Ok(member);
+    }
+    let reservation =
+        if status == MemberStatus::Active { reserve_seats(tx, org, 1, now).await? } else { Reservation { overage: 0 } };
+    if member.role == Role::Owner && member.status == MemberStatus::Active && tx.count_active_owners(org.id).await? <= 1
+    {
+        return Err(ServiceError::LastOwner);
+    }
+    let action = match status {
+        MemberStatus::Active => "member.reactivated",
+        MemberStatus::Suspended => "member.suspended",
+        MemberStatus::Deprovisioned => "member.removed",
+        MemberStatus::Invited => "member.invited",
+    };
+    let after = Member { status, updated_at: now, ..member.clone() };
+    tx.update_member(&after).await?;
+    let audited = audit_with_overage(&after, reservation);
+    tx.insert_audit(&actor.audit(now, action, after.id, Some(&member), Some(&audited))).await?;
+    Ok(after)
+}

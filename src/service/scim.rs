@@ -165,11 +165,19 @@ impl Roster {
         let mut tx = self.store.read().await?;
         let total = tx.count_scim_users(actor.org_id, &query).await?;
         let records = if query.limit > 0 { tx.list_scim_users(actor.org_id, &query).await? } else { Vec::new() };
-        let mut items = Vec::with_capacity(records.len());
-        for record in records {
-            let groups = tx.groups_of_user(record.id).await?;
-            items.push(ScimUser { record, groups });
+        // One query for the whole page's groups, not one per user.
+        let ids: Vec<Uuid> = records.iter().map(|r| r.id).collect();
+        let mut groups: std::collections::HashMap<Uuid, Vec<(Uuid, String)>> = std::collections::HashMap::new();
+        for (user, group, name) in tx.groups_of_users(&ids).await? {
+            groups.entry(user).or_default().push((group, name));
         }
+        let items = records
+            .into_iter()
+            .map(|record| {
+                let groups = groups.remove(&record.id).unwrap_or_default();
+                ScimUser { record, groups }
+            })
+            .collect();
         Ok(ScimPage { total, start_index, items })
     }
 

@@ -381,6 +381,8 @@ pub trait Tx: Send {
     async fn group_members(&mut self, group_id: Uuid) -> StoreResult<Vec<(Uuid, Option<String>)>>;
     /// The groups a user is in, with their display names.
     async fn groups_of_user(&mut self, user_id: Uuid) -> StoreResult<Vec<(Uuid, String)>>;
+    /// The groups of each of `user_ids`, as `(user, group, group display name)`, in one query per chunk.
+    async fn groups_of_users(&mut self, user_ids: &[Uuid]) -> StoreResult<Vec<(Uuid, Uuid, String)>>;
 
     // Background job coordination.
     /// Takes or renews the lease `name` for `holder` until `until`, unless

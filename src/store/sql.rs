@@ -1191,6 +1191,26 @@ macro_rules! impl_tx {
                 rows.into_iter().map(|(id, name)| Ok((uuid("scim_groups.id", &id)?, name))).collect()
             }
 
+            async fn groups_of_users(&mut self, user_ids: &[Uuid]) -> StoreResult<Vec<(Uuid, Uuid, String)>> {
+                let mut out = Vec::new();
+                for chunk in user_ids.chunks(ID_CHUNK) {
+                    let sql = format!(
+                        "SELECT gm.user_id, g.id, g.display_name FROM scim_group_members gm \
+                         JOIN scim_groups g ON g.id = gm.group_id WHERE gm.user_id IN ({}) \
+                         ORDER BY gm.user_id, g.display_name_lc, g.id",
+                        placeholders(1, chunk.len())
+                    );
+                    let mut query = sqlx::query_as::<_, (String, String, String)>(&sql);
+                    for id in chunk {
+                        query = query.bind(id.to_string());
+                    }
+                    for (user, group, name) in query.fetch_all(&mut *self.0).await? {
+                        out.push((uuid("scim_group_members.user_id", &user)?, uuid("scim_groups.id", &group)?, name));
+                    }
+                }
+                Ok(out)
+            }
+
             async fn try_acquire_lease(
                 &mut self,
                 name: &str,

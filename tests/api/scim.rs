@@ -346,6 +346,10 @@ async fn groups_hold_members_and_patches_change_only_the_members_named() {
     assert_eq!(by_member["totalResults"], 1);
     let (_, _, user_view) = scim(&app, &token, Method::GET, &format!("/Users/{}", ids[1]), None).await;
     assert_eq!(user_view["groups"][0]["display"], "eng-admins");
+    let (_, _, listed) = scim(&app, &token, Method::GET, "/Users?sortBy=userName", None).await;
+    let in_group: Vec<bool> =
+        listed["Resources"].as_array().unwrap().iter().map(|u| u["groups"][0]["display"] == "eng-admins").collect();
+    assert_eq!(in_group, vec![false, true, true, false], "listed users carry their groups");
 
     // An unknown member is refused and changes nothing.
     let bad = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "add", "path": "members", "value": [{"value": "00000000-0000-0000-0000-000000000000"}]}]});

@@ -11,4 +11,8 @@ if [[ "${DATABASE_URL:-}" == postgres* ]]; then
 else
   echo "== tests on SQLite"
 fi
+# The OpenID provider the SSO tests run (tests/oidc-provider), as locked.
+echo "== npm ci (tests/oidc-provider)"
+(cd tests/oidc-provider && npm ci --no-audit --no-fund --loglevel=error)
+
 cargo test --all-targets --locked

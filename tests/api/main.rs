@@ -12,6 +12,7 @@ mod dns_server;
 mod domains;
 mod invitations;
 mod members;
+mod oidc_provider;
 mod permissions;
 mod scim;
 mod scim_fixtures;

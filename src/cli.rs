@@ -6,7 +6,10 @@ use crate::config::Config;
 use crate::domains::DomainName;
 use crate::http::AppState;
 use crate::model::*;
-use crate::service::{Actor, CheckKind, DomainView, NewCredential, NewOrganization, Roster, ServiceError};
+use crate::service::{
+    Actor, CheckKind, DirectConnectionInput, DomainView, NewCredential, NewOrganization, NewSsoClient, Roster,
+    ServiceError,
+};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use std::path::PathBuf;
@@ -49,9 +52,54 @@ pub enum Command {
     /// Manage an organization's email domains and their DNS verification.
     #[command(subcommand)]
     Domain(DomainCommand),
+    /// Register a product that starts single sign-on logins and redeems their codes.
+    #[command(subcommand, name = "sso-client")]
+    SsoClient(SsoClientCommand),
+    /// Set an organization's own OpenID connection (an Okta or Entra OIDC app).
+    #[command(subcommand, name = "sso-connection")]
+    SsoConnection(SsoConnectionCommand),
     /// Load generators.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SsoClientCommand {
+    /// Create a client; prints its secret once.
+    Create {
+        /// Organization id; without it the client serves every organization of the deployment.
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long)]
+        name: String,
+        /// An exact URL Roster may send the browser back to (repeatable).
+        #[arg(long = "redirect-uri", required = true)]
+        redirect_uris: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SsoConnectionCommand {
+    /// Set (or replace) the organization's connection; the provider's discovery document must answer.
+    Set {
+        /// Organization id.
+        #[arg(long)]
+        org: String,
+        /// The provider's issuer, exactly as its discovery document states it.
+        #[arg(long)]
+        issuer: String,
+        #[arg(long)]
+        client_id: String,
+        /// A file holding the client secret (kept out of the shell history and process list).
+        #[arg(long)]
+        client_secret_file: PathBuf,
+        /// Scopes to request (default: openid email profile).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Accept ID tokens without `email_verified=true`.
+        #[arg(long)]
+        allow_unverified_email: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -231,6 +279,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let roster = AppState::from_config(config).await?.roster;
             domain(&roster, cmd, cli.json).await
         }
+        Command::SsoClient(cmd) => {
+            let roster = AppState::from_config(config).await?.roster;
+            sso_client(&roster, cmd, cli.json).await
+        }
+        Command::SsoConnection(cmd) => {
+            let roster = AppState::from_config(config).await?.roster;
+            sso_connection(&roster, cmd, cli.json).await
+        }
         Command::Bench(_) => unreachable!("handled before configuration is loaded"),
     }
 }
@@ -384,6 +440,48 @@ async fn org(roster: &Roster, cmd: OrgCommand, as_json: bool) -> Result<(), CliE
             Ok(())
         }
     }
+}
+
+async fn sso_client(roster: &Roster, cmd: SsoClientCommand, as_json: bool) -> Result<(), CliError> {
+    let SsoClientCommand::Create { org, name, redirect_uris } = cmd;
+    let name = input("name", Name::parse(&name))?;
+    let created = match org {
+        Some(org) => {
+            let actor = Actor::cli(input("org", Uuid::parse_str(&org))?);
+            roster.create_sso_client(&actor, NewSsoClient { name, redirect_uris }).await?
+        }
+        None => roster.create_deployment_sso_client(&name, &redirect_uris, &Actor::cli(Uuid::nil()).id).await?,
+    };
+    if as_json {
+        println!("{}", json!({ "client": created.client, "client_secret": created.secret.expose() }));
+    } else {
+        println!("Created SSO client {} ({})", created.client.name, created.client.id);
+        println!("Client secret (shown once; the product's backend sends it to POST /sso/token):");
+        println!("  {}", created.secret.expose());
+    }
+    Ok(())
+}
+
+async fn sso_connection(roster: &Roster, cmd: SsoConnectionCommand, as_json: bool) -> Result<(), CliError> {
+    let SsoConnectionCommand::Set { org, issuer, client_id, client_secret_file, scopes, allow_unverified_email } = cmd;
+    let actor = Actor::cli(input("org", Uuid::parse_str(&org))?);
+    let secret = std::fs::read_to_string(&client_secret_file).map_err(|e| {
+        CliError::Input(format!("client-secret-file: cannot read {}: {e}", client_secret_file.display()))
+    })?;
+    let connection = DirectConnectionInput {
+        issuer,
+        client_id,
+        client_secret: crate::secrets::Secret::new(secret.trim()),
+        scopes: if scopes.is_empty() { None } else { Some(scopes) },
+        require_email_verified: Some(!allow_unverified_email),
+    };
+    let view = roster.set_sso_connection(&actor, connection).await?;
+    if as_json {
+        println!("{}", serde_json::to_string(&view).map_err(anyhow::Error::from)?);
+    } else {
+        println!("The organization now signs in through {} (client {}).", view.issuer, view.client_id);
+    }
+    Ok(())
 }
 
 async fn credential(

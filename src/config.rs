@@ -37,6 +37,61 @@ struct RawConfig {
     background_jobs: bool,
     job_tick_secs: u64,
     job_concurrency: usize,
+    sso_dev_mode: bool,
+    sso_attempt_ttl_secs: u64,
+    sso_code_ttl_secs: u64,
+    sso_session_ttl_secs: u64,
+    sso_clock_skew_secs: u64,
+    sso_http_timeout_ms: u64,
+    sso_metadata_ttl_secs: u64,
+    tenant_connection: Option<RawTenantConnection>,
+}
+
+/// The deployment's tenant-routing OpenID provider, as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenantConnection {
+    /// Kept as written: an issuer is compared as an exact string.
+    issuer: String,
+    client_id: String,
+    client_secret: Option<String>,
+    client_secret_file: Option<PathBuf>,
+    #[serde(default = "default_scopes")]
+    scopes: Vec<String>,
+    #[serde(default = "default_tenant_param")]
+    tenant_param: String,
+    #[serde(default = "default_tenant_claim")]
+    tenant_claim: String,
+    #[serde(default = "default_true")]
+    require_email_verified: bool,
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["openid".into(), "email".into(), "profile".into()]
+}
+fn default_tenant_param() -> String {
+    "tenant".into()
+}
+fn default_tenant_claim() -> String {
+    "tenants".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+/// The deployment's tenant-routing OpenID provider (Descope-style): every
+/// organization with a tenant ID signs in through it.
+#[derive(Debug, Clone)]
+pub struct TenantConnection {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub scopes: Vec<String>,
+    /// The authorization request parameter that carries the tenant ID.
+    pub tenant_param: String,
+    /// The ID-token claim that lists the user's tenants.
+    pub tenant_claim: String,
+    pub require_email_verified: bool,
 }
 
 impl Default for RawConfig {
@@ -62,6 +117,14 @@ impl Default for RawConfig {
             background_jobs: true,
             job_tick_secs: 60,
             job_concurrency: 4,
+            sso_dev_mode: false,
+            sso_attempt_ttl_secs: 600,
+            sso_code_ttl_secs: 60,
+            sso_session_ttl_secs: 8 * 60 * 60,
+            sso_clock_skew_secs: 60,
+            sso_http_timeout_ms: 10_000,
+            sso_metadata_ttl_secs: 60 * 60,
+            tenant_connection: None,
         }
     }
 }
@@ -108,6 +171,21 @@ pub struct Config {
     pub job_tick_secs: u64,
     /// How many checks a background job runs at once.
     pub job_concurrency: usize,
+    /// Allows `http://` OpenID providers and drops `Secure` from cookies: local development and tests only.
+    pub sso_dev_mode: bool,
+    /// How long a login may take at the provider.
+    pub sso_attempt_ttl_secs: u64,
+    /// How long the product has to redeem a sign-in code.
+    pub sso_code_ttl_secs: u64,
+    /// How long Roster's own browser session lasts.
+    pub sso_session_ttl_secs: u64,
+    /// Clock difference tolerated on ID token times.
+    pub sso_clock_skew_secs: u64,
+    /// Timeout of each request to an OpenID provider.
+    pub sso_http_timeout_ms: u64,
+    /// How long a provider's discovery document and keys are cached.
+    pub sso_metadata_ttl_secs: u64,
+    pub tenant_connection: Option<TenantConnection>,
 }
 
 /// The embedded default database: a SQLite file in the working directory.
@@ -197,6 +275,15 @@ impl Config {
         positive("domain_lapse_after_failures", raw.domain_lapse_after_failures.into())?;
         positive("job_tick_secs", raw.job_tick_secs)?;
         positive("job_concurrency", raw.job_concurrency as u64)?;
+        positive("sso_attempt_ttl_secs", raw.sso_attempt_ttl_secs)?;
+        positive("sso_code_ttl_secs", raw.sso_code_ttl_secs)?;
+        positive("sso_session_ttl_secs", raw.sso_session_ttl_secs)?;
+        positive("sso_http_timeout_ms", raw.sso_http_timeout_ms)?;
+        positive("sso_metadata_ttl_secs", raw.sso_metadata_ttl_secs)?;
+        let tenant_connection = match raw.tenant_connection {
+            None => None,
+            Some(t) => Some(resolve_tenant_connection(t, raw.sso_dev_mode)?),
+        };
         let prefix_ok = !raw.domain_challenge_prefix.is_empty()
             && raw.domain_challenge_prefix.len() <= 63
             && raw.domain_challenge_prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
@@ -226,6 +313,14 @@ impl Config {
             background_jobs: raw.background_jobs,
             job_tick_secs: raw.job_tick_secs,
             job_concurrency: raw.job_concurrency,
+            sso_dev_mode: raw.sso_dev_mode,
+            sso_attempt_ttl_secs: raw.sso_attempt_ttl_secs,
+            sso_code_ttl_secs: raw.sso_code_ttl_secs,
+            sso_session_ttl_secs: raw.sso_session_ttl_secs,
+            sso_clock_skew_secs: raw.sso_clock_skew_secs,
+            sso_http_timeout_ms: raw.sso_http_timeout_ms,
+            sso_metadata_ttl_secs: raw.sso_metadata_ttl_secs,
+            tenant_connection,
         })
     }
 
@@ -233,6 +328,72 @@ impl Config {
     pub fn defaults() -> Self {
         Self::resolve(RawConfig::default()).expect("the defaults are valid")
     }
+}
+
+fn resolve_tenant_connection(t: RawTenantConnection, dev_mode: bool) -> Result<TenantConnection, ConfigError> {
+    check_issuer(&t.issuer, dev_mode)
+        .map_err(|message| ConfigError::Invalid { key: "tenant_connection.issuer", message })?;
+    let client_secret = match (t.client_secret, t.client_secret_file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::Invalid {
+                key: "tenant_connection.client_secret_file",
+                message: "set either client_secret or client_secret_file, not both".into(),
+            })
+        }
+        (Some(s), None) => s,
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .map_err(|e| ConfigError::Invalid {
+                key: "tenant_connection.client_secret_file",
+                message: format!("cannot read {}: {e}", path.display()),
+            })?
+            .trim()
+            .to_string(),
+        (None, None) => {
+            return Err(ConfigError::Invalid {
+                key: "tenant_connection.client_secret",
+                message: "a tenant connection needs a client secret (or client_secret_file)".into(),
+            })
+        }
+    };
+    let nonempty = |key: &'static str, v: &str| {
+        if v.trim().is_empty() {
+            Err(ConfigError::Invalid { key, message: "must not be empty".into() })
+        } else {
+            Ok(())
+        }
+    };
+    nonempty("tenant_connection.client_id", &t.client_id)?;
+    nonempty("tenant_connection.client_secret", &client_secret)?;
+    nonempty("tenant_connection.tenant_param", &t.tenant_param)?;
+    nonempty("tenant_connection.tenant_claim", &t.tenant_claim)?;
+    let mut scopes = t.scopes;
+    if !scopes.iter().any(|s| s == "openid") {
+        scopes.insert(0, "openid".into());
+    }
+    Ok(TenantConnection {
+        issuer: t.issuer,
+        client_id: t.client_id,
+        client_secret: Secret::new(client_secret),
+        scopes,
+        tenant_param: t.tenant_param,
+        tenant_claim: t.tenant_claim,
+        require_email_verified: t.require_email_verified,
+    })
+}
+
+/// An OpenID issuer must be an `https` URL without query or fragment (`http` only in dev mode).
+pub fn check_issuer(raw: &str, dev_mode: bool) -> Result<(), String> {
+    let issuer = Url::parse(raw).map_err(|e| format!("`{raw}` is not a URL: {e}"))?;
+    match issuer.scheme() {
+        "https" => {}
+        "http" if dev_mode => {}
+        "http" => return Err(format!("`{issuer}` must be https (http is allowed only with sso_dev_mode = true)")),
+        _ => return Err(format!("`{issuer}` is not an https URL")),
+    }
+    if issuer.query().is_some() || issuer.fragment().is_some() || issuer.cannot_be_a_base() {
+        return Err(format!("`{issuer}` must not have a query or fragment"));
+    }
+    Ok(())
 }
 
 /// `http://<listen>/`, with an unspecified address shown as loopback.
@@ -292,6 +453,45 @@ mod tests {
             jail.set_env("ROSTER_DATABASE_URL", "mysql://x");
             let err = Config::load(None).unwrap_err().to_string();
             assert!(err.contains("database_url"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_example_file_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/roster.example.toml");
+        let c = Config::load(Some(&path)).expect("the example configuration is valid");
+        assert!(!c.sso_dev_mode);
+        assert!(c.tenant_connection.is_none());
+    }
+
+    #[test]
+    fn tenant_connection_from_file_and_environment() {
+        Jail::expect_with(|jail| {
+            jail.create_file("secret", "s3cret\n")?;
+            jail.create_file(
+                "roster.toml",
+                "[tenant_connection]\nissuer = \"https://api.descope.com/P2abc\"\nclient_id = \"P2abc\"\n",
+            )?;
+            jail.set_env("ROSTER_TENANT_CONNECTION__CLIENT_SECRET_FILE", "secret");
+            let c = Config::load(Some(Path::new("roster.toml"))).expect("loads");
+            assert!(!format!("{c:?}").contains("s3cret"));
+            let t = c.tenant_connection.expect("a tenant connection");
+            assert_eq!(t.issuer, "https://api.descope.com/P2abc");
+            assert_eq!(t.client_secret.expose(), "s3cret");
+            assert_eq!((t.tenant_param.as_str(), t.tenant_claim.as_str()), ("tenant", "tenants"));
+            assert!(t.require_email_verified);
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "roster.toml",
+                "[tenant_connection]\nissuer = \"http://idp.internal\"\nclient_id = \"x\"\nclient_secret = \"y\"\n",
+            )?;
+            let err = Config::load(Some(Path::new("roster.toml"))).unwrap_err().to_string();
+            assert!(err.contains("tenant_connection.issuer") && err.contains("https"), "{err}");
+            jail.set_env("ROSTER_SSO_DEV_MODE", "true");
+            assert!(Config::load(Some(Path::new("roster.toml"))).is_ok());
             Ok(())
         });
     }

@@ -45,6 +45,12 @@ pub fn spawn(roster: Roster, tick: Duration, concurrency: usize) -> tokio::task:
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "domain re-verification tick failed"),
             }
+            // Expired SSO attempts, codes and sessions; deleting is idempotent, so every replica may.
+            match roster.purge_sso().await {
+                Ok(n) if n > 0 => tracing::info!(deleted = n, "expired SSO records purged"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "SSO purge failed"),
+            }
             // Jitter keeps replicas from ticking in lock-step.
             let jitter = rand::random::<f64>() * 0.2 + 0.9;
             tokio::time::sleep(tick.mul_f64(jitter)).await;

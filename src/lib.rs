@@ -12,5 +12,6 @@ pub mod model;
 pub mod scim;
 pub mod secrets;
 pub mod service;
+pub mod sso;
 pub mod store;
 pub mod telemetry;

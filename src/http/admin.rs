@@ -65,6 +65,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_domain, remove_domain))
         .routes(routes!(verify_domain))
         .routes(routes!(list_audit_log))
+        .routes(routes!(list_sso_clients, create_sso_client))
+        .routes(routes!(revoke_sso_client))
+        .routes(routes!(get_sso_connection, set_sso_connection, delete_sso_connection))
 }
 
 // ---- Organization ----------------------------------------------------------
@@ -535,4 +538,81 @@ async fn list_audit_log(
         limit: p.limit,
     };
     Ok(Json(s.roster.audit_log(&a, q).await?))
+}
+
+// ---- Single sign-on: product clients and the organization's own connection --
+
+/// A product client as created: its secret is shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+struct SsoClientCreated {
+    #[serde(flatten)]
+    client: crate::store::SsoClient,
+    /// The client secret the product's backend sends to `POST /sso/token`; shown only now.
+    client_secret: String,
+}
+
+/// The organization's product clients (never their secrets).
+#[utoipa::path(get, path = "/api/v1/sso/clients", tag = "sso",
+    responses((status = 200, body = Vec<crate::store::SsoClient>)))]
+async fn list_sso_clients(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+) -> ApiResult<Json<Vec<crate::store::SsoClient>>> {
+    Ok(Json(s.roster.list_sso_clients(Some(&a)).await?))
+}
+
+/// Registers a product client with its exact redirect URIs (Owner, Admin).
+#[utoipa::path(post, path = "/api/v1/sso/clients", tag = "sso", request_body = NewSsoClient,
+    responses((status = 201, body = SsoClientCreated), (status = 422, body = Problem)))]
+async fn create_sso_client(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiJson(new): ApiJson<NewSsoClient>,
+) -> ApiResult<(StatusCode, Json<SsoClientCreated>)> {
+    let created = s.roster.create_sso_client(&a, new).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(SsoClientCreated { client: created.client, client_secret: created.secret.expose().to_string() }),
+    ))
+}
+
+/// Revokes a product client: its unredeemed codes stop working at once (Owner, Admin).
+#[utoipa::path(delete, path = "/api/v1/sso/clients/{id}", tag = "sso", params(("id" = Uuid, Path)),
+    responses((status = 200, body = crate::store::SsoClient), (status = 404, body = Problem)))]
+async fn revoke_sso_client(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<crate::store::SsoClient>> {
+    Ok(Json(s.roster.revoke_sso_client(&a, id).await?))
+}
+
+/// The organization's own OpenID connection (without its secret).
+#[utoipa::path(get, path = "/api/v1/sso/connection", tag = "sso",
+    responses((status = 200, body = DirectConnectionView), (status = 404, body = Problem)))]
+async fn get_sso_connection(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+) -> ApiResult<Json<DirectConnectionView>> {
+    Ok(Json(s.roster.sso_connection(&a).await?))
+}
+
+/// Sets the organization's own OpenID connection (an Okta or Entra OIDC app);
+/// the provider's discovery document must answer (Owner, Admin).
+#[utoipa::path(put, path = "/api/v1/sso/connection", tag = "sso", request_body = DirectConnectionInput,
+    responses((status = 200, body = DirectConnectionView), (status = 422, body = Problem)))]
+async fn set_sso_connection(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiJson(input): ApiJson<DirectConnectionInput>,
+) -> ApiResult<Json<DirectConnectionView>> {
+    Ok(Json(s.roster.set_sso_connection(&a, input).await?))
+}
+
+/// Removes the organization's own connection (Owner, Admin).
+#[utoipa::path(delete, path = "/api/v1/sso/connection", tag = "sso",
+    responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn delete_sso_connection(State(s): State<AppState>, AdminActor(a): AdminActor) -> ApiResult<StatusCode> {
+    s.roster.delete_sso_connection(&a).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -6,11 +6,13 @@ pub mod error;
 pub mod extract;
 mod ops;
 pub mod scim;
+pub mod sso;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::domains::dns::{DnsSettings, TxtChecker};
-use crate::service::{DomainPolicy, Roster, Settings};
+use crate::service::{DomainPolicy, Roster, Settings, SsoPolicy};
+use crate::sso::{OidcHttp, RelyingParty};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, StatusCode};
 use axum::middleware::Next;
@@ -45,7 +47,9 @@ impl AppState {
         if config.auto_migrate {
             store.migrate().await?;
         }
+        let sso = sso_policy(&config, clock.clone())?;
         let settings = Settings {
+            sso: Some(sso),
             invitation_ttl: chrono::Duration::days(config.invitation_ttl_days.into()),
             domains: DomainPolicy {
                 challenge_prefix: config.domain_challenge_prefix.clone(),
@@ -61,6 +65,27 @@ impl AppState {
         })?;
         Ok(Self { roster: Roster::new(store, clock, dns, settings), config: Arc::new(config) })
     }
+}
+
+/// The SSO settings and relying party a configuration describes.
+fn sso_policy(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<SsoPolicy> {
+    let http = OidcHttp::new(Duration::from_millis(config.sso_http_timeout_ms), config.sso_dev_mode, 1024 * 1024)?;
+    let rp = RelyingParty::new(
+        http,
+        clock,
+        Duration::from_secs(config.sso_metadata_ttl_secs),
+        Duration::from_secs(config.sso_clock_skew_secs),
+    );
+    let secs = |s: u64| chrono::Duration::seconds(s as i64);
+    Ok(SsoPolicy {
+        rp,
+        callback_url: config.public_base_url.join("sso/callback")?.to_string(),
+        tenant: config.tenant_connection.clone(),
+        attempt_ttl: secs(config.sso_attempt_ttl_secs),
+        code_ttl: secs(config.sso_code_ttl_secs),
+        session_ttl: secs(config.sso_session_ttl_secs),
+        dev_mode: config.sso_dev_mode,
+    })
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -82,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(ops::router())
         .nest("/scim/v2", scim::router())
+        .nest("/sso", sso::router())
         .fallback(|| async { error::Problem::new(StatusCode::NOT_FOUND, "not-found", "no such route") })
         .method_not_allowed_fallback(|| async {
             error::Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "this route does not take that method")

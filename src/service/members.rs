@@ -163,6 +163,9 @@ impl Roster {
         }
         member.updated_at = now;
         tx.update_member(&member).await?;
+        if member.status != MemberStatus::Active {
+            tx.end_member_sessions(member.id, now).await?;
+        }
         tx.insert_audit(&actor.audit(now, action, member.id, Some(&before), Some(&member))).await?;
         tx.commit().await?;
         Ok(member)

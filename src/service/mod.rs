@@ -10,6 +10,7 @@ mod members;
 mod org;
 mod scim;
 mod seats;
+mod sso;
 
 pub use audit::*;
 pub use credentials::*;
@@ -19,6 +20,7 @@ pub use members::*;
 pub use org::*;
 pub use scim::*;
 pub use seats::*;
+pub use sso::*;
 
 use crate::clock::Clock;
 use crate::domains::dns::TxtChecker;
@@ -43,11 +45,13 @@ pub struct Settings {
     /// How long an invitation stays pending.
     pub invitation_ttl: chrono::Duration,
     pub domains: DomainPolicy,
+    /// Single sign-on; `None` turns the SSO routes off.
+    pub sso: Option<SsoPolicy>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { invitation_ttl: chrono::Duration::days(14), domains: DomainPolicy::default() }
+        Self { invitation_ttl: chrono::Duration::days(14), domains: DomainPolicy::default(), sso: None }
     }
 }
 

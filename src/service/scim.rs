@@ -672,6 +672,10 @@ async fn transition(
     };
     let after = Member { status, updated_at: now, ..member.clone() };
     tx.update_member(&after).await?;
+    if status != MemberStatus::Active {
+        // Suspension and removal end the member's sessions.
+        tx.end_member_sessions(after.id, now).await?;
+    }
     let audited = audit_with_overage(&after, reservation);
     tx.insert_audit(&actor.audit(now, action, after.id, Some(&member), Some(&audited))).await?;
     Ok(after)

@@ -192,6 +192,81 @@ pub struct ScimGroupRecord {
     pub updated_at: DateTime<Utc>,
 }
 
+/// An organization's own OpenID connection (a "direct" connection).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SsoConnectionRecord {
+    pub org_id: Uuid,
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: crate::secrets::Secret,
+    pub scopes: Vec<String>,
+    pub require_email_verified: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A product backend registered to start logins and redeem their codes.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct SsoClient {
+    pub id: Uuid,
+    /// The organization it serves; `null` for a deployment-wide client.
+    pub org_id: Option<Uuid>,
+    pub name: String,
+    /// Where Roster may send the browser back; matched exactly.
+    pub redirect_uris: Vec<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A login in flight: what Roster sent to the provider and must check on the way back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SsoAttempt {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    /// `tenant` or `direct`.
+    pub connection: String,
+    pub issuer: String,
+    pub nonce: String,
+    pub pkce_verifier: String,
+    pub client_id: Uuid,
+    pub redirect_uri: String,
+    pub product_state: Option<String>,
+    pub login_hint: Option<String>,
+    /// Hash of the browser-binding cookie.
+    pub browser_hash: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub used_at: Option<DateTime<Utc>>,
+}
+
+/// A one-time code for the product, stored by hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SsoCode {
+    pub client_id: Uuid,
+    pub org_id: Uuid,
+    pub member_id: Uuid,
+    pub profile: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub used_at: Option<DateTime<Utc>>,
+}
+
+/// One of Roster's own browser sessions, stored by the hash of its cookie.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SsoSession {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub member_id: Uuid,
+    pub issuer: String,
+    /// The OpenID client the session signed in through (for the provider's logout).
+    pub client_id: String,
+    pub id_token: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
 /// A page query over SCIM resources: a WHERE fragment and an ORDER BY
 /// fragment written for this store's dialect (see `scim::filter`), whose
 /// placeholders start at `$2` (`$1` is the organization).
@@ -308,6 +383,7 @@ pub trait Tx: Send {
     /// that lock the same organization run one after the other, on every
     /// backend and across processes, which makes seat checks race-free.
     async fn lock_org(&mut self, id: Uuid) -> StoreResult<Option<Organization>>;
+    async fn find_org_by_tenant_id(&mut self, tenant_id: &str) -> StoreResult<Option<Organization>>;
     /// Active members and unexpired pending invitations at `now`.
     async fn seat_usage(&mut self, org_id: Uuid, now: DateTime<Utc>) -> StoreResult<SeatUsage>;
 
@@ -383,6 +459,34 @@ pub trait Tx: Send {
     async fn groups_of_user(&mut self, user_id: Uuid) -> StoreResult<Vec<(Uuid, String)>>;
     /// The groups of each of `user_ids`, as `(user, group, group display name)`, in one query per chunk.
     async fn groups_of_users(&mut self, user_ids: &[Uuid]) -> StoreResult<Vec<(Uuid, Uuid, String)>>;
+
+    // Single sign-on.
+    async fn upsert_sso_connection(&mut self, c: &SsoConnectionRecord) -> StoreResult<()>;
+    async fn get_sso_connection(&mut self, org_id: Uuid) -> StoreResult<Option<SsoConnectionRecord>>;
+    async fn delete_sso_connection(&mut self, org_id: Uuid) -> StoreResult<bool>;
+    async fn insert_sso_client(&mut self, c: &SsoClient, secret_hash: &str) -> StoreResult<()>;
+    /// The organization's clients (`Some`) or the deployment-wide ones (`None`), revoked included.
+    async fn list_sso_clients(&mut self, org_id: Option<Uuid>) -> StoreResult<Vec<SsoClient>>;
+    /// A client and its secret hash, for a constant-time comparison.
+    async fn get_sso_client(&mut self, id: Uuid) -> StoreResult<Option<(SsoClient, String)>>;
+    /// Unrevoked clients that may serve `org_id`: its own and the deployment-wide ones.
+    async fn sso_clients_for(&mut self, org_id: Uuid) -> StoreResult<Vec<SsoClient>>;
+    async fn revoke_sso_client(&mut self, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool>;
+    async fn insert_sso_attempt(&mut self, a: &SsoAttempt, state_hash: &str) -> StoreResult<()>;
+    async fn find_sso_attempt(&mut self, state_hash: &str) -> StoreResult<Option<SsoAttempt>>;
+    /// Marks the attempt used; false when it already was (single use).
+    async fn use_sso_attempt(&mut self, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool>;
+    async fn insert_sso_code(&mut self, code_hash: &str, c: &SsoCode) -> StoreResult<()>;
+    async fn find_sso_code(&mut self, code_hash: &str) -> StoreResult<Option<SsoCode>>;
+    /// Marks the code used; false when it already was (single use).
+    async fn use_sso_code(&mut self, code_hash: &str, at: DateTime<Utc>) -> StoreResult<bool>;
+    async fn insert_sso_session(&mut self, s: &SsoSession, token_hash: &str) -> StoreResult<()>;
+    async fn find_sso_session(&mut self, token_hash: &str) -> StoreResult<Option<SsoSession>>;
+    async fn end_sso_session(&mut self, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool>;
+    /// Ends every live session of the member; returns how many.
+    async fn end_member_sessions(&mut self, member_id: Uuid, at: DateTime<Utc>) -> StoreResult<u64>;
+    /// Deletes attempts, codes and ended or expired sessions that expired before `before`.
+    async fn purge_sso(&mut self, before: DateTime<Utc>) -> StoreResult<u64>;
 
     // Background job coordination.
     /// Takes or renews the lease `name` for `holder` until `until`, unless

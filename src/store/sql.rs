@@ -365,6 +365,167 @@ impl AuditRow {
     }
 }
 
+pub(super) const SSO_CLIENT_COLUMNS: &str =
+    "id, org_id, name, secret_hash, redirect_uris, created_by, created_at, revoked_at";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct SsoClientRow {
+    id: String,
+    org_id: Option<String>,
+    name: String,
+    secret_hash: String,
+    redirect_uris: String,
+    created_by: String,
+    created_at: DateTime<Utc>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+impl SsoClientRow {
+    pub(super) fn into_model(self) -> StoreResult<(SsoClient, String)> {
+        let redirect_uris = serde_json::from_str(&self.redirect_uris)
+            .map_err(|e| StoreError::Other(anyhow::anyhow!("stored redirect_uris are not a JSON list: {e}")))?;
+        Ok((
+            SsoClient {
+                id: uuid("sso_clients.id", &self.id)?,
+                org_id: self.org_id.as_deref().map(|o| uuid("sso_clients.org_id", o)).transpose()?,
+                name: self.name,
+                redirect_uris,
+                created_by: self.created_by,
+                created_at: self.created_at,
+                revoked_at: self.revoked_at,
+            },
+            self.secret_hash,
+        ))
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct SsoConnectionRow {
+    org_id: String,
+    issuer: String,
+    client_id: String,
+    client_secret: String,
+    scopes: String,
+    require_email_verified: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl SsoConnectionRow {
+    pub(super) fn into_model(self) -> StoreResult<SsoConnectionRecord> {
+        Ok(SsoConnectionRecord {
+            org_id: uuid("sso_connections.org_id", &self.org_id)?,
+            issuer: self.issuer,
+            client_id: self.client_id,
+            client_secret: crate::secrets::Secret::new(self.client_secret),
+            scopes: self.scopes.split_whitespace().map(str::to_string).collect(),
+            require_email_verified: self.require_email_verified,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+pub(super) const SSO_ATTEMPT_COLUMNS: &str = "id, org_id, connection, issuer, nonce, pkce_verifier, client_id, \
+    redirect_uri, product_state, login_hint, browser_hash, created_at, expires_at, used_at";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct SsoAttemptRow {
+    id: String,
+    org_id: String,
+    connection: String,
+    issuer: String,
+    nonce: String,
+    pkce_verifier: String,
+    client_id: String,
+    redirect_uri: String,
+    product_state: Option<String>,
+    login_hint: Option<String>,
+    browser_hash: String,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    used_at: Option<DateTime<Utc>>,
+}
+
+impl SsoAttemptRow {
+    pub(super) fn into_model(self) -> StoreResult<SsoAttempt> {
+        Ok(SsoAttempt {
+            id: uuid("sso_attempts.id", &self.id)?,
+            org_id: uuid("sso_attempts.org_id", &self.org_id)?,
+            connection: self.connection,
+            issuer: self.issuer,
+            nonce: self.nonce,
+            pkce_verifier: self.pkce_verifier,
+            client_id: uuid("sso_attempts.client_id", &self.client_id)?,
+            redirect_uri: self.redirect_uri,
+            product_state: self.product_state,
+            login_hint: self.login_hint,
+            browser_hash: self.browser_hash,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            used_at: self.used_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct SsoCodeRow {
+    client_id: String,
+    org_id: String,
+    member_id: String,
+    profile: String,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    used_at: Option<DateTime<Utc>>,
+}
+
+impl SsoCodeRow {
+    pub(super) fn into_model(self) -> StoreResult<SsoCode> {
+        Ok(SsoCode {
+            client_id: uuid("sso_codes.client_id", &self.client_id)?,
+            org_id: uuid("sso_codes.org_id", &self.org_id)?,
+            member_id: uuid("sso_codes.member_id", &self.member_id)?,
+            profile: serde_json::from_str(&self.profile)
+                .map_err(|e| StoreError::Other(anyhow::anyhow!("stored profile is not JSON: {e}")))?,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            used_at: self.used_at,
+        })
+    }
+}
+
+pub(super) const SSO_SESSION_COLUMNS: &str =
+    "id, org_id, member_id, issuer, client_id, id_token, created_at, expires_at, ended_at";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct SsoSessionRow {
+    id: String,
+    org_id: String,
+    member_id: String,
+    issuer: String,
+    client_id: String,
+    id_token: Option<String>,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    ended_at: Option<DateTime<Utc>>,
+}
+
+impl SsoSessionRow {
+    pub(super) fn into_model(self) -> StoreResult<SsoSession> {
+        Ok(SsoSession {
+            id: uuid("sso_sessions.id", &self.id)?,
+            org_id: uuid("sso_sessions.org_id", &self.org_id)?,
+            member_id: uuid("sso_sessions.member_id", &self.member_id)?,
+            issuer: self.issuer,
+            client_id: self.client_id,
+            id_token: self.id_token,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            ended_at: self.ended_at,
+        })
+    }
+}
+
 /// Implements [`Tx`] for `SqlTx<$db>` with the statements above.
 macro_rules! impl_tx {
     ($db:ty) => {
@@ -1209,6 +1370,268 @@ macro_rules! impl_tx {
                     }
                 }
                 Ok(out)
+            }
+
+            async fn find_org_by_tenant_id(&mut self, tenant_id: &str) -> StoreResult<Option<Organization>> {
+                let sql = format!("SELECT {ORG_COLUMNS} FROM organizations WHERE sso_tenant_id = $1");
+                sqlx::query_as::<_, OrgRow>(&sql)
+                    .bind(tenant_id)
+                    .fetch_optional(&mut *self.0)
+                    .await?
+                    .map(OrgRow::into_model)
+                    .transpose()
+            }
+
+            async fn upsert_sso_connection(&mut self, c: &SsoConnectionRecord) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO sso_connections (org_id, issuer, client_id, client_secret, scopes, \
+                     require_email_verified, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                     ON CONFLICT (org_id) DO UPDATE SET issuer = excluded.issuer, client_id = excluded.client_id, \
+                     client_secret = excluded.client_secret, scopes = excluded.scopes, \
+                     require_email_verified = excluded.require_email_verified, updated_at = excluded.updated_at",
+                )
+                .bind(c.org_id.to_string())
+                .bind(&c.issuer)
+                .bind(&c.client_id)
+                .bind(c.client_secret.expose())
+                .bind(c.scopes.join(" "))
+                .bind(c.require_email_verified)
+                .bind(c.created_at)
+                .bind(c.updated_at)
+                .execute(&mut *self.0)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_sso_connection(&mut self, org_id: Uuid) -> StoreResult<Option<SsoConnectionRecord>> {
+                sqlx::query_as::<_, SsoConnectionRow>(
+                    "SELECT org_id, issuer, client_id, client_secret, scopes, require_email_verified, created_at, \
+                     updated_at FROM sso_connections WHERE org_id = $1",
+                )
+                .bind(org_id.to_string())
+                .fetch_optional(&mut *self.0)
+                .await?
+                .map(SsoConnectionRow::into_model)
+                .transpose()
+            }
+
+            async fn delete_sso_connection(&mut self, org_id: Uuid) -> StoreResult<bool> {
+                let done = sqlx::query("DELETE FROM sso_connections WHERE org_id = $1")
+                    .bind(org_id.to_string())
+                    .execute(&mut *self.0)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn insert_sso_client(&mut self, c: &SsoClient, secret_hash: &str) -> StoreResult<()> {
+                let uris = serde_json::to_string(&c.redirect_uris).map_err(|e| StoreError::Other(e.into()))?;
+                sqlx::query(
+                    "INSERT INTO sso_clients (id, org_id, name, secret_hash, redirect_uris, created_by, created_at, \
+                     revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(c.id.to_string())
+                .bind(c.org_id.map(|o| o.to_string()))
+                .bind(&c.name)
+                .bind(secret_hash)
+                .bind(uris)
+                .bind(&c.created_by)
+                .bind(c.created_at)
+                .bind(c.revoked_at)
+                .execute(&mut *self.0)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_sso_clients(&mut self, org_id: Option<Uuid>) -> StoreResult<Vec<SsoClient>> {
+                let sql = format!(
+                    "SELECT {SSO_CLIENT_COLUMNS} FROM sso_clients \
+                     WHERE ($1 IS NULL AND org_id IS NULL) OR org_id = $1 ORDER BY id"
+                );
+                sqlx::query_as::<_, SsoClientRow>(&sql)
+                    .bind(org_id.map(|o| o.to_string()))
+                    .fetch_all(&mut *self.0)
+                    .await?
+                    .into_iter()
+                    .map(|r| r.into_model().map(|(c, _)| c))
+                    .collect()
+            }
+
+            async fn get_sso_client(&mut self, id: Uuid) -> StoreResult<Option<(SsoClient, String)>> {
+                let sql = format!("SELECT {SSO_CLIENT_COLUMNS} FROM sso_clients WHERE id = $1");
+                sqlx::query_as::<_, SsoClientRow>(&sql)
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *self.0)
+                    .await?
+                    .map(SsoClientRow::into_model)
+                    .transpose()
+            }
+
+            async fn sso_clients_for(&mut self, org_id: Uuid) -> StoreResult<Vec<SsoClient>> {
+                let sql = format!(
+                    "SELECT {SSO_CLIENT_COLUMNS} FROM sso_clients \
+                     WHERE (org_id = $1 OR org_id IS NULL) AND revoked_at IS NULL ORDER BY id"
+                );
+                sqlx::query_as::<_, SsoClientRow>(&sql)
+                    .bind(org_id.to_string())
+                    .fetch_all(&mut *self.0)
+                    .await?
+                    .into_iter()
+                    .map(|r| r.into_model().map(|(c, _)| c))
+                    .collect()
+            }
+
+            async fn revoke_sso_client(&mut self, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool> {
+                let done = sqlx::query("UPDATE sso_clients SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                    .bind(id.to_string())
+                    .bind(at)
+                    .execute(&mut *self.0)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn insert_sso_attempt(&mut self, a: &SsoAttempt, state_hash: &str) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO sso_attempts (id, state_hash, browser_hash, org_id, connection, issuer, nonce, \
+                     pkce_verifier, client_id, redirect_uri, product_state, login_hint, created_at, expires_at, used_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                )
+                .bind(a.id.to_string())
+                .bind(state_hash)
+                .bind(&a.browser_hash)
+                .bind(a.org_id.to_string())
+                .bind(&a.connection)
+                .bind(&a.issuer)
+                .bind(&a.nonce)
+                .bind(&a.pkce_verifier)
+                .bind(a.client_id.to_string())
+                .bind(&a.redirect_uri)
+                .bind(&a.product_state)
+                .bind(&a.login_hint)
+                .bind(a.created_at)
+                .bind(a.expires_at)
+                .bind(a.used_at)
+                .execute(&mut *self.0)
+                .await?;
+                Ok(())
+            }
+
+            async fn find_sso_attempt(&mut self, state_hash: &str) -> StoreResult<Option<SsoAttempt>> {
+                let sql = format!("SELECT {SSO_ATTEMPT_COLUMNS} FROM sso_attempts WHERE state_hash = $1");
+                sqlx::query_as::<_, SsoAttemptRow>(&sql)
+                    .bind(state_hash)
+                    .fetch_optional(&mut *self.0)
+                    .await?
+                    .map(SsoAttemptRow::into_model)
+                    .transpose()
+            }
+
+            async fn use_sso_attempt(&mut self, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool> {
+                let done = sqlx::query("UPDATE sso_attempts SET used_at = $2 WHERE id = $1 AND used_at IS NULL")
+                    .bind(id.to_string())
+                    .bind(at)
+                    .execute(&mut *self.0)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn insert_sso_code(&mut self, code_hash: &str, c: &SsoCode) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO sso_codes (code_hash, client_id, org_id, member_id, profile, created_at, expires_at, \
+                     used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(code_hash)
+                .bind(c.client_id.to_string())
+                .bind(c.org_id.to_string())
+                .bind(c.member_id.to_string())
+                .bind(c.profile.to_string())
+                .bind(c.created_at)
+                .bind(c.expires_at)
+                .bind(c.used_at)
+                .execute(&mut *self.0)
+                .await?;
+                Ok(())
+            }
+
+            async fn find_sso_code(&mut self, code_hash: &str) -> StoreResult<Option<SsoCode>> {
+                sqlx::query_as::<_, SsoCodeRow>(
+                    "SELECT client_id, org_id, member_id, profile, created_at, expires_at, used_at \
+                     FROM sso_codes WHERE code_hash = $1",
+                )
+                .bind(code_hash)
+                .fetch_optional(&mut *self.0)
+                .await?
+                .map(SsoCodeRow::into_model)
+                .transpose()
+            }
+
+            async fn use_sso_code(&mut self, code_hash: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+                let done = sqlx::query("UPDATE sso_codes SET used_at = $2 WHERE code_hash = $1 AND used_at IS NULL")
+                    .bind(code_hash)
+                    .bind(at)
+                    .execute(&mut *self.0)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn insert_sso_session(&mut self, s: &SsoSession, token_hash: &str) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO sso_sessions (id, token_hash, org_id, member_id, issuer, client_id, id_token, \
+                     created_at, expires_at, ended_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(s.id.to_string())
+                .bind(token_hash)
+                .bind(s.org_id.to_string())
+                .bind(s.member_id.to_string())
+                .bind(&s.issuer)
+                .bind(&s.client_id)
+                .bind(&s.id_token)
+                .bind(s.created_at)
+                .bind(s.expires_at)
+                .bind(s.ended_at)
+                .execute(&mut *self.0)
+                .await?;
+                Ok(())
+            }
+
+            async fn find_sso_session(&mut self, token_hash: &str) -> StoreResult<Option<SsoSession>> {
+                let sql = format!("SELECT {SSO_SESSION_COLUMNS} FROM sso_sessions WHERE token_hash = $1");
+                sqlx::query_as::<_, SsoSessionRow>(&sql)
+                    .bind(token_hash)
+                    .fetch_optional(&mut *self.0)
+                    .await?
+                    .map(SsoSessionRow::into_model)
+                    .transpose()
+            }
+
+            async fn end_sso_session(&mut self, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool> {
+                let done = sqlx::query("UPDATE sso_sessions SET ended_at = $2 WHERE id = $1 AND ended_at IS NULL")
+                    .bind(id.to_string())
+                    .bind(at)
+                    .execute(&mut *self.0)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn end_member_sessions(&mut self, member_id: Uuid, at: DateTime<Utc>) -> StoreResult<u64> {
+                let done =
+                    sqlx::query("UPDATE sso_sessions SET ended_at = $2 WHERE member_id = $1 AND ended_at IS NULL")
+                        .bind(member_id.to_string())
+                        .bind(at)
+                        .execute(&mut *self.0)
+                        .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn purge_sso(&mut self, before: DateTime<Utc>) -> StoreResult<u64> {
+                let mut n = 0;
+                for sql in [
+                    "DELETE FROM sso_attempts WHERE expires_at < $1",
+                    "DELETE FROM sso_codes WHERE expires_at < $1",
+                    "DELETE FROM sso_sessions WHERE expires_at < $1 OR ended_at < $1",
+                ] {
+                    n += sqlx::query(sql).bind(before).execute(&mut *self.0).await?.rows_affected();
+                }
+                Ok(n)
             }
 
             async fn try_acquire_lease(

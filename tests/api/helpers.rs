@@ -63,6 +63,11 @@ impl TestDb {
         }
     }
 
+    /// Another handle on a database a test already made (dropped by its owner only).
+    pub fn existing(url: &str) -> Self {
+        TestDb { url: url.to_string(), _dir: None, drop_pg: None }
+    }
+
     pub fn is_postgres(&self) -> bool {
         self.url.starts_with("postgres")
     }
@@ -97,10 +102,22 @@ impl TestApp {
 
     /// Spawns with a configuration adjusted by `adjust`, on `clock`.
     pub async fn spawn_with(db: TestDb, adjust: impl FnOnce(&mut Config), clock: Arc<dyn Clock>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::spawn_listening(db, listener, adjust, clock).await
+    }
+
+    /// Spawns on a listener bound beforehand (when the configuration must know the address).
+    pub async fn spawn_listening(
+        db: TestDb,
+        listener: tokio::net::TcpListener,
+        adjust: impl FnOnce(&mut Config),
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let mut config = config_for(&db.url);
+        config.listen = listener.local_addr().expect("addr");
+        config.public_base_url = roster::config::base_url_for(config.listen);
         adjust(&mut config);
         let state = AppState::with_clock(config, clock).await.expect("app state");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let roster = state.roster.clone();
@@ -108,6 +125,10 @@ impl TestApp {
             let _ = rx.await;
         }));
         TestApp { addr, roster, client: reqwest::Client::new(), _db: db, _shutdown: tx }
+    }
+
+    pub fn db_url(&self) -> &str {
+        &self._db.url
     }
 
     pub fn url(&self, path: &str) -> String {

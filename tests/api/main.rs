@@ -17,3 +17,4 @@ mod permissions;
 mod scim;
 mod scim_fixtures;
 mod seats;
+mod sso;

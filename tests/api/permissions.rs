@@ -13,6 +13,23 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::net::UdpSocket;
 
+use crate::oidc_provider::{OidcProvider, ProviderClient, ProviderConfig};
+use std::cell::RefCell;
+
+thread_local! {
+    /// The issuer of this test's OpenID provider (each test runs on a thread of its own).
+    static ISSUER: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+fn issuer() -> String {
+    ISSUER.with(|i| i.borrow().clone())
+}
+
+/// A direct connection to this test's provider, named after the organization.
+fn connection(client_id: &str) -> Value {
+    json!({"issuer": issuer(), "client_id": client_id, "client_secret": "matrix-secret"})
+}
+
 /// How a route's request body is made, from a tag unique to the acting organization.
 #[derive(Clone, Copy)]
 enum Body {
@@ -24,7 +41,7 @@ enum Body {
 /// One admin route, the least role that may call it, and its success status.
 struct Route {
     method: Method,
-    /// `{member}`, `{suspended}`, `{invitation}`, `{scim}`, `{key}` and `{domain}` stand for the fixture's objects.
+    /// `{member}`, `{suspended}`, `{invitation}`, `{scim}`, `{key}`, `{domain}` and `{ssoclient}` stand for the fixture's objects.
     path: &'static str,
     body: Body,
     min: Role,
@@ -127,6 +144,18 @@ fn routes() -> Vec<Route> {
         route(M::POST, "/api/v1/domains", Json(|tag| json!({"name": format!("{tag}.example.net")})), Admin, CREATED),
         route(M::POST, "/api/v1/domains/{domain}/verify", Empty, Admin, OK),
         route(M::DELETE, "/api/v1/domains/{domain}", Empty, Admin, StatusCode::NO_CONTENT),
+        route(M::GET, "/api/v1/sso/clients", Empty, Read, OK),
+        route(
+            M::POST,
+            "/api/v1/sso/clients",
+            Json(|tag| json!({"name": "App", "redirect_uris": [format!("https://{tag}.example.com/new")]})),
+            Admin,
+            CREATED,
+        ),
+        route(M::DELETE, "/api/v1/sso/clients/{ssoclient}", Empty, Admin, OK),
+        route(M::GET, "/api/v1/sso/connection", Empty, Read, OK),
+        route(M::PUT, "/api/v1/sso/connection", Json(|tag| connection(&format!("changed-{tag}"))), Admin, OK),
+        route(M::DELETE, "/api/v1/sso/connection", Empty, Admin, StatusCode::NO_CONTENT),
         route(M::DELETE, "/api/v1/organization", Empty, Owner, StatusCode::NO_CONTENT),
     ]
 }
@@ -147,6 +176,8 @@ struct Fixture {
     key: String,
     /// A pending domain.
     domain: String,
+    /// A product SSO client.
+    ssoclient: String,
     /// Strings that identify this organization's data and must not show in another's answers.
     marks: Vec<String>,
 }
@@ -177,7 +208,21 @@ async fn fixture(app: &TestApp, tag: &str, seats: i64) -> Fixture {
     let domain = created(app, &owner, "/api/v1/domains", json!({"name": format!("{tag}.example.com")})).await;
     let (member, invitation, scim, key) = (id_of(&member), id_of(&invitation), id_of(&scim), id_of(&key));
     let domain = id_of(&domain);
+    let ssoclient = created(
+        app,
+        &owner,
+        "/api/v1/sso/clients",
+        json!({"name": "Product", "redirect_uris": [format!("https://{tag}.example.com/cb")]}),
+    )
+    .await;
+    let ssoclient = id_of(&ssoclient);
+    let (status, body) = app
+        .call(Method::PUT, "/api/v1/sso/connection", Some(&owner), Some(connection(&format!("fixture-{tag}"))))
+        .await;
+    assert_eq!(status, StatusCode::OK, "fixture SSO connection: {body}");
     let marks = vec![
+        ssoclient.clone(),
+        format!("fixture-{tag}"),
         org.id.to_string(),
         org.owner_member.to_string(),
         org.owner_key.clone(),
@@ -193,7 +238,7 @@ async fn fixture(app: &TestApp, tag: &str, seats: i64) -> Fixture {
         key.clone(),
         domain.clone(),
     ];
-    Fixture { org, tag: tag.to_string(), member, suspended, invitation, scim, key, domain, marks }
+    Fixture { org, tag: tag.to_string(), member, suspended, invitation, scim, key, domain, ssoclient, marks }
 }
 
 impl Fixture {
@@ -206,21 +251,31 @@ impl Fixture {
             .replace("{scim}", &self.scim)
             .replace("{key}", &self.key)
             .replace("{domain}", &self.domain)
+            .replace("{ssoclient}", &self.ssoclient)
     }
 }
 
 /// Roster with its DNS look-ups sent to a loopback socket that never
-/// answers: a domain check ends quickly, as transient, whatever the network.
-async fn spawn() -> (TestApp, UdpSocket) {
+/// answers (a domain check ends quickly, as transient, whatever the
+/// network), and a real OpenID provider for organizations' SSO connections.
+async fn spawn() -> (TestApp, (UdpSocket, OidcProvider)) {
     let silent = UdpSocket::bind("127.0.0.1:0").await.expect("bind a UDP socket");
     let addr = silent.local_addr().expect("addr");
+    let idp = OidcProvider::start(&ProviderConfig::new().client(ProviderClient::new(
+        "matrix",
+        "matrix-secret",
+        "http://127.0.0.1:9/sso/callback",
+    )))
+    .await;
+    ISSUER.with(|i| *i.borrow_mut() = idp.issuer.clone());
     let adjust = move |c: &mut roster::config::Config| {
         c.dns_name_servers = vec![addr];
         c.dns_timeout_ms = 200;
         c.dns_attempts = 1;
         c.background_jobs = false;
+        c.sso_dev_mode = true;
     };
-    (TestApp::spawn_with(TestDb::new().await, adjust, Arc::new(SystemClock)).await, silent)
+    (TestApp::spawn_with(TestDb::new().await, adjust, Arc::new(SystemClock)).await, (silent, idp))
 }
 
 /// What the caller presents.
@@ -260,6 +315,8 @@ struct Snapshot {
     scim_tokens: Value,
     api_keys: Value,
     domains: Value,
+    sso_clients: Value,
+    sso_connection: (StatusCode, Value),
     audit: Vec<Value>,
 }
 
@@ -283,6 +340,8 @@ async fn snapshot(app: &TestApp, owner_key: &str) -> Snapshot {
         scim_tokens: without_last_use(get(app, "/api/v1/scim-tokens", owner_key).await),
         api_keys: without_last_use(get(app, "/api/v1/api-keys", owner_key).await),
         domains: get(app, "/api/v1/domains", owner_key).await,
+        sso_clients: get(app, "/api/v1/sso/clients", owner_key).await,
+        sso_connection: app.get("/api/v1/sso/connection", owner_key).await,
         audit: app.audit(owner_key).await,
     }
 }
@@ -311,6 +370,8 @@ fn assert_read_is_about(route: &Route, body: &Value, fx: &Fixture, what: &str) {
         "/api/v1/api-keys" => Some(fx.key.clone()),
         "/api/v1/audit-log" => Some(fx.org.id.to_string()),
         "/api/v1/domains" | "/api/v1/domains/{domain}" => Some(fx.domain.clone()),
+        "/api/v1/sso/clients" => Some(fx.ssoclient.clone()),
+        "/api/v1/sso/connection" => Some(format!("fixture-{}", fx.tag)),
         "/api/v1/seats" => {
             assert_eq!(body["purchased"], 10, "{what}: {body}");
             None
@@ -407,7 +468,8 @@ async fn the_matrix_covers_every_route_of_the_openapi_document() {
         .iter()
         .map(|r| {
             let mut path = r.path.to_string();
-            for placeholder in ["{member}", "{suspended}", "{invitation}", "{scim}", "{key}", "{domain}"] {
+            for placeholder in ["{member}", "{suspended}", "{invitation}", "{scim}", "{key}", "{domain}", "{ssoclient}"]
+            {
                 path = path.replace(placeholder, "{id}");
             }
             format!("{} {path}", r.method)
@@ -525,6 +587,8 @@ fn assert_read_is_about_other(route: &Route, body: &Value, other: &Fixture, what
         "/api/v1/api-keys" => &other.key,
         "/api/v1/audit-log" => &other.org.id.to_string(),
         "/api/v1/domains" => &other.domain,
+        "/api/v1/sso/clients" => &other.ssoclient,
+        "/api/v1/sso/connection" => &format!("fixture-{}", other.tag),
         path => panic!("no check for GET {path}"),
     };
     assert!(body.to_string().contains(expected.as_str()), "{what}: the caller's own {expected} is missing: {body}");

@@ -459,10 +459,14 @@ mod tests {
 
     #[test]
     fn the_example_file_loads() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/roster.example.toml");
-        let c = Config::load(Some(&path)).expect("the example configuration is valid");
-        assert!(!c.sso_dev_mode);
-        assert!(c.tenant_connection.is_none());
+        // Inside a jail: other tests set ROSTER_* variables in their jails.
+        Jail::expect_with(|_| {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/roster.example.toml");
+            let c = Config::load(Some(&path)).expect("the example configuration is valid");
+            assert!(!c.sso_dev_mode);
+            assert!(c.tenant_connection.is_none());
+            Ok(())
+        });
     }
 
     #[test]

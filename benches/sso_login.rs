@@ -12,9 +12,9 @@
 #[path = "../tests/api/oidc_provider.rs"]
 mod oidc_provider;
 
-use oidc_provider::{query_param, Browser, OidcProvider, ProviderClient, ProviderConfig};
+use oidc_provider::{query_param, tenant_connection, Browser, OidcProvider, ProviderClient, ProviderConfig};
 use roster::clock::SystemClock;
-use roster::config::{Config, TenantConnection};
+use roster::config::Config;
 use roster::http::AppState;
 use roster::model::{Email, Name, Plan, TenantId};
 use roster::secrets::Secret;
@@ -56,15 +56,7 @@ async fn run(logins: usize) {
     config.public_base_url = roster::config::base_url_for(addr);
     config.sso_dev_mode = true;
     config.background_jobs = false;
-    config.tenant_connection = Some(TenantConnection {
-        issuer: idp.issuer.clone(),
-        client_id: "roster".into(),
-        client_secret: Secret::new("roster-secret"),
-        scopes: vec!["openid".into(), "email".into(), "profile".into()],
-        tenant_param: "tenant".into(),
-        tenant_claim: "tenants".into(),
-        require_email_verified: true,
-    });
+    config.tenant_connection = Some(tenant_connection(idp.issuer.clone()));
     let state = AppState::with_clock(config, Arc::new(SystemClock)).await.expect("app state");
     let roster = state.roster.clone();
     tokio::spawn(roster::http::serve(listener, state, std::future::pending()));

@@ -372,6 +372,20 @@ impl Browser {
     }
 }
 
+/// Roster's tenant connection to a provider's client `roster` (secret
+/// `roster-secret`), with the default tenant parameter and claim.
+pub fn tenant_connection(issuer: String) -> roster::config::TenantConnection {
+    roster::config::TenantConnection {
+        issuer,
+        client_id: "roster".into(),
+        client_secret: roster::secrets::Secret::new("roster-secret"),
+        scopes: vec!["openid".into(), "email".into(), "profile".into()],
+        tenant_param: "tenant".into(),
+        tenant_claim: "tenants".into(),
+        require_email_verified: true,
+    }
+}
+
 /// The value of the query parameter `name` in `url`, decoded.
 pub fn query_param(url: &str, name: &str) -> Option<String> {
     let url = Url::parse(url).ok()?;

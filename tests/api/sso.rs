@@ -8,12 +8,10 @@
 
 use crate::dns_server::TestDns;
 use crate::helpers::*;
-use crate::oidc_provider::{query_param, Browser, OidcProvider, ProviderClient, ProviderConfig};
+use crate::oidc_provider::{query_param, tenant_connection, Browser, OidcProvider, ProviderClient, ProviderConfig};
 use reqwest::{Method, StatusCode};
 use roster::clock::{Clock, ManualClock, SystemClock};
-use roster::config::TenantConnection;
 use roster::model::Role;
-use roster::secrets::Secret;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -72,15 +70,7 @@ impl World {
                 c.sso_dev_mode = true;
                 c.dns_name_servers = vec![dns_addr];
                 c.dns_timeout_ms = 1000;
-                c.tenant_connection = Some(TenantConnection {
-                    issuer,
-                    client_id: "roster".into(),
-                    client_secret: Secret::new("roster-secret"),
-                    scopes: vec!["openid".into(), "email".into(), "profile".into()],
-                    tenant_param: "tenant".into(),
-                    tenant_claim: "tenants".into(),
-                    require_email_verified: true,
-                });
+                c.tenant_connection = Some(tenant_connection(issuer));
             },
             clock,
         )
@@ -142,6 +132,12 @@ impl World {
         let stopped = self.login(&Browser::new(), query, login).await.expect_err("the login must be refused");
         (stopped.status, reason(&stopped.body), stopped.body)
     }
+}
+
+/// Sets the organization's own OpenID connection through the admin API.
+async fn put_connection(app: &TestApp, key: &str, issuer: &str, client_id: &str, secret: &str) -> (StatusCode, Value) {
+    let body = json!({"issuer": issuer, "client_id": client_id, "client_secret": secret});
+    app.call(Method::PUT, "/api/v1/sso/connection", Some(key), Some(body)).await
 }
 
 fn enc(s: &str) -> String {
@@ -459,15 +455,7 @@ async fn provider_errors_and_bad_authorize_requests_end_on_clear_pages() {
 /// An organization with a direct connection to `client_id` at `issuer`.
 async fn direct_org(w: &World, name: &str, issuer: &str, client_id: &str, secret: &str) -> (TestOrg, String, String) {
     let org = w.app.org(name, 5).await;
-    let (s, body) = w
-        .app
-        .call(
-            Method::PUT,
-            "/api/v1/sso/connection",
-            Some(&org.owner_key),
-            Some(json!({"issuer": issuer, "client_id": client_id, "client_secret": secret})),
-        )
-        .await;
+    let (s, body) = put_connection(&w.app, &org.owner_key, issuer, client_id, secret).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert!(body.get("client_secret").is_none(), "the secret is write-only");
     // Its Owner is someone the provider knows.
@@ -518,15 +506,7 @@ async fn direct_connections_sign_in_and_forged_tokens_are_refused() {
 
     // A connection whose discovery does not answer is refused when it is set.
     let org = w.app.org("Nowhere", 2).await;
-    let (s, body) = w
-        .app
-        .call(
-            Method::PUT,
-            "/api/v1/sso/connection",
-            Some(&org.owner_key),
-            Some(json!({"issuer": "http://127.0.0.1:9", "client_id": "x", "client_secret": "y"})),
-        )
-        .await;
+    let (s, body) = put_connection(&w.app, &org.owner_key, "http://127.0.0.1:9", "x", "y").await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
 }
 
@@ -608,15 +588,7 @@ async fn a_login_started_on_one_replica_finishes_on_another() {
         move |c| {
             c.sso_dev_mode = true;
             c.public_base_url = url::Url::parse(&public).unwrap();
-            c.tenant_connection = Some(TenantConnection {
-                issuer,
-                client_id: "roster".into(),
-                client_secret: Secret::new("roster-secret"),
-                scopes: vec!["openid".into(), "email".into()],
-                tenant_param: "tenant".into(),
-                tenant_claim: "tenants".into(),
-                require_email_verified: true,
-            });
+            c.tenant_connection = Some(tenant_connection(issuer));
         },
         Arc::new(SystemClock),
     )

@@ -1,6 +1,7 @@
 //! The `roster` binary as an operator uses it: org and credential verbs,
-//! `serve` with graceful shutdown, and two `serve` processes sharing one
-//! PostgreSQL racing for the last seats.
+//! `serve` with graceful shutdown, two `serve` processes sharing one
+//! PostgreSQL racing for the last seats, and a single sign-on login that
+//! one process starts and the other finishes.
 
 use crate::helpers::*;
 use reqwest::StatusCode;
@@ -31,9 +32,14 @@ struct Server {
 
 impl Server {
     fn start(db_url: &str) -> Self {
+        Self::start_with(db_url, &[("ROSTER_LISTEN", "127.0.0.1:0")])
+    }
+
+    /// Starts with more `ROSTER_*` settings.
+    fn start_with(db_url: &str, env: &[(&str, &str)]) -> Self {
         let mut child = roster(db_url)
             .arg("serve")
-            .env("ROSTER_LISTEN", "127.0.0.1:0")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -217,4 +223,79 @@ async fn a_new_admin_verifies_a_domain_from_the_command_line() {
     assert!(out.status.success());
     let out = with_dns(&["domain", "verify", "--org", &org, "acme.com"]);
     assert_eq!(out.status.code(), Some(2), "a removed domain is gone");
+}
+
+/// Two `roster serve` processes on one PostgreSQL behind one public URL:
+/// a login started on one finishes on the other, through the real provider.
+#[tokio::test]
+async fn a_login_started_on_one_process_finishes_on_another() {
+    use crate::oidc_provider::{query_param, Browser, OidcProvider, ProviderClient, ProviderConfig};
+    let db = TestDb::new().await;
+    if !db.is_postgres() {
+        eprintln!("a_login_started_on_one_process_finishes_on_another: needs DATABASE_URL=postgres://…; covered by the PostgreSQL run");
+        return;
+    }
+    // The public URL is the first process's address, chosen up front so the provider can know the callback.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let public = format!("http://127.0.0.1:{port}");
+    let callback = format!("{public}/sso/callback");
+    let product = "http://127.0.0.1:9/app/callback";
+    let idp = OidcProvider::start(
+        &ProviderConfig::new().client(ProviderClient::new("roster", "roster-secret", &callback)).account(
+            "ada",
+            json!({"email": "ada@shared.com", "email_verified": true, "tenants": {"T-shared": {"roles": ["admin"]}}}),
+        ),
+    )
+    .await;
+    let created =
+        run_json(&db.url, &["org", "create", "--name", "Shared", "--seats", "5", "--owner-email", "ada@shared.com"]);
+    let key = created["api_key"]["secret"].as_str().unwrap().to_string();
+    let org = created["organization"]["id"].as_str().unwrap().to_string();
+    let client =
+        run_json(&db.url, &["sso-client", "create", "--org", &org, "--name", "App", "--redirect-uri", product]);
+    let (client_id, secret) =
+        (client["client"]["id"].as_str().unwrap().to_string(), client["client_secret"].as_str().unwrap().to_string());
+
+    let listen_a = format!("127.0.0.1:{port}");
+    let sso = [
+        ("ROSTER_SSO_DEV_MODE", "true"),
+        ("ROSTER_BACKGROUND_JOBS", "false"),
+        ("ROSTER_PUBLIC_BASE_URL", public.as_str()),
+        ("ROSTER_TENANT_CONNECTION__ISSUER", idp.issuer.as_str()),
+        ("ROSTER_TENANT_CONNECTION__CLIENT_ID", "roster"),
+        ("ROSTER_TENANT_CONNECTION__CLIENT_SECRET", "roster-secret"),
+    ];
+    let a = Server::start_with(&db.url, &[&sso[..], &[("ROSTER_LISTEN", listen_a.as_str())]].concat());
+    let b = Server::start_with(&db.url, &[&sso[..], &[("ROSTER_LISTEN", "127.0.0.1:0")]].concat());
+    assert_eq!(a.base, public);
+
+    let http = reqwest::Client::new();
+    let res = http
+        .put(format!("{}/api/v1/organization/sso", a.base))
+        .bearer_auth(&key)
+        .json(&json!({"tenant_id": "T-shared", "enforce": true, "auto_assign": false, "default_role": "read"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+
+    let browser = Browser::new();
+    let start = format!("{}/sso/authorize?tenant=T-shared&redirect_uri={product}&state=xyz", a.base);
+    let at_callback = browser.follow(&start, "ada", &callback).await.unwrap();
+    // The load balancer sends the provider's redirect to the other process.
+    let res = browser.get(&at_callback.replacen(&a.base, &b.base, 1)).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let back = res.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(query_param(&back, "state").as_deref(), Some("xyz"));
+    let res = http
+        .post(format!("{}/sso/token", b.base))
+        .basic_auth(&client_id, Some(&secret))
+        .form(&[("code", query_param(&back, "code").unwrap())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let profile: Value = res.json().await.unwrap();
+    assert_eq!((profile["email"].as_str(), profile["role"].as_str()), (Some("ada@shared.com"), Some("owner")));
+    assert_eq!(profile["organization_id"], org);
 }

@@ -586,38 +586,32 @@ impl Roster {
                 "This sign-in response does not belong to a sign-in Roster started. Start again from the application.",
             )
         })?;
-        if attempt.used_at.is_some() {
-            return Err(LoginError::new(
-                400,
-                "login_already_used",
-                "This sign-in was already completed. Start again from the application.",
-            ));
-        }
-        if attempt.expires_at <= now {
-            return Err(LoginError::new(
+        let same_browser = browser.is_some_and(|b| hashes_match(&hash_token(b), &attempt.browser_hash));
+        let refusal = if attempt.used_at.is_some() {
+            Some(already_used())
+        } else if attempt.expires_at <= now {
+            Some(LoginError::new(
                 400,
                 "login_expired",
                 "This sign-in took too long and has expired. Start again from the application.",
-            ));
-        }
-        let same_browser = browser.is_some_and(|b| hashes_match(&hash_token(b), &attempt.browser_hash));
-        if !same_browser {
-            return Err(LoginError::new(
+            ))
+        } else if !same_browser {
+            Some(LoginError::new(
                 400,
                 "browser_mismatch",
                 "This sign-in was started in another browser (or its cookie is missing). Start again from the \
                  application in this browser.",
-            ));
-        }
-        let mut tx = self.store.begin().await?;
-        let first = tx.use_sso_attempt(attempt.id, now).await?;
-        tx.commit().await?;
-        if !first {
-            return Err(LoginError::new(
-                400,
-                "login_already_used",
-                "This sign-in was already completed. Start again from the application.",
-            ));
+            ))
+        } else {
+            let mut tx = self.store.begin().await?;
+            let first = tx.use_sso_attempt(attempt.id, now).await?;
+            tx.commit().await?;
+            (!first).then(already_used)
+        };
+        if let Some(err) = refusal {
+            let hint = attempt.login_hint.as_deref();
+            self.audit_login_failure(&attempt, request_id.clone(), err.code, &err.message, hint, None).await;
+            return Err(err);
         }
         let mut read = self.store.read().await?;
         let org = read
@@ -642,8 +636,7 @@ impl Roster {
                 format!("The identity provider did not sign you in ({error}: {detail}).")
             };
             self.audit_login_failure(
-                &org,
-                &conn,
+                &attempt,
                 request_id.clone(),
                 "provider_error",
                 &message,
@@ -656,8 +649,7 @@ impl Roster {
         if conn.issuer != attempt.issuer || conn.kind.as_str() != attempt.connection {
             let message = "The organization's SSO settings changed during the sign-in. Start again.";
             self.audit_login_failure(
-                &org,
-                &conn,
+                &attempt,
                 request_id.clone(),
                 "connection_changed",
                 message,
@@ -691,8 +683,7 @@ impl Roster {
                     OidcError::Claims { code, message } => LoginError::new(403, code, message.clone()),
                 };
                 self.audit_login_failure(
-                    &org,
-                    &conn,
+                    &attempt,
                     request_id.clone(),
                     err.code,
                     &err.message,
@@ -709,8 +700,7 @@ impl Roster {
                 let message =
                     format!("The identity provider sent an email address Roster cannot use: {}", identity.email);
                 self.audit_login_failure(
-                    &org,
-                    &conn,
+                    &attempt,
                     request_id.clone(),
                     "invalid_email",
                     &message,
@@ -737,8 +727,7 @@ impl Roster {
                 metrics::counter!("roster_sso_logins_total", "outcome" => err.code).increment(1);
                 if err.status != 500 {
                     self.audit_login_failure(
-                        &org,
-                        &conn,
+                        &attempt,
                         request_id.clone(),
                         err.code,
                         &err.message,
@@ -831,8 +820,7 @@ impl Roster {
     #[allow(clippy::too_many_arguments)]
     async fn audit_login_failure(
         &self,
-        org: &Organization,
-        conn: &Connection,
+        attempt: &SsoAttempt,
         request_id: Option<String>,
         code: &str,
         message: &str,
@@ -843,7 +831,7 @@ impl Roster {
         let actor = Actor {
             kind: ActorKind::Sso,
             id: email.map(|e| format!("sso:{}", e.to_lowercase())).unwrap_or_else(|| "sso:unknown".into()),
-            org_id: org.id,
+            org_id: attempt.org_id,
             role: Role::Read,
             request_id,
         };
@@ -852,8 +840,8 @@ impl Roster {
             "message": message,
             "email": email,
             "subject": subject,
-            "connection": conn.kind,
-            "issuer": conn.issuer,
+            "connection": attempt.connection,
+            "issuer": attempt.issuer,
         });
         let target = email.unwrap_or("unknown").to_lowercase();
         let write = async {
@@ -1008,6 +996,10 @@ fn new_client(
         revoked_at: None,
     };
     (client, generate_token("roster_cs"))
+}
+
+fn already_used() -> LoginError {
+    LoginError::new(400, "login_already_used", "This sign-in was already completed. Start again from the application.")
 }
 
 fn provider_unavailable(e: OidcError) -> LoginError {

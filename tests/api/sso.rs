@@ -393,6 +393,12 @@ async fn state_code_and_browser_are_single_use_and_bound() {
     let res = browser.get(&at_callback).await;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     assert_eq!(reason(&res.text().await.unwrap()), "login_expired");
+
+    // Each refusal of a known attempt is in the organization's audit log.
+    let audited = refusals(&w.app, &w.org).await;
+    for expected in ["browser_mismatch", "login_already_used", "login_expired"] {
+        assert!(audited.iter().any(|r| r == expected), "{expected} not audited: {audited:?}");
+    }
 }
 
 #[tokio::test]

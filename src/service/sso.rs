@@ -362,19 +362,7 @@ impl Roster {
             scopes.insert(0, "openid".into());
         }
         // Prove the provider answers before an organization depends on it.
-        let probe = Connection {
-            kind: ConnectionKind::Direct,
-            issuer: input.issuer.clone(),
-            client_id: input.client_id.clone(),
-            client_secret: input.client_secret.clone(),
-            scopes: scopes.clone(),
-            require_email_verified: true,
-            tenant: None,
-        };
-        sso.rp
-            .authorization_url(&probe, &sso.callback_url, "probe", "probe", &"p".repeat(43), None)
-            .await
-            .map_err(|e| ServiceError::invalid("issuer", e))?;
+        sso.rp.discover(&input.issuer).await.map_err(|e| ServiceError::invalid("issuer", e))?;
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
         lock_org(&mut *tx, actor.org_id).await?;
@@ -479,13 +467,8 @@ impl Roster {
         let mut tx = self.store.read().await?;
         let (org, login_hint) = match &req.target {
             LoginTarget::Email(email) => {
-                let domain = email.domain();
-                let verified = tx.find_verified_domain(&domain).await?;
-                let org = match verified {
-                    Some(d) => tx.get_org(d.org_id).await?,
-                    None => None,
-                };
-                let org = org.ok_or_else(|| {
+                let (org, _) = self.organization_for_email(email).await?.ok_or_else(|| {
+                    let domain = email.domain();
                     LoginError::new(
                         404,
                         "domain_not_verified",

@@ -29,7 +29,6 @@ pub struct OidcHttp {
     client: reqwest::Client,
     allow_http: bool,
     max_bytes: usize,
-    requests: Arc<AtomicU64>,
     waited_nanos: Arc<AtomicU64>,
 }
 
@@ -41,7 +40,7 @@ impl OidcHttp {
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("roster/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self { client, allow_http, max_bytes, requests: Arc::default(), waited_nanos: Arc::default() })
+        Ok(Self { client, allow_http, max_bytes, waited_nanos: Arc::default() })
     }
 
     /// Refuses a URL Roster must not talk to.
@@ -52,11 +51,6 @@ impl OidcHttp {
             "http" if self.allow_http => Ok(()),
             _ => Err(HttpError::NotHttps(url.to_string())),
         }
-    }
-
-    /// Outbound requests sent so far (discovery, JWKS, token, userinfo).
-    pub fn requests_sent(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
     }
 
     /// Time spent waiting for providers so far: what a login's latency owes to them.
@@ -79,7 +73,6 @@ impl OidcHttp {
         for (name, value) in &parts.headers {
             builder = builder.header(name, value);
         }
-        self.requests.fetch_add(1, Ordering::Relaxed);
         let response = builder.send().await.map_err(|source| HttpError::Request { url: url.clone(), source })?;
         let status = response.status();
         let headers = response.headers().clone();

@@ -194,7 +194,6 @@ pub struct RelyingParty {
     metadata_ttl: Duration,
     skew: chrono::Duration,
     providers: Arc<Mutex<HashMap<String, Arc<ProviderEntry>>>>,
-    key_fetches: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RelyingParty {
@@ -205,7 +204,6 @@ impl RelyingParty {
             metadata_ttl,
             skew: chrono::Duration::from_std(skew).unwrap_or(chrono::Duration::seconds(60)),
             providers: Arc::default(),
-            key_fetches: Arc::default(),
         }
     }
 
@@ -213,9 +211,10 @@ impl RelyingParty {
         &self.http
     }
 
-    /// Key-set fetches after discovery (refreshes for unknown keys).
-    pub fn key_refreshes(&self) -> u64 {
-        self.key_fetches.load(std::sync::atomic::Ordering::Relaxed)
+    /// Fetches (or finds cached) the issuer's discovery document and keys:
+    /// proof that a provider answers as the issuer it claims to be.
+    pub async fn discover(&self, issuer: &str) -> Result<(), OidcError> {
+        self.provider(issuer).await.map(|_| ())
     }
 
     /// The provider's discovery document and keys, from the cache while fresh.
@@ -442,7 +441,7 @@ impl RelyingParty {
         let keys = KeySet::fetch_async(entry.metadata.jwks_uri(), &self.http)
             .await
             .map_err(|e| OidcError::Provider(format!("JWKS refresh for {issuer} failed: {e}")))?;
-        self.key_fetches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics::counter!("roster_sso_jwks_refreshes_total").increment(1);
         if let Ok(mut k) = entry.keys.write() {
             *k = Arc::new(keys);
         }

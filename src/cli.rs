@@ -7,8 +7,8 @@ use crate::domains::DomainName;
 use crate::http::AppState;
 use crate::model::*;
 use crate::service::{
-    Actor, CheckKind, DirectConnectionInput, DomainView, NewCredential, NewOrganization, NewSsoClient, Roster,
-    ServiceError,
+    Actor, CheckKind, DirectConnectionInput, DomainView, NewCredential, NewOrganization, NewRoleMapping, NewSsoClient,
+    PlannedChange, ReconcilePlan, Roster, ServiceError,
 };
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -58,9 +58,54 @@ pub enum Command {
     /// Set an organization's own OpenID connection (an Okta or Entra OIDC app).
     #[command(subcommand, name = "sso-connection")]
     SsoConnection(SsoConnectionCommand),
+    /// Map SCIM groups and IdP roles to roles.
+    #[command(subcommand, name = "role-mapping")]
+    RoleMapping(RoleMappingCommand),
+    /// Plan and apply what brings seats and roles back in line: expired
+    /// invitations, role drift, seat overage, sessions of suspended members.
+    Reconcile {
+        /// Only this organization (default: every organization).
+        #[arg(long)]
+        org: Option<String>,
+        /// Print the plan without applying it.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Load generators.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoleMappingCommand {
+    /// List the organization's mappings.
+    List {
+        /// Organization id.
+        #[arg(long)]
+        org: String,
+    },
+    /// Map a group or IdP role to a role (read, write or admin).
+    Add {
+        /// Organization id.
+        #[arg(long)]
+        org: String,
+        /// `group` (displayName or externalId) or `idp_role` (SCIM roles, SSO tenant roles).
+        #[arg(long)]
+        source: String,
+        /// The group or role name.
+        #[arg(long)]
+        value: String,
+        #[arg(long)]
+        role: String,
+    },
+    /// Remove a mapping.
+    Remove {
+        /// Organization id.
+        #[arg(long)]
+        org: String,
+        /// Mapping id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -287,8 +332,112 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let roster = AppState::from_config(config).await?.roster;
             sso_connection(&roster, cmd, cli.json).await
         }
+        Command::RoleMapping(cmd) => {
+            let roster = AppState::from_config(config).await?.roster;
+            role_mapping(&roster, cmd, cli.json).await
+        }
+        Command::Reconcile { org, dry_run } => {
+            let roster = AppState::from_config(config).await?.roster;
+            reconcile(&roster, org.as_deref(), dry_run, cli.json).await
+        }
         Command::Bench(_) => unreachable!("handled before configuration is loaded"),
     }
+}
+
+async fn role_mapping(roster: &Roster, cmd: RoleMappingCommand, as_json: bool) -> Result<(), CliError> {
+    let parse_org = |org: &str| input("org", Uuid::parse_str(org));
+    let print = |m: &crate::roles::RoleMapping| println!("{}  {:<8}  {} → {}", m.id, m.source, m.value, m.role);
+    match cmd {
+        RoleMappingCommand::List { org } => {
+            let mappings = roster.role_mappings(&Actor::cli(parse_org(&org)?)).await?;
+            if as_json {
+                println!("{}", serde_json::to_string(&mappings).map_err(anyhow::Error::from)?);
+            } else if mappings.is_empty() {
+                println!("No role mappings.");
+            } else {
+                mappings.iter().for_each(print);
+            }
+        }
+        RoleMappingCommand::Add { org, source, value, role } => {
+            let new =
+                NewRoleMapping { source: input("source", source.parse())?, value, role: input("role", role.parse())? };
+            let m = roster.create_role_mapping(&Actor::cli(parse_org(&org)?), new).await?;
+            if as_json {
+                println!("{}", serde_json::to_string(&m).map_err(anyhow::Error::from)?);
+            } else {
+                print(&m);
+                println!(
+                    "Members follow when the reconcile plan is applied: `roster reconcile --org {org} --dry-run`."
+                );
+            }
+        }
+        RoleMappingCommand::Remove { org, id } => {
+            let id = input("id", Uuid::parse_str(&id))?;
+            let m = roster.delete_role_mapping(&Actor::cli(parse_org(&org)?), id).await?;
+            if as_json {
+                println!("{}", serde_json::to_string(&m).map_err(anyhow::Error::from)?);
+            } else {
+                println!("Removed the mapping of {} `{}`.", m.source, m.value);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prints a plan for people: one line per change with its reason.
+fn print_plan(name: &str, plan: &ReconcilePlan, applied: bool) {
+    let s = &plan.seats;
+    println!(
+        "{name} ({}): {} seats used of {} ({} policy, {} enforcement); {} after",
+        plan.organization, s.used, s.purchased, s.policy, s.enforcement, s.used_after
+    );
+    if plan.changes.is_empty() {
+        println!("  nothing to change");
+    }
+    for c in &plan.changes {
+        let (what, reason) = match c {
+            PlannedChange::ExpireInvitation { email, reason, .. } => (format!("expire invitation of {email}"), reason),
+            PlannedChange::RevokeInvitation { email, reason, .. } => (format!("revoke invitation of {email}"), reason),
+            PlannedChange::SuspendMember { email, role, reason, .. } => (format!("suspend {email} ({role})"), reason),
+            PlannedChange::ChangeRole { email, from, to, reason, .. } => {
+                (format!("change role of {email}: {from} → {to}"), reason)
+            }
+            PlannedChange::EndSessions { email, sessions, reason, .. } => {
+                (format!("end {sessions} session(s) of {email}"), reason)
+            }
+        };
+        println!("  {} {what}\n      {reason}", if applied { "done:" } else { "plan:" });
+    }
+    for k in &plan.kept {
+        println!("  kept: {k}");
+    }
+}
+
+async fn reconcile(roster: &Roster, org: Option<&str>, dry_run: bool, as_json: bool) -> Result<(), CliError> {
+    let orgs = match org {
+        Some(id) => {
+            let id = input("org", Uuid::parse_str(id))?;
+            vec![roster.organization(&Actor::cli(id)).await?]
+        }
+        None => roster.list_organizations().await?,
+    };
+    let mut out = Vec::new();
+    for o in orgs {
+        let actor = Actor::cli(o.id);
+        let plan = if dry_run {
+            roster.reconcile_plan(&actor).await?
+        } else {
+            roster.reconcile_apply(&actor, None).await?.applied
+        };
+        if !as_json {
+            print_plan(&o.name, &plan, !dry_run);
+        }
+        out.push(plan);
+    }
+    if as_json {
+        println!("{}", serde_json::to_string(&out).map_err(anyhow::Error::from)?);
+    }
+    Ok(())
 }
 
 fn print_domain(d: &DomainView) {
@@ -363,9 +512,13 @@ async fn serve(config: Config) -> Result<(), CliError> {
         .await
         .map_err(|e| CliError::Input(format!("listen: cannot bind {}: {e}", config.listen)))?;
     let addr = listener.local_addr().map_err(anyhow::Error::from)?;
-    let jobs = config.background_jobs.then_some((Duration::from_secs(config.job_tick_secs), config.job_concurrency));
+    let jobs = config.background_jobs.then_some(crate::jobs::Schedule {
+        tick: Duration::from_secs(config.job_tick_secs),
+        concurrency: config.job_concurrency,
+        reconcile_interval: Duration::from_secs(config.reconcile_interval_secs),
+    });
     let state = AppState::from_config(config).await?;
-    let jobs = jobs.map(|(tick, concurrency)| crate::jobs::spawn(state.roster.clone(), tick, concurrency));
+    let jobs = jobs.map(|schedule| crate::jobs::spawn(state.roster.clone(), schedule));
     tracing::info!(%addr, backend = state.roster.store().backend(), "roster listening");
     // One line on stdout that scripts (and the test suite) wait for.
     println!("roster listening on http://{addr}");

@@ -37,6 +37,7 @@ struct RawConfig {
     background_jobs: bool,
     job_tick_secs: u64,
     job_concurrency: usize,
+    reconcile_interval_secs: u64,
     sso_dev_mode: bool,
     sso_attempt_ttl_secs: u64,
     sso_code_ttl_secs: u64,
@@ -117,6 +118,7 @@ impl Default for RawConfig {
             background_jobs: true,
             job_tick_secs: 60,
             job_concurrency: 4,
+            reconcile_interval_secs: 5 * 60,
             sso_dev_mode: false,
             sso_attempt_ttl_secs: 600,
             sso_code_ttl_secs: 60,
@@ -171,6 +173,8 @@ pub struct Config {
     pub job_tick_secs: u64,
     /// How many checks a background job runs at once.
     pub job_concurrency: usize,
+    /// How often the background reconciler runs (once per interval across all replicas).
+    pub reconcile_interval_secs: u64,
     /// Allows `http://` OpenID providers and drops `Secure` from cookies: local development and tests only.
     pub sso_dev_mode: bool,
     /// How long a login may take at the provider.
@@ -275,6 +279,7 @@ impl Config {
         positive("domain_lapse_after_failures", raw.domain_lapse_after_failures.into())?;
         positive("job_tick_secs", raw.job_tick_secs)?;
         positive("job_concurrency", raw.job_concurrency as u64)?;
+        positive("reconcile_interval_secs", raw.reconcile_interval_secs)?;
         positive("sso_attempt_ttl_secs", raw.sso_attempt_ttl_secs)?;
         positive("sso_code_ttl_secs", raw.sso_code_ttl_secs)?;
         positive("sso_session_ttl_secs", raw.sso_session_ttl_secs)?;
@@ -313,6 +318,7 @@ impl Config {
             background_jobs: raw.background_jobs,
             job_tick_secs: raw.job_tick_secs,
             job_concurrency: raw.job_concurrency,
+            reconcile_interval_secs: raw.reconcile_interval_secs,
             sso_dev_mode: raw.sso_dev_mode,
             sso_attempt_ttl_secs: raw.sso_attempt_ttl_secs,
             sso_code_ttl_secs: raw.sso_code_ttl_secs,

@@ -3,7 +3,7 @@
 //! lease, which it renews every tick and which another replica may take once
 //! it has expired (its holder stopped or hung).
 
-use crate::service::Roster;
+use crate::service::{Roster, RECONCILE_JOB};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -33,9 +33,54 @@ pub async fn domain_checks_tick(
     Ok(Some(roster.check_due_domains(DOMAIN_BATCH, concurrency).await?))
 }
 
+/// Runs the reconciler if its run is due and no other replica claimed it:
+/// the claim moves the next run `interval` ahead, so across all replicas it
+/// runs once per interval. Returns the run, or `None` when not due here.
+pub async fn reconcile_tick(
+    roster: &Roster,
+    holder: &str,
+    interval: Duration,
+) -> anyhow::Result<Option<crate::store::JobRun>> {
+    let now = roster.now();
+    let next = now + chrono::Duration::from_std(interval)?;
+    let mut tx = roster.store().begin().await?;
+    let claimed = tx.claim_job_run(RECONCILE_JOB, holder, now, next).await?;
+    tx.commit().await?;
+    if !claimed {
+        return Ok(None);
+    }
+    let summary = match roster.reconcile_all(holder).await {
+        Ok((applied, left)) => serde_json::json!({ "applied": applied, "left_for_admins": left }),
+        Err(e) => serde_json::json!({ "error": e.to_string() }),
+    };
+    let run = crate::store::JobRun {
+        id: Uuid::now_v7(),
+        job: RECONCILE_JOB.to_string(),
+        holder: holder.to_string(),
+        started_at: now,
+        summary: Some(summary),
+    };
+    let mut tx = roster.store().begin().await?;
+    tx.insert_job_run(&run).await?;
+    tx.commit().await?;
+    Ok(Some(run))
+}
+
+/// When the background jobs run.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    /// How often a replica looks for due work.
+    pub tick: Duration,
+    /// How many domain checks run at once.
+    pub concurrency: usize,
+    /// How often the reconciler runs, across all replicas.
+    pub reconcile_interval: Duration,
+}
+
 /// Starts the background jobs of this replica; they stop when the returned handle is aborted.
-pub fn spawn(roster: Roster, tick: Duration, concurrency: usize) -> tokio::task::JoinHandle<()> {
+pub fn spawn(roster: Roster, schedule: Schedule) -> tokio::task::JoinHandle<()> {
     let holder = format!("replica-{}", Uuid::new_v4());
+    let Schedule { tick, concurrency, reconcile_interval } = schedule;
     tokio::spawn(async move {
         // A lease outlives a few ticks, so a busy tick does not hand the job over.
         let lease = tick * 3;
@@ -44,6 +89,11 @@ pub fn spawn(roster: Roster, tick: Duration, concurrency: usize) -> tokio::task:
                 Ok(Some(n)) if n > 0 => tracing::info!(checked = n, "domain re-verification tick"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "domain re-verification tick failed"),
+            }
+            match reconcile_tick(&roster, &holder, reconcile_interval).await {
+                Ok(Some(run)) => tracing::info!(summary = ?run.summary, "reconcile run"),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "reconcile run failed"),
             }
             // Expired SSO attempts, codes and sessions; deleting is idempotent, so every replica may.
             match roster.purge_sso().await {

@@ -9,6 +9,7 @@ pub mod domains;
 pub mod http;
 pub mod jobs;
 pub mod model;
+pub mod roles;
 pub mod scim;
 pub mod secrets;
 pub mod service;

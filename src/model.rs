@@ -54,6 +54,16 @@ string_enum! {
 }
 
 impl Role {
+    /// The role's name as a sentence starts it: `Admin`.
+    pub fn title(self) -> &'static str {
+        match self {
+            Role::Read => "Read",
+            Role::Write => "Write",
+            Role::Admin => "Admin",
+            Role::Owner => "Owner",
+        }
+    }
+
     /// Rank for comparisons: a higher rank can do everything a lower one can.
     pub fn rank(self) -> u8 {
         match self {
@@ -96,6 +106,19 @@ string_enum! {
 string_enum! {
     /// The state of an invitation.
     InvitationStatus { Pending = "pending", Accepted = "accepted", Revoked = "revoked", Expired = "expired" }
+}
+
+string_enum! {
+    /// Whether seat cuts of a reconcile plan wait for an admin (`manual`) or
+    /// are applied by the background reconciler (`automatic`).
+    SeatEnforcement { Manual = "manual", Automatic = "automatic" }
+}
+
+string_enum! {
+    /// What a role mapping matches: a SCIM group (by `displayName` or
+    /// `externalId`) or a role the identity provider names (SCIM `roles`, the
+    /// roles of the tenant claim at SSO login).
+    RoleMappingSource { Group = "group", IdpRole = "idp_role" }
 }
 
 string_enum! {

@@ -7,6 +7,7 @@ use super::extract::{AdminActor, ApiBytes, ApiJson, ApiPath, ApiQuery};
 use super::AppState;
 use crate::domains::DomainName;
 use crate::model::*;
+use crate::roles::RoleMapping;
 use crate::service::*;
 use crate::store::{AuditEntry, Credential, Features, Invitation, Member, Organization, SsoSettings};
 use axum::extract::State;
@@ -57,6 +58,12 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_invitations, create_invitation))
         .routes(routes!(bulk_invite))
         .routes(routes!(revoke_invitation))
+        .routes(routes!(resend_invitation))
+        .routes(routes!(list_role_mappings, create_role_mapping))
+        .routes(routes!(delete_role_mapping))
+        .routes(routes!(reconcile_plan))
+        .routes(routes!(reconcile_apply))
+        .routes(routes!(list_events))
         .routes(routes!(list_scim_tokens, create_scim_token))
         .routes(routes!(revoke_scim_token))
         .routes(routes!(list_api_keys, create_api_key))
@@ -207,22 +214,19 @@ async fn get_member(
     Ok(Json(s.roster.member(&a, id).await?))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct RoleChange {
-    role: Role,
-}
-
-/// Changes a member's role (Owner, Admin; only an Owner grants or takes away Owner).
-#[utoipa::path(patch, path = "/api/v1/members/{id}", tag = "members", params(("id" = Uuid, Path)), request_body = RoleChange,
-    responses((status = 200, body = Member), (status = 404, body = Problem), (status = 409, body = Problem)))]
+/// Assigns a member's role by hand (pinned unless `role_managed_by` is
+/// `idp`), or hands the role to the identity provider (Owner, Admin; only an
+/// Owner grants or takes away Owner). The answer shows which source decided
+/// the role (`role_source`, `role_reason`).
+#[utoipa::path(patch, path = "/api/v1/members/{id}", tag = "members", params(("id" = Uuid, Path)), request_body = RoleAssignment,
+    responses((status = 200, body = Member), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn change_member_role(
     State(s): State<AppState>,
     AdminActor(a): AdminActor,
     ApiPath(id): ApiPath<Uuid>,
-    ApiJson(change): ApiJson<RoleChange>,
+    ApiJson(change): ApiJson<RoleAssignment>,
 ) -> ApiResult<Json<Member>> {
-    Ok(Json(s.roster.change_role(&a, id, change.role).await?))
+    Ok(Json(s.roster.assign_role(&a, id, change).await?))
 }
 
 /// Removes a member from the organization; frees the seat (Owner, Admin).
@@ -341,6 +345,106 @@ async fn revoke_invitation(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<Invitation>> {
     Ok(Json(s.roster.revoke_invitation(&a, id).await?))
+}
+
+/// Sends a pending or expired invitation again with a new token and expiry;
+/// the old link stops working (Owner, Admin). An expired one needs a free seat.
+#[utoipa::path(post, path = "/api/v1/invitations/{id}/resend", tag = "invitations", params(("id" = Uuid, Path)),
+    responses((status = 200, body = InvitationCreated), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn resend_invitation(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<InvitationCreated>> {
+    Ok(Json(s.roster.resend_invitation(&a, id).await?.into()))
+}
+
+// ---- Role mappings and reconcile ---------------------------------------------
+
+/// The organization's group and IdP-role mappings.
+#[utoipa::path(get, path = "/api/v1/role-mappings", tag = "roles",
+    responses((status = 200, body = Vec<RoleMapping>), (status = 401, body = Problem)))]
+async fn list_role_mappings(State(s): State<AppState>, AdminActor(a): AdminActor) -> ApiResult<Json<Vec<RoleMapping>>> {
+    Ok(Json(s.roster.role_mappings(&a).await?))
+}
+
+/// Maps a SCIM group (by `displayName` or `externalId`) or an IdP role to a
+/// role, at most Admin (Owner, Admin). Members follow when the reconcile plan
+/// is applied, so the plan shows who changes first.
+#[utoipa::path(post, path = "/api/v1/role-mappings", tag = "roles", request_body = NewRoleMapping,
+    responses((status = 201, body = RoleMapping), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn create_role_mapping(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiJson(new): ApiJson<NewRoleMapping>,
+) -> ApiResult<(StatusCode, Json<RoleMapping>)> {
+    Ok((StatusCode::CREATED, Json(s.roster.create_role_mapping(&a, new).await?)))
+}
+
+/// Removes a mapping (Owner, Admin).
+#[utoipa::path(delete, path = "/api/v1/role-mappings/{id}", tag = "roles", params(("id" = Uuid, Path)),
+    responses((status = 200, body = RoleMapping), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn delete_role_mapping(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<RoleMapping>> {
+    Ok(Json(s.roster.delete_role_mapping(&a, id).await?))
+}
+
+/// Every change reconcile would make now, each with its reason (Owner, Admin).
+#[utoipa::path(get, path = "/api/v1/reconcile/plan", tag = "reconcile",
+    responses((status = 200, body = ReconcilePlan), (status = 403, body = Problem)))]
+async fn reconcile_plan(State(s): State<AppState>, AdminActor(a): AdminActor) -> ApiResult<Json<ReconcilePlan>> {
+    Ok(Json(s.roster.reconcile_plan(&a).await?))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ApplyRequest {
+    /// The `fingerprint` of the plan that was read: the apply is refused
+    /// (409) when the plan has changed since.
+    fingerprint: Option<String>,
+}
+
+/// Plans again and applies the plan in one transaction, with an audit record
+/// per change (Owner, Admin). The body is optional.
+#[utoipa::path(post, path = "/api/v1/reconcile/apply", tag = "reconcile", request_body(content = ApplyRequest, description = "optional"),
+    responses((status = 200, body = ReconcileOutcome), (status = 403, body = Problem), (status = 409, body = Problem)))]
+async fn reconcile_apply(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiBytes(body): ApiBytes,
+) -> ApiResult<Json<ReconcileOutcome>> {
+    let request: ApplyRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ApplyRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| Problem::from(ServiceError::invalid("body", format!("not a valid apply request: {e}"))))?
+    };
+    Ok(Json(s.roster.reconcile_apply(&a, request.fingerprint.as_deref()).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct EventParams {
+    /// The last position already read; 0 (the default) reads from the start.
+    after: Option<i64>,
+    /// At most this many events (1 to 1000, default 200).
+    limit: Option<i64>,
+}
+
+/// Every membership, role and seat change, in order, resumable from the
+/// last position read: no gaps, no repeats.
+#[utoipa::path(get, path = "/api/v1/events", tag = "events", params(EventParams),
+    responses((status = 200, body = EventPage), (status = 422, body = Problem)))]
+async fn list_events(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiQuery(p): ApiQuery<EventParams>,
+) -> ApiResult<Json<EventPage>> {
+    Ok(Json(s.roster.events(&a, p.after, p.limit).await?))
 }
 
 // ---- Credentials -----------------------------------------------------------

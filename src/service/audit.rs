@@ -42,3 +42,37 @@ impl Roster {
         Ok(Page { items, next_cursor })
     }
 }
+
+/// A page of the events feed.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EventPage {
+    pub events: Vec<crate::store::Event>,
+    /// Pass as `after` to read on; the same `after` when there is nothing new yet.
+    pub next_after: i64,
+}
+
+impl Roster {
+    /// The organization's events after position `after` (0: from the start),
+    /// in order. Positions are gapless, so a reader that resumes from the
+    /// last position it saw misses nothing and sees nothing twice.
+    pub async fn events(&self, actor: &Actor, after: Option<i64>, limit: Option<i64>) -> ServiceResult<EventPage> {
+        actor.require(Role::Read)?;
+        let after = after.unwrap_or(0);
+        if after < 0 {
+            return Err(ServiceError::invalid("after", "must be 0 or a position the feed returned"));
+        }
+        let limit = match limit {
+            None => MAX_PAGE_SIZE,
+            Some(n) if (1..=MAX_EVENT_PAGE).contains(&n) => n,
+            Some(n) => {
+                return Err(ServiceError::invalid("limit", format!("must be between 1 and {MAX_EVENT_PAGE}, got {n}")))
+            }
+        };
+        let events = self.store.read().await?.list_events(actor.org_id, after, limit).await?;
+        let next_after = events.last().map_or(after, |e| e.seq);
+        Ok(EventPage { events, next_after })
+    }
+}
+
+/// The most events one read returns.
+pub const MAX_EVENT_PAGE: i64 = 1000;

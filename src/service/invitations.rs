@@ -69,7 +69,7 @@ impl Roster {
         let org = lock_org(&mut *tx, actor.org_id).await?;
         let mut conflicts = Vec::new();
         for (i, (email, _)) in rows.iter().enumerate() {
-            if let Err(e) = check_invitable(&mut *tx, &org, email, now).await {
+            if let Err(e) = check_invitable(&mut *tx, actor, &org, email, now).await {
                 match line_error(i, e) {
                     ServiceError::BulkRejected(mut lines) => conflicts.append(&mut lines),
                     other => return Err(other),
@@ -106,10 +106,11 @@ impl Roster {
     pub async fn list_invitations(&self, actor: &Actor, q: InvitationQuery) -> ServiceResult<Page<Invitation>> {
         actor.require(Role::Read)?;
         let limit = page_size(q.limit)?;
-        let filter = InvitationFilter { status: q.status, after: parse_cursor(q.cursor.as_deref())?, limit: limit + 1 };
+        let now = self.clock.now();
+        let filter =
+            InvitationFilter { status: q.status, now, after: parse_cursor(q.cursor.as_deref())?, limit: limit + 1 };
         let mut tx = self.store.read().await?;
         let mut items = tx.list_invitations(actor.org_id, &filter).await?;
-        let now = self.clock.now();
         // An invitation past its expiry no longer holds a seat; show it as expired.
         for inv in &mut items {
             if inv.status == InvitationStatus::Pending && inv.expires_at <= now {
@@ -148,8 +149,54 @@ impl Roster {
     }
 }
 
+impl Roster {
+    /// Sends an invitation again: a new token (the old link stops working)
+    /// and a new expiry. An invitation that had expired needs a free seat again.
+    #[tracing::instrument(skip_all, fields(org = %actor.org_id, invitation = %id))]
+    pub async fn resend_invitation(&self, actor: &Actor, id: Uuid) -> ServiceResult<CreatedInvitation> {
+        actor.require(Role::Admin)?;
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let org = lock_org(&mut *tx, actor.org_id).await?;
+        let before = tx.get_invitation(org.id, id).await?.ok_or(ServiceError::NotFound("invitation"))?;
+        if before.role == Role::Owner {
+            actor.require(Role::Owner)?;
+        }
+        let lapsed = match before.status {
+            InvitationStatus::Pending => before.expires_at <= now,
+            InvitationStatus::Expired => true,
+            other => return Err(ServiceError::Conflict(format!("the invitation is {other}; invite again instead"))),
+        };
+        if before.status == InvitationStatus::Expired {
+            // Someone may have joined, or been invited again, since.
+            check_invitable(&mut *tx, actor, &org, &before.email, now).await?;
+        }
+        let reservation =
+            if lapsed { reserve_seats(&mut *tx, &org, 1, now).await? } else { Reservation { overage: 0 } };
+        let token = generate_token("roster_inv");
+        let inv = Invitation {
+            status: InvitationStatus::Pending,
+            expires_at: now + self.settings.invitation_ttl,
+            updated_at: now,
+            ..before.clone()
+        };
+        tx.update_invitation(&inv).await?;
+        tx.set_invitation_token(org.id, inv.id, &hash_token(token.expose())).await?;
+        let after = audit_with_overage(&inv, reservation);
+        tx.insert_audit(&actor.audit(now, "invitation.resent", inv.id, Some(&before), Some(&after))).await?;
+        tx.commit().await?;
+        Ok(CreatedInvitation { invitation: inv, token })
+    }
+}
+
 /// Refuses an invitation for someone who is already a member or already invited.
-async fn check_invitable(tx: &mut dyn Tx, org: &Organization, email: &Email, now: DateTime<Utc>) -> ServiceResult<()> {
+async fn check_invitable(
+    tx: &mut dyn Tx,
+    actor: &Actor,
+    org: &Organization,
+    email: &Email,
+    now: DateTime<Utc>,
+) -> ServiceResult<()> {
     if let Some(user) = tx.find_user_by_email(email).await? {
         if let Some(m) = tx.find_member_by_user(org.id, user.id).await? {
             if m.status != MemberStatus::Deprovisioned {
@@ -162,10 +209,12 @@ async fn check_invitable(tx: &mut dyn Tx, org: &Organization, email: &Email, now
             return Err(ServiceError::Conflict(format!("{email} already has a pending invitation")));
         }
         // The old invitation lapsed: mark it so the new one can take its place.
+        let before = inv.clone();
         let mut expired = inv;
         expired.status = InvitationStatus::Expired;
         expired.updated_at = now;
         tx.update_invitation(&expired).await?;
+        tx.insert_audit(&actor.audit(now, "invitation.expired", expired.id, Some(&before), Some(&expired))).await?;
     }
     Ok(())
 }

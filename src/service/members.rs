@@ -67,15 +67,27 @@ impl Roster {
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
         let org = lock_org(&mut *tx, actor.org_id).await?;
-        let member = insert_active_member(&mut *tx, actor, &org, &email, role, MemberSource::Admin, now).await?;
+        let member =
+            insert_active_member(&mut *tx, actor, &org, &email, Some(role), &[], MemberSource::Admin, now).await?;
         tx.commit().await?;
         Ok(member)
     }
 
-    /// Changes a member's role. Granting or taking away Owner needs an Owner;
-    /// the last active Owner cannot be demoted.
+    /// Assigns a member's role by hand, pinned: the identity provider no
+    /// longer changes it. Granting or taking away Owner needs an Owner; the
+    /// last active Owner cannot be demoted.
     pub async fn change_role(&self, actor: &Actor, id: Uuid, role: Role) -> ServiceResult<Member> {
-        self.change_member(actor, id, MemberChange::Role(role)).await
+        self.assign_role(actor, id, RoleAssignment { role: Some(role), managed_by: None }).await
+    }
+
+    /// Sets a member's manual role and whether it is pinned or the identity
+    /// provider manages the role (the manual role then being the fallback);
+    /// the role becomes the derivation's.
+    pub async fn assign_role(&self, actor: &Actor, id: Uuid, a: RoleAssignment) -> ServiceResult<Member> {
+        if a.role.is_none() && a.managed_by.is_none() {
+            return Err(ServiceError::invalid("role", "name a role, role_managed_by, or both"));
+        }
+        self.change_member(actor, id, MemberChange::Assign(a)).await
     }
 
     /// Suspends an active member, freeing the seat.
@@ -109,17 +121,31 @@ impl Roster {
         }
         let mut member = before.clone();
         let action = match change {
-            MemberChange::Role(new) => {
-                if new == role {
-                    return Ok(before);
-                }
+            MemberChange::Assign(a) => {
                 if status == MemberStatus::Deprovisioned {
                     return Err(ServiceError::Conflict("the member has been removed".into()));
                 }
-                if new == Role::Owner || role == Role::Owner {
+                if let Some(new) = a.role {
+                    member.manual_role = Some(new);
+                }
+                member.role_pinned = match a.managed_by {
+                    None | Some(RoleManager::Admin) => true,
+                    Some(RoleManager::Idp) => false,
+                };
+                if member.role_pinned && member.manual_role.is_none() {
+                    member.manual_role = Some(role);
+                }
+                let mappings = tx.list_role_mappings(org.id).await?;
+                let links = tx.member_links(org.id, Some(&[id]), now).await?;
+                member.set_role(&derive_member(&member, links.get(&id), &mappings, &org));
+                if member.role == Role::Owner || role == Role::Owner {
                     actor.require(Role::Owner)?;
                 }
-                member.role = new;
+                if (member.role, member.manual_role, member.role_pinned, &member.role_source)
+                    == (role, before.manual_role, before.role_pinned, &before.role_source)
+                {
+                    return Ok(before);
+                }
                 "member.role_changed"
             }
             MemberChange::Suspend => {
@@ -172,10 +198,31 @@ impl Roster {
     }
 }
 
+/// Who manages a member's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RoleManager {
+    /// The manual role is pinned: SCIM groups, SCIM `roles` and SSO tenant roles do not change it.
+    Admin,
+    /// The identity provider's sources decide; the manual role applies when none maps to a role.
+    Idp,
+}
+
+/// A manual role assignment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleAssignment {
+    /// The role an admin assigns.
+    pub role: Option<Role>,
+    /// `admin` (the default when a role is given) pins it; `idp` lets the identity provider manage the role.
+    #[serde(rename = "role_managed_by")]
+    pub managed_by: Option<RoleManager>,
+}
+
 /// One change an admin makes to a member.
 #[derive(Debug, Clone, Copy)]
 enum MemberChange {
-    Role(Role),
+    Assign(RoleAssignment),
     Suspend,
     Reactivate,
     Remove,

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::model::*;
+use crate::roles::derive_role;
 use crate::secrets::Secret;
 use crate::store::{Credential, Features, Member, Organization, SsoSettings, StoreError, User};
 
@@ -65,6 +66,7 @@ impl Roster {
             plan: new.plan,
             purchased_seats: seats,
             seat_policy: SeatPolicy::Strict,
+            seat_enforcement: SeatEnforcement::Manual,
             features: Features::default(),
             sso: SsoSettings::default(),
             created_at: now,
@@ -80,9 +82,17 @@ impl Roster {
         let mut tx = self.store.begin().await?;
         tx.insert_org(&org).await?;
         tx.insert_audit(&actor.audit(now, "organization.created", org.id, None::<&()>, Some(&org))).await?;
-        let owner =
-            insert_active_member(&mut *tx, &actor, &org, &new.owner_email, Role::Owner, MemberSource::Admin, now)
-                .await?;
+        let owner = insert_active_member(
+            &mut *tx,
+            &actor,
+            &org,
+            &new.owner_email,
+            Some(Role::Owner),
+            &[],
+            MemberSource::Admin,
+            now,
+        )
+        .await?;
         let (api_key, api_key_secret) =
             insert_credential(&mut *tx, &actor, CredentialKind::ApiKey, "owner key", Some(Role::Owner), None, now)
                 .await?;
@@ -175,13 +185,19 @@ impl Roster {
 
 /// Makes `email` an active member of `org` (locked by the caller), reserving
 /// its seat, and writes the audit record. A pending invitation for the same
-/// email is accepted by it, so the person keeps one seat, not two.
+/// email is accepted by it, so the person keeps one seat, not two, and its
+/// role becomes the member's manual (pinned) role unless `manual` names one.
+/// `sso_roles` are the tenant-claim roles of a member joining by SSO. The
+/// role is derived from these; the caller recomputes it once SCIM groups or
+/// `roles` are linked.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn insert_active_member(
     tx: &mut dyn Tx,
     actor: &Actor,
     org: &Organization,
     email: &Email,
-    role: Role,
+    manual: Option<Role>,
+    sso_roles: &[String],
     source: MemberSource,
     now: chrono::DateTime<chrono::Utc>,
 ) -> ServiceResult<Member> {
@@ -200,48 +216,45 @@ pub(crate) async fn insert_active_member(
         }
     }
     let invitation = tx.find_pending_invitation(org.id, email).await?;
-    let reservation = match &invitation {
+    let live_invitation = invitation.as_ref().filter(|inv| inv.expires_at > now);
+    let reservation = match live_invitation {
         // The invitation's seat becomes the member's.
-        Some(inv) if inv.expires_at > now => Reservation { overage: 0 },
-        _ => reserve_seats(tx, org, 1, now).await?,
+        Some(_) => Reservation { overage: 0 },
+        None => reserve_seats(tx, org, 1, now).await?,
     };
+    let manual = manual.or(live_invitation.map(|inv| inv.role));
     if let Some(mut inv) = invitation {
         let before = inv.clone();
         inv.status = if inv.expires_at > now { InvitationStatus::Accepted } else { InvitationStatus::Expired };
         inv.updated_at = now;
         tx.update_invitation(&inv).await?;
-        tx.insert_audit(&actor.audit(now, "invitation.accepted", inv.id, Some(&before), Some(&inv))).await?;
+        let action =
+            if inv.status == InvitationStatus::Accepted { "invitation.accepted" } else { "invitation.expired" };
+        tx.insert_audit(&actor.audit(now, action, inv.id, Some(&before), Some(&inv))).await?;
     }
-    let member = match existing {
+    let mut member = match &existing {
+        Some(old) => Member { status: MemberStatus::Active, source, updated_at: now, ..old.clone() },
+        None => Member::new(org.id, &user, MemberStatus::Active, source, now),
+    };
+    member.manual_role = manual;
+    member.role_pinned = manual.is_some();
+    member.sso_roles = sso_roles.to_vec();
+    let mappings = tx.list_role_mappings(org.id).await?;
+    member.set_role(&derive_role(&member.role_inputs(&[], &[]), &mappings, org.sso.default_role));
+    let after = audit_with_overage(&member, reservation);
+    match existing {
         Some(old) => {
-            let member = Member { role, status: MemberStatus::Active, source, updated_at: now, ..old.clone() };
             tx.update_member(&member).await?;
-            let after = audit_with_overage(&member, reservation);
             tx.insert_audit(&actor.audit(now, "member.reprovisioned", member.id, Some(&old), Some(&after))).await?;
-            member
         }
         None => {
-            let member = Member {
-                id: Uuid::now_v7(),
-                org_id: org.id,
-                user_id: user.id,
-                email: user.email.clone(),
-                role,
-                status: MemberStatus::Active,
-                source,
-                created_at: now,
-                updated_at: now,
-            };
             tx.insert_member(&member).await?;
-            let after = audit_with_overage(&member, reservation);
             tx.insert_audit(&actor.audit(now, "member.added", member.id, None::<&()>, Some(&after))).await?;
-            member
         }
-    };
+    }
     Ok(member)
 }
 
-/// The audit `after` value of a change, noting seat overage when it took some.
 pub(crate) fn audit_with_overage(value: &impl Serialize, reservation: Reservation) -> serde_json::Value {
     let mut v = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
     if reservation.overage > 0 {

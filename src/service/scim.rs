@@ -6,6 +6,7 @@
 
 use super::*;
 use crate::model::*;
+use crate::roles::scim_role_values;
 use crate::scim::filter::{self, SqlFragment};
 use crate::scim::patch::{self, PatchRequest};
 use crate::scim::schema::{registry, ResourceKind, WriteMode};
@@ -222,6 +223,9 @@ impl Roster {
                 updated_at: now,
             };
             tx.insert_scim_user(&record, &attrs.emails).await.map_err(uniqueness)?;
+            if !scim_role_values(record.resource.get("roles")).is_empty() {
+                recompute_roles(&mut *tx, actor, &org, &[member.id], now).await?;
+            }
             let after =
                 serde_json::json!({ "userName": record.user_name, "member": member.id, "active": record.active });
             tx.insert_audit(&actor.audit(now, "scim.user.created", record.id, None::<&()>, Some(&after))).await?;
@@ -322,6 +326,9 @@ impl Roster {
                 ..before.clone()
             };
             tx.update_scim_user(&record, &attrs.emails).await.map_err(uniqueness)?;
+            if scim_role_values(record.resource.get("roles")) != scim_role_values(before.resource.get("roles")) {
+                recompute_roles(&mut *tx, actor, &org, &[record.member_id], now).await?;
+            }
             let old =
                 serde_json::json!({ "userName": before.user_name, "active": before.active, "version": before.version });
             let new =
@@ -420,6 +427,10 @@ impl Roster {
         };
         tx.insert_scim_group(&record).await?;
         tx.add_group_members(org.id, record.id, &members).await?;
+        if !members.is_empty() && has_group_mappings(&mut *tx, org.id).await? {
+            let affected = tx.member_ids_of_scim_users(org.id, &members).await?;
+            recompute_roles(&mut *tx, actor, &org, &affected, now).await?;
+        }
         let after = serde_json::json!({ "displayName": record.display_name, "members": members.len() });
         tx.insert_audit(&actor.audit(now, "scim.group.created", record.id, None::<&()>, Some(&after))).await?;
         let listed = tx.group_members(record.id).await?;
@@ -489,7 +500,13 @@ impl Roster {
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
         // The group's own row lock, not the organization's: membership
-        // changes of different groups do not wait for each other.
+        // changes of different groups do not wait for each other. When group
+        // mappings decide roles, membership changes re-derive members' roles,
+        // which needs the organization lock (taken first, as everywhere).
+        let org = match has_group_mappings(&mut *tx, actor.org_id).await? {
+            true => Some(lock_org(&mut *tx, actor.org_id).await?),
+            false => None,
+        };
         let before = tx.lock_scim_group(actor.org_id, id).await?.ok_or(ServiceError::NotFound("Group"))?;
         check_if_match(if_match, before.version)?;
         let (resource, edit) = change(&before.resource, &before)?;
@@ -522,6 +539,19 @@ impl Roster {
             return Ok(ScimGroup { record: before, members: None });
         }
         tx.update_scim_group(&record).await?;
+        if let Some(org) = &org {
+            let renamed = record.display_name != before.display_name || record.external_id != before.external_id;
+            let affected = if renamed {
+                // Every member's groups changed name: all are re-derived.
+                let mut all = tx.member_ids_of_group(id).await?;
+                all.extend(tx.member_ids_of_scim_users(org.id, &removed).await?);
+                all
+            } else {
+                let touched: Vec<Uuid> = added.iter().chain(&removed).copied().collect();
+                tx.member_ids_of_scim_users(org.id, &touched).await?
+            };
+            recompute_roles(&mut *tx, actor, org, &affected, now).await?;
+        }
         let old = serde_json::json!({ "displayName": before.display_name, "version": before.version });
         let new = serde_json::json!({
             "displayName": record.display_name,
@@ -539,9 +569,20 @@ impl Roster {
     pub async fn scim_delete_group(&self, actor: &Actor, id: Uuid, if_match: Option<&str>) -> ServiceResult<()> {
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
+        let org = match has_group_mappings(&mut *tx, actor.org_id).await? {
+            true => Some(lock_org(&mut *tx, actor.org_id).await?),
+            false => None,
+        };
         let before = tx.lock_scim_group(actor.org_id, id).await?.ok_or(ServiceError::NotFound("Group"))?;
         check_if_match(if_match, before.version)?;
+        let affected = match &org {
+            Some(_) => tx.member_ids_of_group(id).await?,
+            None => Vec::new(),
+        };
         tx.delete_scim_group(actor.org_id, id).await?;
+        if let Some(org) = &org {
+            recompute_roles(&mut *tx, actor, org, &affected, now).await?;
+        }
         let old = serde_json::json!({ "displayName": before.display_name });
         tx.insert_audit(&actor.audit(now, "scim.group.deleted", id, Some(&old), None::<&()>)).await?;
         tx.commit().await?;
@@ -572,6 +613,11 @@ fn group_parts(mut resource: Value) -> ServiceResult<(Value, Option<Vec<String>>
         Some(_) => return Err(ScimError::invalid_value("members must be a list").into()),
     };
     Ok((resource, members))
+}
+
+/// Whether any mapping names a group, so that group membership decides roles.
+async fn has_group_mappings(tx: &mut dyn Tx, org_id: Uuid) -> ServiceResult<bool> {
+    Ok(tx.list_role_mappings(org_id).await?.iter().any(|m| m.source == RoleMappingSource::Group))
 }
 
 async fn ensure_users_exist(tx: &mut dyn Tx, org_id: Uuid, ids: &[Uuid]) -> ServiceResult<()> {
@@ -610,9 +656,7 @@ async fn scim_member(
         None => None,
     };
     match (member, active) {
-        (None, true) => {
-            insert_active_member(tx, actor, org, email, org.sso.default_role, MemberSource::Scim, now).await
-        }
+        (None, true) => insert_active_member(tx, actor, org, email, None, &[], MemberSource::Scim, now).await,
         (None, false) => {
             let user = match user {
                 Some(u) => u,
@@ -622,23 +666,14 @@ async fn scim_member(
                     u
                 }
             };
-            let member = Member {
-                id: Uuid::now_v7(),
-                org_id: org.id,
-                user_id: user.id,
-                email: user.email,
-                role: org.sso.default_role,
-                status: MemberStatus::Suspended,
-                source: MemberSource::Scim,
-                created_at: now,
-                updated_at: now,
-            };
+            let mut member = Member::new(org.id, &user, MemberStatus::Suspended, MemberSource::Scim, now);
+            member.set_role(&derive_member(&member, None, &[], org));
             tx.insert_member(&member).await?;
             tx.insert_audit(&actor.audit(now, "member.added", member.id, None::<&()>, Some(&member))).await?;
             Ok(member)
         }
         (Some(m), true) if m.status == MemberStatus::Deprovisioned => {
-            insert_active_member(tx, actor, org, email, org.sso.default_role, MemberSource::Scim, now).await
+            insert_active_member(tx, actor, org, email, None, &[], MemberSource::Scim, now).await
         }
         (Some(m), true) => transition(tx, actor, org, m, MemberStatus::Active, now).await,
         (Some(m), false) => transition(tx, actor, org, m, MemberStatus::Suspended, now).await,

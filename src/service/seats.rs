@@ -8,7 +8,7 @@
 //! commit.
 
 use super::*;
-use crate::model::{parse_seats, SeatPolicy};
+use crate::model::{parse_seats, SeatEnforcement, SeatPolicy};
 use crate::store::Organization;
 use chrono::{DateTime, Utc};
 
@@ -23,6 +23,9 @@ pub struct Seats {
     pub active_members: i64,
     pub pending_invitations: i64,
     pub policy: SeatPolicy,
+    /// Whether the background reconciler applies seat cuts itself (`automatic`)
+    /// or leaves them in the reconcile plan for an admin (`manual`).
+    pub enforcement: SeatEnforcement,
     /// Seats used beyond those purchased (possible under the `overage` policy,
     /// or after purchased seats were lowered).
     pub overage: i64,
@@ -38,6 +41,7 @@ impl Seats {
             active_members: usage.active_members,
             pending_invitations: usage.pending_invitations,
             policy: org.seat_policy,
+            enforcement: org.seat_enforcement,
             overage: (used - org.purchased_seats).max(0),
         }
     }
@@ -81,6 +85,7 @@ pub async fn reserve_seats(
 pub struct SeatsChange {
     pub purchased: i64,
     pub policy: Option<SeatPolicy>,
+    pub enforcement: Option<SeatEnforcement>,
 }
 
 impl Roster {
@@ -93,8 +98,9 @@ impl Roster {
         Ok(Seats::of(&org, usage))
     }
 
-    /// Sets purchased seats (and optionally the policy). Lowering them below
-    /// the seats in use cuts nobody: the overage is shown in [`Seats`].
+    /// Sets purchased seats (and optionally the policy and enforcement).
+    /// Lowering them below the seats in use cuts nobody here: the overage is
+    /// shown in [`Seats`], and the reconcile plan lists who would be cut.
     #[tracing::instrument(skip_all, fields(org = %actor.org_id))]
     pub async fn set_seats(&self, actor: &Actor, change: SeatsChange) -> ServiceResult<Seats> {
         actor.require(Role::Admin)?;
@@ -107,10 +113,17 @@ impl Roster {
         if let Some(policy) = change.policy {
             org.seat_policy = policy;
         }
+        if let Some(enforcement) = change.enforcement {
+            org.seat_enforcement = enforcement;
+        }
         org.updated_at = now;
         tx.update_org(&org).await?;
         let seats = Seats::of(&org, tx.seat_usage(org.id, now).await?);
-        let old = serde_json::json!({ "purchased": before.purchased_seats, "policy": before.seat_policy });
+        let old = serde_json::json!({
+            "purchased": before.purchased_seats,
+            "policy": before.seat_policy,
+            "enforcement": before.seat_enforcement,
+        });
         tx.insert_audit(&actor.audit(now, "seats.updated", org.id, Some(&old), Some(&seats))).await?;
         tx.commit().await?;
         metrics::gauge!("roster_seats_overage", "org" => org.id.to_string()).set(seats.overage as f64);

@@ -1020,21 +1020,6 @@ fn pick_client(clients: Vec<SsoClient>, wanted: Option<Uuid>, redirect_uri: &str
     }
 }
 
-/// The highest Roster role the tenant claim's roles name (`admin`, `write`,
-/// `read`, or Descope's `Tenant Admin`); an identity provider grants at most Admin.
-pub fn role_from_tenant_roles(roles: &[String]) -> Option<Role> {
-    roles
-        .iter()
-        .filter_map(|r| {
-            let r = r.trim().to_ascii_lowercase();
-            match r.as_str() {
-                "tenant admin" | "owner" => Some(Role::Admin),
-                other => other.parse::<Role>().ok(),
-            }
-        })
-        .max_by_key(|r| r.rank())
-}
-
 /// Who the signing-in email is in the organization, admitting them when an
 /// invitation or auto-assignment allows; the reason in words when not.
 async fn resolve_membership(
@@ -1051,7 +1036,19 @@ async fn resolve_membership(
     };
     let ask = format!("Ask an administrator of {}.", org.name);
     match existing.as_ref().map(|m| m.status) {
-        Some(MemberStatus::Active) => return Ok((existing.expect("checked above"), "member")),
+        Some(MemberStatus::Active) => {
+            // The tenant roles of this login are a role source from now on.
+            let mut member = existing.expect("checked above");
+            if member.sso_roles != tenant_roles {
+                member.sso_roles = tenant_roles.to_vec();
+                member.updated_at = now;
+                tx.update_member(&member).await?;
+                if let Some(changed) = recompute_roles(tx, actor, org, &[member.id], now).await?.pop() {
+                    member = changed;
+                }
+            }
+            return Ok((member, "member"));
+        }
         Some(MemberStatus::Suspended) => {
             return Err(LoginError::new(
                 403,
@@ -1062,8 +1059,9 @@ async fn resolve_membership(
         _ => {}
     }
     let invitation = tx.find_pending_invitation(org.id, email).await?.filter(|i| i.expires_at > now);
-    if let Some(inv) = invitation {
-        let member = insert_active_member(tx, actor, org, email, inv.role, MemberSource::Invite, now)
+    if invitation.is_some() {
+        // The invitation's role becomes the member's manual role.
+        let member = insert_active_member(tx, actor, org, email, None, tenant_roles, MemberSource::Invite, now)
             .await
             .map_err(|e| seat_or_internal(e, org))?;
         return Ok((member, "invitation_accepted"));
@@ -1090,8 +1088,7 @@ async fn resolve_membership(
             format!("{email} is not a member of {} and has no invitation. {ask}", org.name),
         ));
     }
-    let role = role_from_tenant_roles(tenant_roles).unwrap_or(org.sso.default_role);
-    let member = insert_active_member(tx, actor, org, email, role, MemberSource::Sso, now)
+    let member = insert_active_member(tx, actor, org, email, None, tenant_roles, MemberSource::Sso, now)
         .await
         .map_err(|e| seat_or_internal(e, org))?;
     Ok((member, "auto_assigned"))
@@ -1115,16 +1112,6 @@ fn seat_or_internal(e: ServiceError, org: &Organization) -> LoginError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tenant_roles_map_to_at_most_admin() {
-        let r = |v: &[&str]| role_from_tenant_roles(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        assert_eq!(r(&[]), None);
-        assert_eq!(r(&["viewer"]), None);
-        assert_eq!(r(&["Read", "write"]), Some(Role::Write));
-        assert_eq!(r(&["Tenant Admin"]), Some(Role::Admin));
-        assert_eq!(r(&["owner"]), Some(Role::Admin));
-    }
 
     fn client(org: Option<Uuid>, uris: &[&str]) -> SsoClient {
         SsoClient {

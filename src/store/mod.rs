@@ -11,6 +11,7 @@ mod sql;
 mod sqlite;
 
 use crate::model::*;
+pub use crate::roles::{RoleMapping, RoleSource};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -55,6 +56,8 @@ pub struct Organization {
     pub plan: Plan,
     pub purchased_seats: i64,
     pub seat_policy: SeatPolicy,
+    /// Whether the background reconciler applies seat cuts itself.
+    pub seat_enforcement: SeatEnforcement,
     pub features: Features,
     pub sso: SsoSettings,
     pub created_at: DateTime<Utc>,
@@ -107,8 +110,101 @@ pub struct Member {
     pub role: Role,
     pub status: MemberStatus,
     pub source: MemberSource,
+    /// The role an admin assigned, if any.
+    pub manual_role: Option<Role>,
+    /// Whether the manual role is pinned (`true`) or the identity provider
+    /// manages the role, the manual role being the fallback (`false`).
+    pub role_pinned: bool,
+    /// The roles of the IdP's tenant claim at the member's last SSO login.
+    pub sso_roles: Vec<String>,
+    /// Which source decided `role`.
+    pub role_source: RoleSource,
+    /// `role_source` in words: "Admin, from group eng-admins".
+    pub role_reason: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl Member {
+    /// A new member record; its role is the derivation's.
+    pub fn new(org_id: Uuid, user: &User, status: MemberStatus, source: MemberSource, now: DateTime<Utc>) -> Self {
+        Member {
+            id: Uuid::now_v7(),
+            org_id,
+            user_id: user.id,
+            email: user.email.clone(),
+            role: Role::Read,
+            status,
+            source,
+            manual_role: None,
+            role_pinned: false,
+            sso_roles: Vec::new(),
+            role_source: RoleSource::Default,
+            role_reason: RoleSource::Default.explain(Role::Read),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// Takes the role a derivation decided.
+    pub fn set_role(&mut self, d: &crate::roles::Derivation) {
+        self.role = d.role;
+        self.role_source = d.source.clone();
+        self.role_reason = d.explain();
+    }
+
+    /// What the member's role derivation reads from the member itself.
+    pub fn role_inputs<'a>(
+        &'a self,
+        groups: &'a [crate::roles::GroupRef],
+        scim_roles: &'a [String],
+    ) -> crate::roles::RoleInputs<'a> {
+        crate::roles::RoleInputs {
+            manual: self.manual_role,
+            pinned: self.role_pinned,
+            groups,
+            scim_roles,
+            sso_roles: &self.sso_roles,
+        }
+    }
+}
+
+/// What a member's role and seat depend on beyond the member row: its SCIM
+/// user (if provisioned) with its `roles` values and groups, and its live sessions.
+#[derive(Debug, Clone, Default)]
+pub struct MemberLinks {
+    pub scim_user: Option<Uuid>,
+    pub scim_active: Option<bool>,
+    pub scim_roles: Vec<String>,
+    pub groups: Vec<crate::roles::GroupRef>,
+    pub live_sessions: i64,
+}
+
+/// One entry of the events outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Event {
+    /// Position in the organization's feed: 1, 2, 3… without gaps.
+    pub seq: i64,
+    pub id: Uuid,
+    /// What happened: `member.added`, `member.role_changed`, `invitation.expired`, `seats.updated`…
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The member, invitation or organization it happened to.
+    pub subject: String,
+    /// The subject after the change (before it, for a removal).
+    #[schema(value_type = Object)]
+    pub data: Option<serde_json::Value>,
+    pub at: DateTime<Utc>,
+}
+
+/// One run of a database-coordinated background job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobRun {
+    pub id: Uuid,
+    pub job: String,
+    pub holder: String,
+    pub started_at: DateTime<Utc>,
+    pub summary: Option<serde_json::Value>,
 }
 
 /// An invitation to join an organization.
@@ -305,6 +401,13 @@ pub struct NewAudit {
     pub at: DateTime<Utc>,
 }
 
+/// Whether an audited action also goes to the events outbox: every change of
+/// membership (`member.*`), of invitations holding seats (`invitation.*`) and
+/// of seats (`seats.updated`).
+pub fn is_event(action: &str) -> bool {
+    action.starts_with("member.") || action.starts_with("invitation.") || action == "seats.updated"
+}
+
 /// A written audit record.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
@@ -333,7 +436,10 @@ pub struct MemberFilter {
 /// Which invitations to list, in id (creation) order.
 #[derive(Debug, Clone, Default)]
 pub struct InvitationFilter {
+    /// As shown: a pending invitation past its expiry counts as expired.
     pub status: Option<InvitationStatus>,
+    /// The time that decides which pending invitations have expired.
+    pub now: DateTime<Utc>,
     pub after: Option<Uuid>,
     pub limit: i64,
 }
@@ -397,6 +503,43 @@ pub trait Tx: Send {
     async fn count_members(&mut self, org_id: Uuid, filter: &MemberFilter) -> StoreResult<i64>;
     async fn update_member(&mut self, member: &Member) -> StoreResult<()>;
     async fn count_active_owners(&mut self, org_id: Uuid) -> StoreResult<i64>;
+    /// The members with these ids (any status).
+    async fn members_by_ids(&mut self, org_id: Uuid, ids: &[Uuid]) -> StoreResult<Vec<Member>>;
+    /// Every member that is not deprovisioned, oldest first.
+    async fn current_members(&mut self, org_id: Uuid) -> StoreResult<Vec<Member>>;
+    /// The SCIM user, `roles`, groups and live sessions of each member
+    /// named, or of every member when `ids` is `None`.
+    async fn member_links(
+        &mut self,
+        org_id: Uuid,
+        ids: Option<&[Uuid]>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<std::collections::HashMap<Uuid, MemberLinks>>;
+    /// The members of SCIM users in a group.
+    async fn member_ids_of_group(&mut self, group_id: Uuid) -> StoreResult<Vec<Uuid>>;
+    /// The members of these SCIM users.
+    async fn member_ids_of_scim_users(&mut self, org_id: Uuid, user_ids: &[Uuid]) -> StoreResult<Vec<Uuid>>;
+
+    // Role mappings
+    async fn list_role_mappings(&mut self, org_id: Uuid) -> StoreResult<Vec<RoleMapping>>;
+    async fn insert_role_mapping(&mut self, m: &RoleMapping) -> StoreResult<()>;
+    async fn delete_role_mapping(&mut self, org_id: Uuid, id: Uuid) -> StoreResult<Option<RoleMapping>>;
+
+    // Events outbox; events are appended by `insert_audit`.
+    async fn list_events(&mut self, org_id: Uuid, after: i64, limit: i64) -> StoreResult<Vec<Event>>;
+
+    // Background job runs
+    /// Claims the run of `name` due now: succeeds for one caller only, when
+    /// the previous claim's `next_at` has passed; the next run is due at `next_at`.
+    async fn claim_job_run(
+        &mut self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        next_at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    async fn insert_job_run(&mut self, run: &JobRun) -> StoreResult<()>;
+    async fn list_job_runs(&mut self, job: &str, limit: i64) -> StoreResult<Vec<JobRun>>;
 
     // Invitations.
     async fn insert_invitation(&mut self, inv: &Invitation, token_hash: &str) -> StoreResult<()>;
@@ -404,6 +547,9 @@ pub trait Tx: Send {
     async fn find_pending_invitation(&mut self, org_id: Uuid, email: &Email) -> StoreResult<Option<Invitation>>;
     async fn list_invitations(&mut self, org_id: Uuid, filter: &InvitationFilter) -> StoreResult<Vec<Invitation>>;
     async fn update_invitation(&mut self, inv: &Invitation) -> StoreResult<()>;
+    /// Every pending invitation, expired or not, newest last.
+    async fn pending_invitations(&mut self, org_id: Uuid) -> StoreResult<Vec<Invitation>>;
+    async fn set_invitation_token(&mut self, org_id: Uuid, id: Uuid, token_hash: &str) -> StoreResult<()>;
 
     // Credentials (API keys and SCIM tokens).
     async fn insert_credential(&mut self, cred: &Credential, token_hash: &str) -> StoreResult<()>;

@@ -27,7 +27,7 @@ pub(super) fn email(raw: &str) -> StoreResult<Email> {
 }
 
 pub(super) const ORG_COLUMNS: &str = "id, name, contact_email, plan, purchased_seats, seat_policy, \
-    feature_external_cloud, feature_analytics, sso_tenant_id, sso_enforce, sso_auto_assign, \
+    seat_enforcement, feature_external_cloud, feature_analytics, sso_tenant_id, sso_enforce, sso_auto_assign, \
     sso_default_role, created_at, updated_at";
 
 #[derive(sqlx::FromRow)]
@@ -38,6 +38,7 @@ pub(super) struct OrgRow {
     plan: String,
     purchased_seats: i64,
     seat_policy: String,
+    seat_enforcement: String,
     feature_external_cloud: bool,
     feature_analytics: bool,
     sso_tenant_id: Option<String>,
@@ -57,6 +58,7 @@ impl OrgRow {
             plan: parse("plan", &self.plan)?,
             purchased_seats: self.purchased_seats,
             seat_policy: parse("seat_policy", &self.seat_policy)?,
+            seat_enforcement: parse("seat_enforcement", &self.seat_enforcement)?,
             features: Features { external_cloud: self.feature_external_cloud, analytics: self.feature_analytics },
             sso: SsoSettings {
                 tenant_id: self
@@ -87,7 +89,8 @@ impl UserRow {
 }
 
 pub(super) const MEMBER_SELECT: &str = "SELECT m.id, m.org_id, m.user_id, u.email, m.role, m.status, m.source, \
-    m.created_at, m.updated_at FROM members m JOIN users u ON u.id = m.user_id";
+    m.manual_role, m.role_pinned, m.sso_roles, m.role_source, m.created_at, m.updated_at \
+    FROM members m JOIN users u ON u.id = m.user_id";
 
 #[derive(sqlx::FromRow)]
 pub(super) struct MemberRow {
@@ -98,20 +101,30 @@ pub(super) struct MemberRow {
     role: String,
     status: String,
     source: String,
+    manual_role: Option<String>,
+    role_pinned: bool,
+    sso_roles: Json<Vec<String>>,
+    role_source: Json<RoleSource>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
 
 impl MemberRow {
     pub(super) fn into_model(self) -> StoreResult<Member> {
+        let role: Role = parse("role", &self.role)?;
         Ok(Member {
             id: uuid("members.id", &self.id)?,
             org_id: uuid("members.org_id", &self.org_id)?,
             user_id: uuid("members.user_id", &self.user_id)?,
             email: email(&self.email)?,
-            role: parse("role", &self.role)?,
             status: parse("status", &self.status)?,
             source: parse("source", &self.source)?,
+            manual_role: self.manual_role.as_deref().map(|r| parse("manual_role", r)).transpose()?,
+            role_pinned: self.role_pinned,
+            sso_roles: self.sso_roles.0,
+            role_reason: self.role_source.0.explain(role),
+            role,
+            role_source: self.role_source.0,
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
@@ -559,8 +572,8 @@ macro_rules! impl_tx {
                 sqlx::query(
                     "INSERT INTO organizations (id, name, contact_email, plan, purchased_seats, seat_policy, \
                      feature_external_cloud, feature_analytics, sso_tenant_id, sso_enforce, sso_auto_assign, \
-                     sso_default_role, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                     sso_default_role, created_at, updated_at, seat_enforcement) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
                 )
                 .bind(o.id.to_string())
                 .bind(&o.name)
@@ -576,6 +589,7 @@ macro_rules! impl_tx {
                 .bind(o.sso.default_role.as_str())
                 .bind(o.created_at)
                 .bind(o.updated_at)
+                .bind(o.seat_enforcement.as_str())
                 .execute(&mut *self.0)
                 .await?;
                 Ok(())
@@ -605,8 +619,8 @@ macro_rules! impl_tx {
                 let done = sqlx::query(
                     "UPDATE organizations SET name = $2, contact_email = $3, plan = $4, purchased_seats = $5, \
                      seat_policy = $6, feature_external_cloud = $7, feature_analytics = $8, sso_tenant_id = $9, \
-                     sso_enforce = $10, sso_auto_assign = $11, sso_default_role = $12, updated_at = $13 \
-                     WHERE id = $1",
+                     sso_enforce = $10, sso_auto_assign = $11, sso_default_role = $12, updated_at = $13, \
+                     seat_enforcement = $14 WHERE id = $1",
                 )
                 .bind(o.id.to_string())
                 .bind(&o.name)
@@ -621,6 +635,7 @@ macro_rules! impl_tx {
                 .bind(o.sso.auto_assign)
                 .bind(o.sso.default_role.as_str())
                 .bind(o.updated_at)
+                .bind(o.seat_enforcement.as_str())
                 .execute(&mut *self.0)
                 .await?;
                 if done.rows_affected() == 0 {
@@ -686,8 +701,9 @@ macro_rules! impl_tx {
 
             async fn insert_member(&mut self, m: &Member) -> StoreResult<()> {
                 sqlx::query(
-                    "INSERT INTO members (id, org_id, user_id, role, status, source, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    "INSERT INTO members (id, org_id, user_id, role, status, source, created_at, updated_at, \
+                     manual_role, role_pinned, sso_roles, role_source) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 )
                 .bind(m.id.to_string())
                 .bind(m.org_id.to_string())
@@ -697,6 +713,10 @@ macro_rules! impl_tx {
                 .bind(m.source.as_str())
                 .bind(m.created_at)
                 .bind(m.updated_at)
+                .bind(m.manual_role.map(|r| r.as_str()))
+                .bind(m.role_pinned)
+                .bind(sqlx::types::Json(&m.sso_roles))
+                .bind(sqlx::types::Json(&m.role_source))
                 .execute(&mut *self.0)
                 .await?;
                 Ok(())
@@ -757,8 +777,8 @@ macro_rules! impl_tx {
 
             async fn update_member(&mut self, m: &Member) -> StoreResult<()> {
                 let done = sqlx::query(
-                    "UPDATE members SET role = $3, status = $4, source = $5, updated_at = $6 \
-                     WHERE org_id = $1 AND id = $2",
+                    "UPDATE members SET role = $3, status = $4, source = $5, updated_at = $6, manual_role = $7, \
+                     role_pinned = $8, sso_roles = $9, role_source = $10 WHERE org_id = $1 AND id = $2",
                 )
                 .bind(m.org_id.to_string())
                 .bind(m.id.to_string())
@@ -766,6 +786,10 @@ macro_rules! impl_tx {
                 .bind(m.status.as_str())
                 .bind(m.source.as_str())
                 .bind(m.updated_at)
+                .bind(m.manual_role.map(|r| r.as_str()))
+                .bind(m.role_pinned)
+                .bind(sqlx::types::Json(&m.sso_roles))
+                .bind(sqlx::types::Json(&m.role_source))
                 .execute(&mut *self.0)
                 .await?;
                 if done.rows_affected() == 0 {
@@ -834,13 +858,18 @@ macro_rules! impl_tx {
             async fn list_invitations(&mut self, org_id: Uuid, f: &InvitationFilter) -> StoreResult<Vec<Invitation>> {
                 let sql = format!(
                     "SELECT {INVITATION_COLUMNS} FROM invitations WHERE org_id = $1 \
-                     AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR id > $3) ORDER BY id LIMIT $4"
+                     AND ($2 IS NULL \
+                       OR ($2 = 'pending' AND status = 'pending' AND expires_at > $5) \
+                       OR ($2 = 'expired' AND (status = 'expired' OR (status = 'pending' AND expires_at <= $5))) \
+                       OR ($2 NOT IN ('pending', 'expired') AND status = $2)) \
+                     AND ($3 IS NULL OR id > $3) ORDER BY id LIMIT $4"
                 );
                 sqlx::query_as::<_, InvitationRow>(&sql)
                     .bind(org_id.to_string())
                     .bind(f.status.map(|s| s.as_str()))
                     .bind(f.after.map(|a| a.to_string()))
                     .bind(f.limit)
+                    .bind(f.now)
                     .fetch_all(&mut *self.0)
                     .await?
                     .into_iter()
@@ -1672,6 +1701,325 @@ macro_rules! impl_tx {
                 .bind(a.at)
                 .execute(&mut *self.0)
                 .await?;
+                if is_event(&a.action) {
+                    // The organization's row lock orders the feed: a number is
+                    // taken only after the previous holder committed or rolled back.
+                    let (seq,): (i64,) = sqlx::query_as(
+                        "UPDATE organizations SET event_seq = event_seq + 1 WHERE id = $1 RETURNING event_seq",
+                    )
+                    .bind(a.org_id.to_string())
+                    .fetch_one(&mut *self.0)
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO events (org_id, seq, id, kind, subject, data, at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(a.org_id.to_string())
+                    .bind(seq)
+                    .bind(Uuid::now_v7().to_string())
+                    .bind(&a.action)
+                    .bind(&a.target)
+                    .bind(a.after.as_ref().or(a.before.as_ref()).map(sqlx::types::Json))
+                    .bind(a.at)
+                    .execute(&mut *self.0)
+                    .await?;
+                }
+                Ok(())
+            }
+
+            async fn list_events(&mut self, org_id: Uuid, after: i64, limit: i64) -> StoreResult<Vec<Event>> {
+                let rows: Vec<(i64, String, String, String, Option<sqlx::types::Json<serde_json::Value>>, DateTime<Utc>)> =
+                    sqlx::query_as(
+                        "SELECT seq, id, kind, subject, data, at FROM events WHERE org_id = $1 AND seq > $2 \
+                         ORDER BY seq LIMIT $3",
+                    )
+                    .bind(org_id.to_string())
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(&mut *self.0)
+                    .await?;
+                rows.into_iter()
+                    .map(|(seq, id, kind, subject, data, at)| {
+                        Ok(Event { seq, id: uuid("events.id", &id)?, kind, subject, data: data.map(|d| d.0), at })
+                    })
+                    .collect()
+            }
+
+            async fn claim_job_run(
+                &mut self,
+                name: &str,
+                holder: &str,
+                now: DateTime<Utc>,
+                next_at: DateTime<Utc>,
+            ) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+                     WHERE leases.expires_at <= $4",
+                )
+                .bind(name)
+                .bind(holder)
+                .bind(next_at)
+                .bind(now)
+                .execute(&mut *self.0)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn insert_job_run(&mut self, r: &JobRun) -> StoreResult<()> {
+                sqlx::query("INSERT INTO job_runs (id, job, holder, started_at, summary) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(r.id.to_string())
+                    .bind(&r.job)
+                    .bind(&r.holder)
+                    .bind(r.started_at)
+                    .bind(r.summary.as_ref().map(sqlx::types::Json))
+                    .execute(&mut *self.0)
+                    .await?;
+                Ok(())
+            }
+
+            async fn list_job_runs(&mut self, job: &str, limit: i64) -> StoreResult<Vec<JobRun>> {
+                let rows: Vec<(String, String, String, DateTime<Utc>, Option<sqlx::types::Json<serde_json::Value>>)> =
+                    sqlx::query_as(
+                        "SELECT id, job, holder, started_at, summary FROM job_runs WHERE job = $1 \
+                         ORDER BY started_at DESC, id DESC LIMIT $2",
+                    )
+                    .bind(job)
+                    .bind(limit)
+                    .fetch_all(&mut *self.0)
+                    .await?;
+                rows.into_iter()
+                    .map(|(id, job, holder, started_at, summary)| {
+                        Ok(JobRun { id: uuid("job_runs.id", &id)?, job, holder, started_at, summary: summary.map(|s| s.0) })
+                    })
+                    .collect()
+            }
+
+            async fn members_by_ids(&mut self, org_id: Uuid, ids: &[Uuid]) -> StoreResult<Vec<Member>> {
+                let mut out = Vec::with_capacity(ids.len());
+                for chunk in ids.chunks(ID_CHUNK) {
+                    let sql = format!(
+                        "{MEMBER_SELECT} WHERE m.org_id = $1 AND m.id IN ({}) ORDER BY m.id",
+                        placeholders(2, chunk.len())
+                    );
+                    let mut query = sqlx::query_as::<_, MemberRow>(&sql).bind(org_id.to_string());
+                    for id in chunk {
+                        query = query.bind(id.to_string());
+                    }
+                    for row in query.fetch_all(&mut *self.0).await? {
+                        out.push(row.into_model()?);
+                    }
+                }
+                Ok(out)
+            }
+
+            async fn current_members(&mut self, org_id: Uuid) -> StoreResult<Vec<Member>> {
+                let sql = format!("{MEMBER_SELECT} WHERE m.org_id = $1 AND m.status <> 'deprovisioned' ORDER BY m.id");
+                sqlx::query_as::<_, MemberRow>(&sql)
+                    .bind(org_id.to_string())
+                    .fetch_all(&mut *self.0)
+                    .await?
+                    .into_iter()
+                    .map(MemberRow::into_model)
+                    .collect()
+            }
+
+            async fn member_links(
+                &mut self,
+                org_id: Uuid,
+                ids: Option<&[Uuid]>,
+                now: DateTime<Utc>,
+            ) -> StoreResult<std::collections::HashMap<Uuid, MemberLinks>> {
+                let mut links: std::collections::HashMap<Uuid, MemberLinks> = std::collections::HashMap::new();
+                // (member, scim user, active, roles) for the members asked about.
+                let mut users: Vec<(String, String, bool, Option<sqlx::types::Json<serde_json::Value>>)> = Vec::new();
+                let roles = "r.resource -> 'roles'";
+                match ids {
+                    None => {
+                        let sql = format!(
+                            "SELECT r.member_id, r.id, r.active, {roles} FROM scim_users r WHERE r.org_id = $1"
+                        );
+                        users = sqlx::query_as(&sql).bind(org_id.to_string()).fetch_all(&mut *self.0).await?;
+                    }
+                    Some(ids) => {
+                        for chunk in ids.chunks(ID_CHUNK) {
+                            let sql = format!(
+                                "SELECT r.member_id, r.id, r.active, {roles} FROM scim_users r \
+                                 WHERE r.org_id = $1 AND r.member_id IN ({})",
+                                placeholders(2, chunk.len())
+                            );
+                            let mut query = sqlx::query_as(&sql).bind(org_id.to_string());
+                            for id in chunk {
+                                query = query.bind(id.to_string());
+                            }
+                            users.extend(query.fetch_all(&mut *self.0).await?);
+                        }
+                    }
+                }
+                let mut member_of_user = std::collections::HashMap::new();
+                for (member, user, active, roles) in users {
+                    let member = uuid("scim_users.member_id", &member)?;
+                    let user = uuid("scim_users.id", &user)?;
+                    member_of_user.insert(user, member);
+                    let entry = links.entry(member).or_default();
+                    entry.scim_user = Some(user);
+                    entry.scim_active = Some(active);
+                    entry.scim_roles = crate::roles::scim_role_values(roles.as_ref().map(|r| &r.0));
+                }
+                // Their groups.
+                let user_ids: Vec<Uuid> = member_of_user.keys().copied().collect();
+                let mut memberships: Vec<(String, String, Option<String>)> = Vec::new();
+                let group_select = "SELECT gm.user_id, g.display_name, g.external_id FROM scim_group_members gm \
+                    JOIN scim_groups g ON g.id = gm.group_id";
+                match ids {
+                    None => {
+                        let sql = format!("{group_select} WHERE gm.org_id = $1");
+                        memberships = sqlx::query_as(&sql).bind(org_id.to_string()).fetch_all(&mut *self.0).await?;
+                    }
+                    Some(_) => {
+                        for chunk in user_ids.chunks(ID_CHUNK) {
+                            let sql = format!("{group_select} WHERE gm.user_id IN ({})", placeholders(1, chunk.len()));
+                            let mut query = sqlx::query_as(&sql);
+                            for id in chunk {
+                                query = query.bind(id.to_string());
+                            }
+                            memberships.extend(query.fetch_all(&mut *self.0).await?);
+                        }
+                    }
+                }
+                for (user, display_name, external_id) in memberships {
+                    let user = uuid("scim_group_members.user_id", &user)?;
+                    if let Some(member) = member_of_user.get(&user) {
+                        links
+                            .entry(*member)
+                            .or_default()
+                            .groups
+                            .push(crate::roles::GroupRef { display_name, external_id });
+                    }
+                }
+                // Live sessions.
+                let sessions: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT member_id, COUNT(*) FROM sso_sessions WHERE org_id = $1 AND ended_at IS NULL \
+                     AND expires_at > $2 GROUP BY member_id",
+                )
+                .bind(org_id.to_string())
+                .bind(now)
+                .fetch_all(&mut *self.0)
+                .await?;
+                for (member, n) in sessions {
+                    let member = uuid("sso_sessions.member_id", &member)?;
+                    if ids.is_none_or(|ids| ids.contains(&member)) {
+                        links.entry(member).or_default().live_sessions = n;
+                    }
+                }
+                for l in links.values_mut() {
+                    l.groups.sort_by(|a, b| a.display_name.cmp(&b.display_name));
+                }
+                Ok(links)
+            }
+
+            async fn member_ids_of_group(&mut self, group_id: Uuid) -> StoreResult<Vec<Uuid>> {
+                let rows: Vec<(String,)> = sqlx::query_as(
+                    "SELECT r.member_id FROM scim_group_members gm JOIN scim_users r ON r.id = gm.user_id \
+                     WHERE gm.group_id = $1",
+                )
+                .bind(group_id.to_string())
+                .fetch_all(&mut *self.0)
+                .await?;
+                rows.into_iter().map(|(id,)| uuid("scim_users.member_id", &id)).collect()
+            }
+
+            async fn member_ids_of_scim_users(&mut self, org_id: Uuid, user_ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+                let mut out = Vec::with_capacity(user_ids.len());
+                for chunk in user_ids.chunks(ID_CHUNK) {
+                    let sql = format!(
+                        "SELECT member_id FROM scim_users WHERE org_id = $1 AND id IN ({})",
+                        placeholders(2, chunk.len())
+                    );
+                    let mut query = sqlx::query_as::<_, (String,)>(&sql).bind(org_id.to_string());
+                    for id in chunk {
+                        query = query.bind(id.to_string());
+                    }
+                    for (id,) in query.fetch_all(&mut *self.0).await? {
+                        out.push(uuid("scim_users.member_id", &id)?);
+                    }
+                }
+                Ok(out)
+            }
+
+            async fn list_role_mappings(&mut self, org_id: Uuid) -> StoreResult<Vec<RoleMapping>> {
+                let rows: Vec<(String, String, String, String, String, DateTime<Utc>)> = sqlx::query_as(
+                    "SELECT id, source, value, role, created_by, created_at FROM role_mappings WHERE org_id = $1 \
+                     ORDER BY source, value_lc",
+                )
+                .bind(org_id.to_string())
+                .fetch_all(&mut *self.0)
+                .await?;
+                rows.into_iter()
+                    .map(|(id, source, value, role, created_by, created_at)| {
+                        Ok(RoleMapping {
+                            id: uuid("role_mappings.id", &id)?,
+                            org_id,
+                            source: parse("role_mappings.source", &source)?,
+                            value,
+                            role: parse("role_mappings.role", &role)?,
+                            created_by,
+                            created_at,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn insert_role_mapping(&mut self, m: &RoleMapping) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO role_mappings (id, org_id, source, value, value_lc, role, created_by, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(m.id.to_string())
+                .bind(m.org_id.to_string())
+                .bind(m.source.as_str())
+                .bind(&m.value)
+                .bind(m.value.to_lowercase())
+                .bind(m.role.as_str())
+                .bind(&m.created_by)
+                .bind(m.created_at)
+                .execute(&mut *self.0)
+                .await?;
+                Ok(())
+            }
+
+            async fn delete_role_mapping(&mut self, org_id: Uuid, id: Uuid) -> StoreResult<Option<RoleMapping>> {
+                let Some(found) = self.list_role_mappings(org_id).await?.into_iter().find(|m| m.id == id) else {
+                    return Ok(None);
+                };
+                sqlx::query("DELETE FROM role_mappings WHERE org_id = $1 AND id = $2")
+                    .bind(org_id.to_string())
+                    .bind(id.to_string())
+                    .execute(&mut *self.0)
+                    .await?;
+                Ok(Some(found))
+            }
+
+            async fn pending_invitations(&mut self, org_id: Uuid) -> StoreResult<Vec<Invitation>> {
+                let sql = format!(
+                    "SELECT {INVITATION_COLUMNS} FROM invitations WHERE org_id = $1 AND status = 'pending' \
+                     ORDER BY created_at, id"
+                );
+                sqlx::query_as::<_, InvitationRow>(&sql)
+                    .bind(org_id.to_string())
+                    .fetch_all(&mut *self.0)
+                    .await?
+                    .into_iter()
+                    .map(InvitationRow::into_model)
+                    .collect()
+            }
+
+            async fn set_invitation_token(&mut self, org_id: Uuid, id: Uuid, token_hash: &str) -> StoreResult<()> {
+                sqlx::query("UPDATE invitations SET token_hash = $3 WHERE org_id = $1 AND id = $2")
+                    .bind(org_id.to_string())
+                    .bind(id.to_string())
+                    .bind(token_hash)
+                    .execute(&mut *self.0)
+                    .await?;
                 Ok(())
             }
 

@@ -255,3 +255,16 @@ pub struct TestOrg {
     pub owner_member: Uuid,
     pub owner_key: String,
 }
+
+/// The `id` of a JSON resource.
+pub fn id_of(v: &Value) -> String {
+    v["id"].as_str().unwrap_or_else(|| panic!("no id in {v}")).to_string()
+}
+
+/// A problem response of `expected` status and `kind` (`urn:roster:problem:<kind>`), with a detail.
+pub fn assert_problem(status: StatusCode, body: &Value, expected: StatusCode, kind: &str) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["type"], format!("urn:roster:problem:{kind}"), "{body}");
+    assert_eq!(body["status"], expected.as_u16(), "{body}");
+    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
+}

@@ -3,7 +3,8 @@
 //! organization's Owner key. A refused call must answer a problem body and
 //! leave the organization exactly as it was.
 
-use crate::helpers::{read, TestApp, TestDb, TestOrg};
+use crate::helpers::{id_of, read, TestApp, TestDb, TestOrg};
+use crate::scim::{scim as scim_call, user};
 use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};
 use roster::clock::SystemClock;
@@ -41,7 +42,7 @@ enum Body {
 /// One admin route, the least role that may call it, and its success status.
 struct Route {
     method: Method,
-    /// `{member}`, `{suspended}`, `{invitation}`, `{scim}`, `{key}`, `{domain}` and `{ssoclient}` stand for the fixture's objects.
+    /// `{member}`, `{suspended}`, `{invitation}`, `{scim}`, `{key}`, `{domain}`, `{ssoclient}` and `{mapping}` stand for the fixture's objects.
     path: &'static str,
     body: Body,
     min: Role,
@@ -135,6 +136,20 @@ fn routes() -> Vec<Route> {
             CREATED,
         ),
         route(M::DELETE, "/api/v1/invitations/{invitation}", Empty, Admin, OK),
+        route(M::POST, "/api/v1/invitations/{invitation}/resend", Empty, Admin, OK),
+        route(M::GET, "/api/v1/role-mappings", Empty, Read, OK),
+        route(
+            M::POST,
+            "/api/v1/role-mappings",
+            Json(|tag| json!({"source": "idp_role", "value": format!("{tag}-role"), "role": "write"})),
+            Admin,
+            CREATED,
+        ),
+        route(M::DELETE, "/api/v1/role-mappings/{mapping}", Empty, Admin, OK),
+        // The fixture's plan is not empty, so an apply changes something.
+        route(M::GET, "/api/v1/reconcile/plan", Empty, Admin, OK),
+        route(M::POST, "/api/v1/reconcile/apply", Empty, Admin, OK),
+        route(M::GET, "/api/v1/events", Empty, Read, OK),
         route(M::POST, "/api/v1/scim-tokens", Json(|_| json!({"name": "Okta"})), Admin, CREATED),
         route(M::DELETE, "/api/v1/scim-tokens/{scim}", Empty, Admin, OK),
         route(M::POST, "/api/v1/api-keys", Json(|_| json!({"name": "CI", "role": "read"})), Admin, CREATED),
@@ -178,12 +193,11 @@ struct Fixture {
     domain: String,
     /// A product SSO client.
     ssoclient: String,
+    /// A group mapping, made after its group's SCIM-provisioned member joined:
+    /// the reconcile plan changes that member's role.
+    mapping: String,
     /// Strings that identify this organization's data and must not show in another's answers.
     marks: Vec<String>,
-}
-
-fn id_of(v: &Value) -> String {
-    v["id"].as_str().unwrap_or_else(|| panic!("no id in {v}")).to_string()
 }
 
 async fn created(app: &TestApp, key: &str, path: &str, body: Value) -> Value {
@@ -220,6 +234,30 @@ async fn fixture(app: &TestApp, tag: &str, seats: i64) -> Fixture {
         .call(Method::PUT, "/api/v1/sso/connection", Some(&owner), Some(connection(&format!("fixture-{tag}"))))
         .await;
     assert_eq!(status, StatusCode::OK, "fixture SSO connection: {body}");
+    // A SCIM-provisioned member in a group that is mapped only afterwards:
+    // role drift the reconcile plan lists.
+    let idp = created(app, &owner, "/api/v1/scim-tokens", json!({"name": "provisioning"})).await;
+    let idp = idp["secret"].as_str().expect("secret").to_string();
+    let (status, _, scimmed) = scim_call(app, &idp, Method::POST, "/Users", Some(user(&email("scimmed")))).await;
+    assert_eq!(status, StatusCode::CREATED, "fixture SCIM user: {scimmed}");
+    let group = json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+        "displayName": format!("{tag}-admins"),
+        "members": [{"value": id_of(&scimmed)}],
+    });
+    let (status, _, group) = scim_call(app, &idp, Method::POST, "/Groups", Some(group)).await;
+    assert_eq!(status, StatusCode::CREATED, "fixture SCIM group: {group}");
+    let mapping = created(
+        app,
+        &owner,
+        "/api/v1/role-mappings",
+        json!({"source": "group", "value": format!("{tag}-admins"), "role": "admin"}),
+    )
+    .await;
+    let mapping = id_of(&mapping);
+    let (status, plan) = app.get("/api/v1/reconcile/plan", &owner).await;
+    assert_eq!(status, StatusCode::OK, "fixture plan: {plan}");
+    assert_eq!(plan["changes"].as_array().map(Vec::len), Some(1), "fixture plan: {plan}");
     let marks = vec![
         ssoclient.clone(),
         format!("fixture-{tag}"),
@@ -237,8 +275,10 @@ async fn fixture(app: &TestApp, tag: &str, seats: i64) -> Fixture {
         scim.clone(),
         key.clone(),
         domain.clone(),
+        mapping.clone(),
+        email("scimmed"),
     ];
-    Fixture { org, tag: tag.to_string(), member, suspended, invitation, scim, key, domain, ssoclient, marks }
+    Fixture { org, tag: tag.to_string(), member, suspended, invitation, scim, key, domain, ssoclient, mapping, marks }
 }
 
 impl Fixture {
@@ -252,6 +292,7 @@ impl Fixture {
             .replace("{key}", &self.key)
             .replace("{domain}", &self.domain)
             .replace("{ssoclient}", &self.ssoclient)
+            .replace("{mapping}", &self.mapping)
     }
 }
 
@@ -317,6 +358,8 @@ struct Snapshot {
     domains: Value,
     sso_clients: Value,
     sso_connection: (StatusCode, Value),
+    role_mappings: Value,
+    events: Value,
     audit: Vec<Value>,
 }
 
@@ -342,6 +385,8 @@ async fn snapshot(app: &TestApp, owner_key: &str) -> Snapshot {
         domains: get(app, "/api/v1/domains", owner_key).await,
         sso_clients: get(app, "/api/v1/sso/clients", owner_key).await,
         sso_connection: app.get("/api/v1/sso/connection", owner_key).await,
+        role_mappings: get(app, "/api/v1/role-mappings", owner_key).await,
+        events: get(app, "/api/v1/events?limit=1000", owner_key).await,
         audit: app.audit(owner_key).await,
     }
 }
@@ -372,6 +417,9 @@ fn assert_read_is_about(route: &Route, body: &Value, fx: &Fixture, what: &str) {
         "/api/v1/domains" | "/api/v1/domains/{domain}" => Some(fx.domain.clone()),
         "/api/v1/sso/clients" => Some(fx.ssoclient.clone()),
         "/api/v1/sso/connection" => Some(format!("fixture-{}", fx.tag)),
+        "/api/v1/role-mappings" => Some(fx.mapping.clone()),
+        "/api/v1/reconcile/plan" => Some(fx.org.id.to_string()),
+        "/api/v1/events" => Some(fx.member.clone()),
         "/api/v1/seats" => {
             assert_eq!(body["purchased"], 10, "{what}: {body}");
             None
@@ -434,12 +482,24 @@ async fn reads_need_the_read_role() {
     check_role_matrix(|r| !r.changes()).await;
 }
 
+fn is_role_mapping_or_reconcile(r: &Route) -> bool {
+    r.path.starts_with("/api/v1/role-mappings") || r.path.starts_with("/api/v1/reconcile")
+}
+
 #[tokio::test]
 async fn organization_seat_credential_and_domain_changes_need_their_role() {
     check_role_matrix(|r| {
-        r.changes() && !r.path.starts_with("/api/v1/members") && !r.path.starts_with("/api/v1/invitations")
+        r.changes()
+            && !r.path.starts_with("/api/v1/members")
+            && !r.path.starts_with("/api/v1/invitations")
+            && !is_role_mapping_or_reconcile(r)
     })
     .await;
+}
+
+#[tokio::test]
+async fn role_mapping_and_reconcile_changes_need_the_admin_role() {
+    check_role_matrix(|r| r.changes() && is_role_mapping_or_reconcile(r)).await;
 }
 
 #[tokio::test]
@@ -468,7 +528,8 @@ async fn the_matrix_covers_every_route_of_the_openapi_document() {
         .iter()
         .map(|r| {
             let mut path = r.path.to_string();
-            for placeholder in ["{member}", "{suspended}", "{invitation}", "{scim}", "{key}", "{domain}", "{ssoclient}"]
+            for placeholder in
+                ["{member}", "{suspended}", "{invitation}", "{scim}", "{key}", "{domain}", "{ssoclient}", "{mapping}"]
             {
                 path = path.replace(placeholder, "{id}");
             }
@@ -589,6 +650,9 @@ fn assert_read_is_about_other(route: &Route, body: &Value, other: &Fixture, what
         "/api/v1/domains" => &other.domain,
         "/api/v1/sso/clients" => &other.ssoclient,
         "/api/v1/sso/connection" => &format!("fixture-{}", other.tag),
+        "/api/v1/role-mappings" => &other.mapping,
+        "/api/v1/reconcile/plan" => &other.org.id.to_string(),
+        "/api/v1/events" => &other.member,
         path => panic!("no check for GET {path}"),
     };
     assert!(body.to_string().contains(expected.as_str()), "{what}: the caller's own {expected} is missing: {body}");

@@ -667,10 +667,12 @@ macro_rules! impl_tx {
             }
 
             async fn seat_usage(&mut self, org_id: Uuid, now: DateTime<Utc>) -> StoreResult<SeatUsage> {
+                // `active_members` is kept by triggers on `members`; pending
+                // invitations are few and their expiry moves with the clock.
                 let (active_members, pending_invitations): (i64, i64) = sqlx::query_as(
-                    "SELECT \
-                       (SELECT COUNT(*) FROM members WHERE org_id = $1 AND status = 'active'), \
-                       (SELECT COUNT(*) FROM invitations WHERE org_id = $1 AND status = 'pending' AND expires_at > $2)",
+                    "SELECT o.active_members, \
+                       (SELECT COUNT(*) FROM invitations WHERE org_id = $1 AND status = 'pending' AND expires_at > $2) \
+                     FROM organizations o WHERE o.id = $1",
                 )
                 .bind(org_id.to_string())
                 .bind(now)

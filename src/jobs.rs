@@ -95,6 +95,9 @@ pub fn spawn(roster: Roster, schedule: Schedule) -> tokio::task::JoinHandle<()> 
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "reconcile run failed"),
             }
+            if let Err(e) = roster.store().optimize().await {
+                tracing::warn!(error = %e, "refreshing planner statistics failed");
+            }
             // Expired SSO attempts, codes and sessions; deleting is idempotent, so every replica may.
             match roster.purge_sso().await {
                 Ok(n) if n > 0 => tracing::info!(deleted = n, "expired SSO records purged"),

@@ -106,6 +106,8 @@ pub fn parse(raw: &str) -> Result<Filter, ScimError> {
 
 /// Translates `filter` into a boolean SQL expression over the resource table aliased `r`
 /// (scim_users for User, scim_groups for Group), with placeholders numbered from `first_param`.
+/// The statement binds the organization's id as `$1` (so `first_param` is at least 2):
+/// look-ups in side tables start from it to use their `(org_id, …)` indexes.
 pub fn to_sql(
     filter: &Filter,
     kind: ResourceKind,
@@ -1129,8 +1131,10 @@ impl<'s> Writer<'s> {
     }
 }
 
+/// The users with an email row matching `cond`, found through the
+/// `(org_id, value_lc)` index rather than probed user by user.
 fn emails_exists(cond: &str) -> String {
-    format!("EXISTS (SELECT 1 FROM scim_user_emails ue WHERE ue.user_id = r.id AND {cond})")
+    format!("r.id IN (SELECT ue.user_id FROM scim_user_emails ue WHERE ue.org_id = $1 AND {cond})")
 }
 
 /// Whether every attribute expression in `f` names the `value` sub-attribute.
@@ -1360,15 +1364,18 @@ mod tests {
     #[test]
     fn emails_value_uses_the_emails_table() {
         let f = translate(r#"emails.value eq "Bob@Example.com""#, User, Dialect::Sqlite, 2);
-        assert_eq!(f.sql, "EXISTS (SELECT 1 FROM scim_user_emails ue WHERE ue.user_id = r.id AND ue.value_lc = $2)");
+        assert_eq!(
+            f.sql,
+            "r.id IN (SELECT ue.user_id FROM scim_user_emails ue WHERE ue.org_id = $1 AND ue.value_lc = $2)"
+        );
         assert_eq!(f.binds, vec![text("bob@example.com")]);
         // `emails` alone means its value, and a value filter on `value` alone can use the table too.
         assert_eq!(translate(r#"emails eq "Bob@Example.com""#, User, Dialect::Sqlite, 2), f);
-        let f = translate(r#"emails[value sw "a" or value sw "b"]"#, User, Dialect::Postgres, 1);
+        let f = translate(r#"emails[value sw "a" or value sw "b"]"#, User, Dialect::Postgres, 2);
         assert_eq!(
             f.sql,
-            "EXISTS (SELECT 1 FROM scim_user_emails ue WHERE ue.user_id = r.id AND \
-             (left(ue.value_lc, length($1)) = $1 OR left(ue.value_lc, length($2)) = $2))"
+            "r.id IN (SELECT ue.user_id FROM scim_user_emails ue WHERE ue.org_id = $1 AND \
+             (left(ue.value_lc, length($2)) = $2 OR left(ue.value_lc, length($3)) = $3))"
         );
     }
 

@@ -467,6 +467,12 @@ pub trait Store: Send + Sync + 'static {
     async fn migrate(&self) -> StoreResult<()>;
     /// Checks the database answers.
     async fn ping(&self) -> StoreResult<()>;
+    /// Refreshes the planner's statistics where they went stale, so look-ups
+    /// keep choosing the selective index as tables grow (SQLite; PostgreSQL's
+    /// autovacuum does this itself).
+    async fn optimize(&self) -> StoreResult<()> {
+        Ok(())
+    }
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// The SQL dialect SCIM filters are translated to.

@@ -1,10 +1,12 @@
 //! The `roster` binary as an operator uses it: org and credential verbs,
 //! `serve` with graceful shutdown, two `serve` processes sharing one
-//! PostgreSQL racing for the last seats, and a single sign-on login that
-//! one process starts and the other finishes.
+//! PostgreSQL racing for the last seats (through SCIM, the admin API and
+//! single sign-on at once), a single sign-on login that one process starts
+//! and the other finishes, and the background reconciler running once per
+//! interval across both processes.
 
 use crate::helpers::*;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -67,6 +69,46 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// An admin-API call to a `roster serve` process: status and JSON body.
+async fn api(
+    http: &reqwest::Client,
+    base: &str,
+    method: Method,
+    path: &str,
+    key: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = http.request(method, format!("{base}{path}")).bearer_auth(key);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    read(req.send().await.expect("request")).await
+}
+
+/// Every audit record of the key's organization, newest first.
+async fn audit_log(http: &reqwest::Client, base: &str, key: &str) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/audit-log?limit=200&cursor={c}"),
+            None => "/api/v1/audit-log?limit=200".to_string(),
+        };
+        let (status, body) = api(http, base, Method::GET, &path, key, None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        all.extend(body["items"].as_array().expect("items").iter().cloned());
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return all,
+        }
+    }
+}
+
+/// The reason code on a Roster sign-in error page.
+fn page_reason(body: &str) -> String {
+    body.split("<code id=\"reason\">").nth(1).and_then(|r| r.split('<').next()).unwrap_or("").to_string()
 }
 
 #[tokio::test]
@@ -298,4 +340,480 @@ async fn a_login_started_on_one_process_finishes_on_another() {
     let profile: Value = res.json().await.unwrap();
     assert_eq!((profile["email"].as_str(), profile["role"].as_str()), (Some("ada@shared.com"), Some("owner")));
     assert_eq!(profile["organization_id"], org);
+}
+
+/// What one contender for a seat got.
+#[derive(Debug)]
+enum Outcome {
+    /// SCIM `POST /Users`: the status and SCIM body.
+    Scim(StatusCode, Value),
+    /// `POST /api/v1/invitations`: the status and JSON (or problem) body.
+    Invitation(StatusCode, Value),
+    /// An SSO callback: the status, the redirect (on success) and the page body.
+    Sso { login: usize, status: StatusCode, location: Option<String>, body: String },
+}
+
+/// The last free seats of one organization, raced for through all three
+/// doors at once — SCIM provisioning, admin-API invitations and single
+/// sign-on auto-assignment at a verified domain (through the real provider)
+/// — spread over two `roster serve` processes on one PostgreSQL: exactly the
+/// free seats are taken, and every refusal is the documented one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scim_invitations_and_sso_race_for_the_last_seats_across_two_processes() {
+    use crate::oidc_provider::{query_param, Browser, OidcProvider, ProviderClient, ProviderConfig};
+    const TENANT: &str = "T-race";
+    const DOMAIN: &str = "race.example.com";
+    const PRODUCT: &str = "http://127.0.0.1:9/app/callback";
+    const SCIM_USERS: usize = 8;
+    const INVITATIONS: usize = 8;
+    const SSO_USERS: usize = 4;
+    // Five purchased, the Owner holds one.
+    const PURCHASED: i64 = 5;
+    const FREE: usize = 4;
+    let db = TestDb::new().await;
+    if !db.is_postgres() {
+        eprintln!("scim_invitations_and_sso_race_for_the_last_seats_across_two_processes: needs DATABASE_URL=postgres://…; covered by the PostgreSQL run");
+        return;
+    }
+
+    // The public URL is the first process's address, chosen up front so the provider can know the callback.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let public = format!("http://127.0.0.1:{port}");
+    let callback = format!("{public}/sso/callback");
+    let mut provider = ProviderConfig::new().client(ProviderClient::new("roster", "roster-secret", &callback)).account(
+        "owner",
+        json!({"email": format!("owner@{DOMAIN}"), "email_verified": true, "tenants": { TENANT: {"roles": []} }}),
+    );
+    for i in 0..SSO_USERS {
+        provider = provider.account(
+            &format!("sso{i}"),
+            json!({"email": format!("sso{i}@{DOMAIN}"), "email_verified": true, "tenants": { TENANT: {"roles": []} }}),
+        );
+    }
+    let idp = OidcProvider::start(&provider).await;
+
+    let seats = PURCHASED.to_string();
+    let owner = format!("owner@{DOMAIN}");
+    let created = run_json(&db.url, &["org", "create", "--name", "Race", "--seats", &seats, "--owner-email", &owner]);
+    let key = created["api_key"]["secret"].as_str().unwrap().to_string();
+    let org = created["organization"]["id"].as_str().unwrap().to_string();
+    let scim_token = run_json(&db.url, &["scim-token", "create", "--org", &org, "--name", "okta"])["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let client =
+        run_json(&db.url, &["sso-client", "create", "--org", &org, "--name", "App", "--redirect-uri", PRODUCT]);
+    let (client_id, client_secret) =
+        (client["client"]["id"].as_str().unwrap().to_string(), client["client_secret"].as_str().unwrap().to_string());
+
+    // The domain is verified from the command line over real DNS.
+    let dns = crate::dns_server::TestDns::start().await;
+    let added = run_json(&db.url, &["domain", "add", "--org", &org, DOMAIN]);
+    dns.set_txt(&format!("_roster-challenge.{DOMAIN}"), &[&[added["record"]["value"].as_str().unwrap()]]);
+    let out = roster(&db.url)
+        .env("ROSTER_DNS_NAME_SERVERS", format!("[\"{}\"]", dns.addr))
+        .args(["domain", "verify", "--org", &org, DOMAIN])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+
+    let listen_a = format!("127.0.0.1:{port}");
+    let env = [
+        ("ROSTER_SSO_DEV_MODE", "true"),
+        // No background job may change seats during the race.
+        ("ROSTER_BACKGROUND_JOBS", "false"),
+        // A slow provider on a busy machine is not what this test is about.
+        ("ROSTER_SSO_HTTP_TIMEOUT_MS", "30000"),
+        ("ROSTER_PUBLIC_BASE_URL", public.as_str()),
+        ("ROSTER_TENANT_CONNECTION__ISSUER", idp.issuer.as_str()),
+        ("ROSTER_TENANT_CONNECTION__CLIENT_ID", "roster"),
+        ("ROSTER_TENANT_CONNECTION__CLIENT_SECRET", "roster-secret"),
+    ];
+    let a = Server::start_with(&db.url, &[&env[..], &[("ROSTER_LISTEN", listen_a.as_str())]].concat());
+    let b = Server::start_with(&db.url, &[&env[..], &[("ROSTER_LISTEN", "127.0.0.1:0")]].concat());
+    assert_eq!(a.base, public);
+    let bases = [a.base.clone(), b.base.clone()];
+
+    let http = reqwest::Client::new();
+    let sso = json!({"tenant_id": TENANT, "enforce": true, "auto_assign": true, "default_role": "read"});
+    let (s, body) = api(&http, &b.base, Method::PUT, "/api/v1/organization/sso", &key, Some(sso)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+
+    // A login reaches the seat lock only after Roster redeemed the provider's
+    // code and checked its ID token, so the SSO contenders would always come
+    // last. The Owner (a member: no seat) signs in once on each process, which
+    // also caches the provider's keys there; how long its callback took sets
+    // how far the other doors are held back, so that all three meet.
+    let product: String = url::form_urlencoded::byte_serialize(PRODUCT.as_bytes()).collect();
+    let mut head_start = std::time::Duration::ZERO;
+    for base in &bases {
+        let browser = Browser::new();
+        let start = format!("{base}/sso/authorize?tenant={TENANT}&redirect_uri={product}&state=owner");
+        let at_callback = browser.follow(&start, "owner", &callback).await.unwrap();
+        let clock = std::time::Instant::now();
+        let res = browser.get(&at_callback.replacen(&public, base, 1)).await;
+        head_start = head_start.max(clock.elapsed());
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "the Owner signs in: {:?}", res.text().await);
+        assert!(res.headers()["location"].to_str().unwrap().starts_with(PRODUCT));
+    }
+
+    // Each new user signs in at the provider first, which takes no seat: the
+    // seat is taken when Roster gets the provider's answer at its callback.
+    // The logins start on alternating processes and finish on the other one.
+    let mut signing_in = Vec::new();
+    for i in 0..SSO_USERS {
+        let start = format!("{}/sso/authorize?tenant={TENANT}&redirect_uri={product}&state=s{i}", bases[i % 2]);
+        let (callback, finish_on) = (callback.clone(), bases[(i + 1) % 2].clone());
+        let public = public.clone();
+        signing_in.push(tokio::spawn(async move {
+            let browser = Browser::new();
+            let at_callback = browser.follow(&start, &format!("sso{i}"), &callback).await.unwrap_or_else(|e| {
+                panic!("sso{i} did not get back to the callback: {} {}", e.status, e.body);
+            });
+            (browser, at_callback.replacen(&public, &finish_on, 1))
+        }));
+    }
+    let mut at_callbacks = Vec::new();
+    for t in signing_in {
+        at_callbacks.push(t.await.expect("sign-in task"));
+    }
+
+    // The race: every contender waits at the barrier, then all go at once.
+    let contenders = SCIM_USERS + INVITATIONS + SSO_USERS;
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(contenders));
+    let mut tasks = Vec::new();
+    let mut browsers = at_callbacks.into_iter();
+    // The SCIM and invitation requests go between half and all of the SSO
+    // callback's time after the callbacks, spread so that some land before
+    // the logins, some with them.
+    let hold_back = |i: usize| 0.5 + (i % 4) as f64 / 6.0;
+    for i in 0..SCIM_USERS.max(INVITATIONS).max(SSO_USERS) {
+        if i < SCIM_USERS {
+            let (http, url, token, barrier) =
+                (http.clone(), format!("{}/scim/v2/Users", bases[i % 2]), scim_token.clone(), barrier.clone());
+            let hold = head_start.mul_f64(hold_back(i));
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                tokio::time::sleep(hold).await;
+                let res = http
+                    .post(url)
+                    .bearer_auth(token)
+                    .header("content-type", "application/scim+json")
+                    .body(crate::scim::user(&format!("scim{i}@{DOMAIN}")).to_string())
+                    .send()
+                    .await
+                    .expect("request");
+                let status = res.status();
+                if status.is_client_error() || status.is_server_error() {
+                    assert_eq!(res.headers()["content-type"], "application/scim+json", "{status}");
+                }
+                let body = res.json::<Value>().await.unwrap_or(Value::Null);
+                Outcome::Scim(status, body)
+            }));
+        }
+        if i < INVITATIONS {
+            let (http, base, key, barrier) = (http.clone(), bases[(i + 1) % 2].clone(), key.clone(), barrier.clone());
+            let hold = head_start.mul_f64(hold_back(i + 1));
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                tokio::time::sleep(hold).await;
+                let body = json!({"email": format!("inv{i}@{DOMAIN}"), "role": "read"});
+                let (status, body) = api(&http, &base, Method::POST, "/api/v1/invitations", &key, Some(body)).await;
+                Outcome::Invitation(status, body)
+            }));
+        }
+        if let Some((browser, at_callback)) = browsers.next() {
+            let barrier = barrier.clone();
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                let res = browser.get(&at_callback).await;
+                let status = res.status();
+                let location = res.headers().get("location").map(|l| l.to_str().unwrap().to_string());
+                let body = res.text().await.unwrap_or_default();
+                Outcome::Sso { login: i, status, location, body }
+            }));
+        }
+    }
+    assert_eq!(tasks.len(), contenders);
+
+    let (mut scim_ok, mut invited, mut sso_ok) = (0, 0, Vec::new());
+    let (mut scim_refused, mut invitations_refused, mut sso_refused) = (0, 0, 0);
+    for t in tasks {
+        match t.await.expect("task") {
+            Outcome::Scim(StatusCode::CREATED, _) => scim_ok += 1,
+            Outcome::Scim(StatusCode::FORBIDDEN, body) => {
+                assert_eq!(body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error", "{body}");
+                assert_eq!(body["status"], "403", "{body}");
+                let detail = body["detail"].as_str().unwrap_or("");
+                assert!(
+                    detail.contains("seat limit reached")
+                        && detail.contains(&format!("{PURCHASED} seats and {PURCHASED} are in use")),
+                    "{body}"
+                );
+                scim_refused += 1;
+            }
+            Outcome::Invitation(StatusCode::CREATED, _) => invited += 1,
+            Outcome::Invitation(StatusCode::CONFLICT, body) => {
+                assert_eq!(body["type"], "urn:roster:problem:seat-limit-reached", "{body}");
+                assert_eq!(
+                    (body["purchased_seats"].as_i64(), body["used_seats"].as_i64()),
+                    (Some(PURCHASED), Some(PURCHASED)),
+                    "{body}"
+                );
+                invitations_refused += 1;
+            }
+            Outcome::Sso { login, status: StatusCode::SEE_OTHER, location: Some(location), body } => {
+                assert!(location.starts_with(PRODUCT), "sso{login}: {location} {body}");
+                assert_eq!(query_param(&location, "state").as_deref(), Some(format!("s{login}").as_str()));
+                sso_ok.push((login, query_param(&location, "code").expect("a code")));
+            }
+            Outcome::Sso { login, status: StatusCode::FORBIDDEN, body, .. } => {
+                assert_eq!(page_reason(&body), "no_free_seat", "sso{login}: {body}");
+                assert!(body.contains(&format!("({PURCHASED} of {PURCHASED} in use)")), "sso{login}: {body}");
+                sso_refused += 1;
+            }
+            other => panic!("not a documented outcome (a 5xx or an unexpected refusal): {other:?}"),
+        }
+    }
+    eprintln!(
+        "seats taken: {scim_ok} by SCIM, {invited} by invitations, {} by SSO; refused: {scim_refused}, {invitations_refused}, {sso_refused}",
+        sso_ok.len()
+    );
+    let taken = scim_ok + invited + sso_ok.len();
+    assert_eq!(
+        taken,
+        FREE,
+        "exactly the free seats are taken: {scim_ok} by SCIM, {invited} by invitations, {} by SSO",
+        sso_ok.len()
+    );
+    assert_eq!(scim_ok + scim_refused, SCIM_USERS);
+    assert_eq!(invited + invitations_refused, INVITATIONS);
+    assert_eq!(sso_ok.len() + sso_refused, SSO_USERS);
+
+    for base in &bases {
+        let (s, seats) = api(&http, base, Method::GET, "/api/v1/seats", &key, None).await;
+        assert_eq!(s, StatusCode::OK, "{seats}");
+        assert_eq!(
+            (seats["used"].as_i64(), seats["purchased"].as_i64()),
+            (Some(PURCHASED), Some(PURCHASED)),
+            "{seats}"
+        );
+        assert_eq!((seats["available"].as_i64(), seats["overage"].as_i64()), (Some(0), Some(0)), "{seats}");
+        assert_eq!(seats["active_members"].as_u64(), Some((1 + scim_ok + sso_ok.len()) as u64), "{seats}");
+        assert_eq!(seats["pending_invitations"].as_u64(), Some(invited as u64), "{seats}");
+    }
+
+    // Who got in is who the doors said got in.
+    let (s, members) = api(&http, &a.base, Method::GET, "/api/v1/members?limit=200", &key, None).await;
+    assert_eq!(s, StatusCode::OK, "{members}");
+    let members = members["items"].as_array().unwrap().clone();
+    let by_source = |source: &str| members.iter().filter(|m| m["source"] == source).count();
+    assert_eq!((by_source("scim"), by_source("sso")), (scim_ok, sso_ok.len()), "{members:?}");
+    // An auto-assigned member's code is good on either process and names the new member.
+    for (login, code) in &sso_ok {
+        let res = http
+            .post(format!("{}/sso/token", bases[*login % 2]))
+            .basic_auth(&client_id, Some(&client_secret))
+            .form(&[("grant_type", "authorization_code"), ("code", code.as_str())])
+            .send()
+            .await
+            .unwrap();
+        let (s, profile) = read(res).await;
+        assert_eq!(s, StatusCode::OK, "{profile}");
+        assert_eq!(profile["email"], format!("sso{login}@{DOMAIN}"));
+        assert_eq!((profile["role"].as_str(), profile["member_status"].as_str()), (Some("read"), Some("active")));
+        assert!(members.iter().any(|m| m["email"] == profile["email"] && m["source"] == "sso"), "{profile}");
+    }
+
+    // Each refusal is audited once, as what it was.
+    let audit = audit_log(&http, &b.base, &key).await;
+    let count = |action: &str| audit.iter().filter(|r| r["action"] == action).count();
+    assert_eq!(count("scim.user.refused_seat_limit"), scim_refused);
+    let no_seat =
+        audit.iter().filter(|r| r["action"] == "sso.login_refused" && r["after"]["reason"] == "no_free_seat").count();
+    assert_eq!((count("sso.login_refused"), no_seat), (sso_refused, sso_refused));
+    assert_eq!(count("sso.login"), bases.len() + sso_ok.len(), "the Owner's logins and the new members'");
+    assert_eq!(count("invitation.created"), invited);
+}
+
+/// The background reconciler's runs, oldest first: holder, start and summary.
+async fn reconcile_runs(db: &mut sqlx::PgConnection) -> Vec<(String, chrono::DateTime<chrono::Utc>, Value)> {
+    let rows: Vec<(String, chrono::DateTime<chrono::Utc>, Option<sqlx::types::Json<Value>>)> = sqlx::query_as(
+        "SELECT holder, started_at, summary FROM job_runs WHERE job = 'reconcile' ORDER BY started_at, id",
+    )
+    .fetch_all(db)
+    .await
+    .expect("read job_runs");
+    rows.into_iter().map(|(holder, at, summary)| (holder, at, summary.map_or(Value::Null, |s| s.0))).collect()
+}
+
+/// Two `roster serve` processes with background jobs on one PostgreSQL,
+/// ticking every second with a reconcile interval of four: the reconciler
+/// runs once per interval across both (not once per tick per process), and
+/// a seat overage under automatic enforcement is cut once — the one made
+/// before the processes started and the one made while they ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_reconcile_runs_once_per_interval_across_two_processes() {
+    use roster::clock::{Clock, SystemClock};
+    use sqlx::Connection;
+    const INTERVAL_SECS: i64 = 4;
+    let db = TestDb::new().await;
+    if !db.is_postgres() {
+        eprintln!("background_reconcile_runs_once_per_interval_across_two_processes: needs DATABASE_URL=postgres://…; covered by the PostgreSQL run");
+        return;
+    }
+    let created = run_json(
+        &db.url,
+        &["org", "create", "--name", "Cut", "--seats", "10", "--owner-email", "owner@cut.example.com"],
+    );
+    let key = created["api_key"]["secret"].as_str().unwrap().to_string();
+    let http = reqwest::Client::new();
+
+    // Six members joined in this order, then the seats are lowered to four
+    // (seven in use) under automatic enforcement: an overage of three, with
+    // no background job running yet.
+    let setup = Server::start_with(&db.url, &[("ROSTER_LISTEN", "127.0.0.1:0"), ("ROSTER_BACKGROUND_JOBS", "false")]);
+    let mut ids = std::collections::BTreeMap::new();
+    for (name, role) in
+        [("a1", "admin"), ("r1", "read"), ("w1", "write"), ("a2", "admin"), ("r2", "read"), ("r3", "read")]
+    {
+        let body = json!({"email": format!("{name}@cut.example.com"), "role": role});
+        let (s, member) = api(&http, &setup.base, Method::POST, "/api/v1/members", &key, Some(body)).await;
+        assert_eq!(s, StatusCode::CREATED, "{member}");
+        ids.insert(name, member["id"].as_str().unwrap().to_string());
+    }
+    let name_of = |id: &str| *ids.iter().find(|(_, v)| v.as_str() == id).unwrap_or_else(|| panic!("{id}")).0;
+    let change = json!({"purchased": 4, "enforcement": "automatic"});
+    let (s, seats) = api(&http, &setup.base, Method::PUT, "/api/v1/seats", &key, Some(change)).await;
+    assert_eq!(s, StatusCode::OK, "{seats}");
+    assert_eq!((seats["used"].as_i64(), seats["overage"].as_i64()), (Some(7), Some(3)), "{seats}");
+    assert_eq!((seats["policy"].as_str(), seats["enforcement"].as_str()), (Some("strict"), Some("automatic")));
+    // The plan cuts the three most recently joined non-Admins.
+    let (s, plan) = api(&http, &setup.base, Method::GET, "/api/v1/reconcile/plan", &key, None).await;
+    assert_eq!(s, StatusCode::OK, "{plan}");
+    let mut planned: Vec<&str> = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            assert_eq!(c["action"], "suspend_member", "{plan}");
+            name_of(c["member"].as_str().unwrap())
+        })
+        .collect();
+    planned.sort_unstable();
+    assert_eq!(planned, ["r2", "r3", "w1"], "{plan}");
+    assert!(setup.terminate());
+
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+    assert!(reconcile_runs(&mut conn).await.is_empty(), "nothing ran while background jobs were off");
+
+    let started = SystemClock.now();
+    let interval = INTERVAL_SECS.to_string();
+    let jobs = [
+        ("ROSTER_LISTEN", "127.0.0.1:0"),
+        ("ROSTER_BACKGROUND_JOBS", "true"),
+        ("ROSTER_JOB_TICK_SECS", "1"),
+        ("ROSTER_RECONCILE_INTERVAL_SECS", interval.as_str()),
+    ];
+    let a = Server::start_with(&db.url, &jobs);
+    let b = Server::start_with(&db.url, &jobs);
+    let status_of = |id: String| {
+        let (http, base, key) = (http.clone(), a.base.clone(), key.clone());
+        async move {
+            let (s, m) = api(&http, &base, Method::GET, &format!("/api/v1/members/{id}"), &key, None).await;
+            assert_eq!(s, StatusCode::OK, "{m}");
+            m["status"].as_str().unwrap().to_string()
+        }
+    };
+    // Generous deadlines: they only bound how long a broken build hangs.
+    let deadline = started + chrono::Duration::seconds(120);
+    let applied = |runs: &[(String, chrono::DateTime<chrono::Utc>, Value)]| {
+        runs.iter().map(|(_, _, s)| s["applied"].as_u64().unwrap_or(0)).sum::<u64>()
+    };
+
+    // The first run cuts the overage made before the processes started ...
+    loop {
+        let mut suspended = 0;
+        for name in ["r3", "r2", "w1"] {
+            suspended += usize::from(status_of(ids[name].clone()).await == "suspended");
+        }
+        if suspended == 3 {
+            break;
+        }
+        assert!(SystemClock.now() < deadline, "the overage was not cut: {:?}", reconcile_runs(&mut conn).await);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // ... and a later run the one made while they run.
+    let (s, seats) = api(&http, &b.base, Method::PUT, "/api/v1/seats", &key, Some(json!({"purchased": 3}))).await;
+    assert_eq!((s, seats["overage"].as_i64()), (StatusCode::OK, Some(1)), "{seats}");
+    // Until both cuts are in the job_runs summaries, at least three runs are
+    // recorded, and the processes have run for more than three intervals.
+    loop {
+        let runs = reconcile_runs(&mut conn).await;
+        let ran_for = SystemClock.now() - started;
+        if applied(&runs) >= 4 && runs.len() >= 3 && ran_for > chrono::Duration::seconds(3 * INTERVAL_SECS + 1) {
+            break;
+        }
+        assert!(SystemClock.now() < deadline, "the reconciler did not run three times and cut twice: {runs:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(a.terminate() && b.terminate(), "both processes exit cleanly");
+    let ended = SystemClock.now();
+
+    let runs = reconcile_runs(&mut conn).await;
+    let elapsed = ended - started;
+    for (holder, at, summary) in &runs {
+        eprintln!("reconcile run at +{} ms by {holder}: {summary}", (*at - started).num_milliseconds());
+    }
+    let interval = chrono::Duration::seconds(INTERVAL_SECS);
+    // Both processes read the same system clock; timestamps are kept to the microsecond.
+    let tolerance = chrono::Duration::milliseconds(50);
+    for (_, at, summary) in &runs {
+        assert!(*at >= started - tolerance && *at <= ended + tolerance, "{at} outside {started}..{ended}");
+        assert!(summary.get("error").is_none(), "{summary}");
+        assert_eq!(summary["left_for_admins"], 0, "automatic enforcement leaves nothing: {summary}");
+    }
+    for pair in runs.windows(2) {
+        let gap = pair[1].1 - pair[0].1;
+        assert!(gap >= interval - tolerance, "two runs {gap} apart, less than the interval: {runs:?}");
+    }
+    // Once per interval: at most one run at the start and one per interval
+    // after it (every tick of each process would be about two a second). The
+    // lower bound is the three runs waited for above: a bound on elapsed time
+    // would only measure how busy the machine is.
+    let at_most = elapsed.num_milliseconds() / interval.num_milliseconds() + 1;
+    assert!(
+        runs.len() >= 3 && runs.len() as i64 <= at_most,
+        "{} runs in {elapsed} with an interval of {interval} (at most {at_most}): {runs:?}",
+        runs.len()
+    );
+    // Which process ran each is free, but only these two ran them.
+    let holders: std::collections::BTreeSet<&str> = runs.iter().map(|(h, _, _)| h.as_str()).collect();
+    assert!(holders.len() <= 2 && holders.iter().all(|h| h.starts_with("replica-")), "{holders:?}");
+    // Each cut was applied by exactly one run.
+    let cutting: Vec<u64> = runs.iter().filter_map(|(_, _, s)| s["applied"].as_u64().filter(|n| *n > 0)).collect();
+    assert_eq!(cutting, [3, 1], "{runs:?}");
+
+    // The audit log has each cut once, with the reconciler's reason.
+    let check = Server::start_with(&db.url, &[("ROSTER_LISTEN", "127.0.0.1:0"), ("ROSTER_BACKGROUND_JOBS", "false")]);
+    let audit = audit_log(&http, &check.base, &key).await;
+    let suspended: Vec<&Value> = audit.iter().filter(|r| r["action"] == "member.suspended").collect();
+    let mut cut: Vec<&str> = suspended.iter().map(|r| name_of(r["target"].as_str().unwrap())).collect();
+    cut.sort_unstable();
+    assert_eq!(cut, ["r1", "r2", "r3", "w1"], "each cut once, not once per process: {suspended:?}");
+    for r in &suspended {
+        assert!(r["after"]["reconcile_reason"].as_str().is_some_and(|s| !s.is_empty()), "{r}");
+        assert!(r["actor_id"].as_str().unwrap().starts_with("reconciler:replica-"), "{r}");
+    }
+    assert_eq!(audit.iter().filter(|r| r["action"] == "reconcile.applied").count(), 2);
+    let (_, seats) = api(&http, &check.base, Method::GET, "/api/v1/seats", &key, None).await;
+    assert_eq!(
+        (seats["purchased"].as_i64(), seats["used"].as_i64(), seats["active_members"].as_i64()),
+        (Some(3), Some(3), Some(3)),
+        "{seats}"
+    );
+    for name in ["a1", "a2"] {
+        let (_, m) = api(&http, &check.base, Method::GET, &format!("/api/v1/members/{}", ids[name]), &key, None).await;
+        assert_eq!(m["status"], "active", "Admins are cut last: {m}");
+    }
 }

@@ -1037,15 +1037,16 @@ async fn resolve_membership(
     let ask = format!("Ask an administrator of {}.", org.name);
     match existing.as_ref().map(|m| m.status) {
         Some(MemberStatus::Active) => {
-            // The tenant roles of this login are a role source from now on.
+            // The tenant roles of this login are a role source from now on,
+            // and the login brings the role in line with every source.
             let mut member = existing.expect("checked above");
             if member.sso_roles != tenant_roles {
                 member.sso_roles = tenant_roles.to_vec();
                 member.updated_at = now;
                 tx.update_member(&member).await?;
-                if let Some(changed) = recompute_roles(tx, actor, org, &[member.id], now).await?.pop() {
-                    member = changed;
-                }
+            }
+            if let Some(changed) = recompute_roles(tx, actor, org, &[member.id], now).await?.pop() {
+                member = changed;
             }
             return Ok((member, "member"));
         }

@@ -242,6 +242,47 @@ async fn members_invitations_and_verified_domains_sign_in() {
     );
 }
 
+/// The tenant claim's roles are a role source at every login, not only the first.
+#[tokio::test]
+async fn each_login_re_derives_the_role_from_the_tenant_roles() {
+    let w = World::start(10, Arc::new(SystemClock)).await;
+    let key = &w.org.owner_key;
+    let dan = w.sign_in("dan").await;
+    assert_eq!(dan["role"], "write", "`viewer` maps to nothing: the default role");
+    let member = member_by_email(&w.app, &w.org, &format!("dan@{DOMAIN}")).await.unwrap();
+    assert_eq!(member["sso_roles"], json!(["viewer"]));
+    assert_eq!(member["role_reason"], "Write, the organization's default role");
+
+    // A mapping changes nobody until a login (or a reconcile) re-derives.
+    let (s, m) = w
+        .app
+        .post("/api/v1/role-mappings", key, json!({"source": "idp_role", "value": "Viewer", "role": "read"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{m}");
+    let again = w.sign_in("dan").await;
+    assert_eq!((again["member_id"].clone(), again["role"].as_str()), (dan["member_id"].clone(), Some("read")));
+    let member = member_by_email(&w.app, &w.org, &format!("dan@{DOMAIN}")).await.unwrap();
+    assert_eq!(member["role_source"], json!({"kind": "sso_role", "value": "viewer"}));
+    assert_eq!(member["role_reason"], "Read, from SSO tenant role viewer");
+    let audit = w.app.audit(key).await;
+    let changed: Vec<&Value> = audit.iter().filter(|a| a["action"] == "member.role_changed").collect();
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert_eq!(
+        (changed[0]["before"]["role"].as_str(), changed[0]["after"]["role"].as_str()),
+        (Some("write"), Some("read"))
+    );
+
+    // A pinned manual role holds whatever the tenant claim says.
+    let id = member["id"].as_str().unwrap();
+    let (s, pinned) =
+        w.app.call(Method::PATCH, &format!("/api/v1/members/{id}"), Some(key), Some(json!({"role": "admin"}))).await;
+    assert_eq!(s, StatusCode::OK, "{pinned}");
+    assert_eq!(w.sign_in("dan").await["role"], "admin");
+    let (s, plan) = w.app.get("/api/v1/reconcile/plan", key).await;
+    assert_eq!(s, StatusCode::OK, "{plan}");
+    assert_eq!(plan["changes"], json!([]), "every role is what its sources give");
+}
+
 #[tokio::test]
 async fn refusals_say_why_and_are_audited() {
     let w = World::start(10, Arc::new(SystemClock)).await;

@@ -71,41 +71,6 @@ impl Drop for Server {
     }
 }
 
-/// An admin-API call to a `roster serve` process: status and JSON body.
-async fn api(
-    http: &reqwest::Client,
-    base: &str,
-    method: Method,
-    path: &str,
-    key: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = http.request(method, format!("{base}{path}")).bearer_auth(key);
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    read(req.send().await.expect("request")).await
-}
-
-/// Every audit record of the key's organization, newest first.
-async fn audit_log(http: &reqwest::Client, base: &str, key: &str) -> Vec<Value> {
-    let mut all = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/api/v1/audit-log?limit=200&cursor={c}"),
-            None => "/api/v1/audit-log?limit=200".to_string(),
-        };
-        let (status, body) = api(http, base, Method::GET, &path, key, None).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        all.extend(body["items"].as_array().expect("items").iter().cloned());
-        match body["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => return all,
-        }
-    }
-}
-
 /// The reason code on a Roster sign-in error page.
 fn page_reason(body: &str) -> String {
     body.split("<code id=\"reason\">").nth(1).and_then(|r| r.split('<').next()).unwrap_or("").to_string()

@@ -212,21 +212,7 @@ impl TestApp {
 
     /// Every audit record of the organization, newest first.
     pub async fn audit(&self, key: &str) -> Vec<Value> {
-        let mut all = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let path = match &cursor {
-                Some(c) => format!("/api/v1/audit-log?limit=200&cursor={c}"),
-                None => "/api/v1/audit-log?limit=200".to_string(),
-            };
-            let (status, body) = self.get(&path, key).await;
-            assert_eq!(status, StatusCode::OK, "{body}");
-            all.extend(body["items"].as_array().expect("items").iter().cloned());
-            match body["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_string()),
-                None => return all,
-            }
-        }
+        audit_log(&self.client, &format!("http://{}", self.addr), key).await
     }
 
     /// The seats view of the organization.
@@ -267,4 +253,39 @@ pub fn assert_problem(status: StatusCode, body: &Value, expected: StatusCode, ki
     assert_eq!(body["type"], format!("urn:roster:problem:{kind}"), "{body}");
     assert_eq!(body["status"], expected.as_u16(), "{body}");
     assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
+}
+
+/// An admin-API call to the Roster at `base`: status and JSON body.
+pub async fn api(
+    http: &reqwest::Client,
+    base: &str,
+    method: Method,
+    path: &str,
+    key: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = http.request(method, format!("{base}{path}")).bearer_auth(key);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    read(req.send().await.expect("request")).await
+}
+
+/// Every audit record of the key's organization, newest first.
+pub async fn audit_log(http: &reqwest::Client, base: &str, key: &str) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/audit-log?limit=200&cursor={c}"),
+            None => "/api/v1/audit-log?limit=200".to_string(),
+        };
+        let (status, body) = api(http, base, Method::GET, &path, key, None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        all.extend(body["items"].as_array().expect("items").iter().cloned());
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return all,
+        }
+    }
 }

@@ -216,6 +216,21 @@ pub async fn run(opts: BenchOptions, print: impl Fn(&PhaseReport)) -> anyhow::Re
     print(&r);
     reports.push(r);
 
+    // The whole group, every member listed: usable at any size.
+    let (r, _) = phase("get the group with its members", 10, 1, |_| {
+        let t = target.clone();
+        let path = format!("/Groups/{gid}");
+        let want = ids.len();
+        async move {
+            let (s, body, l) = t.send(Method::GET, &path, None).await;
+            let listed = body["members"].as_array().map_or(0, Vec::len);
+            (ok(s, StatusCode::OK) && listed == want, Value::Null, l)
+        }
+    })
+    .await;
+    print(&r);
+    reports.push(r);
+
     let (r, _) = phase("deactivate", ids.len(), c, |i| {
         let t = target.clone();
         let path = format!("/Users/{}", ids[i]);

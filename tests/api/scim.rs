@@ -593,3 +593,38 @@ async fn bad_requests_get_scim_errors_with_the_right_type() {
     let (_, _, still) = scim(&app, &token, Method::GET, &format!("/Users/{id}"), None).await;
     assert_eq!(still["meta"]["version"], u["meta"]["version"], "nothing changed");
 }
+
+/// `roster bench scim` against a real server: every phase runs, and on a
+/// healthy server none of its requests is an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_tool_runs_every_phase_without_errors() {
+    let app = TestApp::spawn().await;
+    let org = app.org("Loaded", 100).await;
+    let opts = roster::bench::BenchOptions {
+        url: app.url("/scim/v2"),
+        token: scim_token(&app, &org).await,
+        users: 30,
+        concurrency: 4,
+        reads: 20,
+        batch: 7,
+        run_id: "t".into(),
+    };
+    let reports = roster::bench::run(opts, |_| {}).await.unwrap();
+    let got: Vec<(&str, usize, usize)> = reports.iter().map(|r| (r.phase.as_str(), r.requests, r.errors)).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("create users", 30, 0),
+            ("userName eq lookups", 20, 0),
+            ("get by id", 20, 0),
+            ("list pages of 100", got[3].1, 0),
+            ("group add x7", 5, 0),
+            ("get the group with its members", 10, 0),
+            ("deactivate", 30, 0),
+            ("delete", 30, 0),
+        ]
+    );
+    assert!(got[3].1 > 0, "no list pages were read");
+    // Deleted users are gone for SCIM; their members are deprovisioned.
+    assert_eq!(app.seats(&org.owner_key).await["active_members"], 1);
+}

@@ -310,7 +310,11 @@ pub(super) fn placeholders(from: usize, n: usize) -> String {
     (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
-/// The WHERE addition, ORDER BY and LIMIT/OFFSET placeholders of a SCIM page query.
+/// The parts of a SCIM list statement: the filter (after `r.org_id = $1`),
+/// the order (always ending in `r.id`, so pages are stable) and the next
+/// placeholder number. A page is picked by ids first (`r.id IN (… LIMIT
+/// OFFSET)`), so skipping to a deep `startIndex` walks the `(org_id, id)`
+/// index instead of whole rows.
 pub(super) fn scim_page_sql(q: &ScimQuery) -> (String, String, usize) {
     let filter = q.filter.as_ref().map(|f| format!(" AND ({})", f.sql)).unwrap_or_default();
     let order = q.order.as_ref().map(|o| format!("{}, r.id", o.sql)).unwrap_or_else(|| "r.id".into());
@@ -1173,8 +1177,8 @@ macro_rules! impl_tx {
             async fn list_scim_users(&mut self, org_id: Uuid, q: &ScimQuery) -> StoreResult<Vec<ScimUserRecord>> {
                 let (filter, order, next) = scim_page_sql(q);
                 let sql = format!(
-                    "SELECT {SCIM_USER_COLUMNS} FROM scim_users r WHERE r.org_id = $1{filter} ORDER BY {order} \
-                     LIMIT ${next} OFFSET ${}",
+                    "SELECT {SCIM_USER_COLUMNS} FROM scim_users r WHERE r.id IN (SELECT r.id FROM scim_users r \
+                     WHERE r.org_id = $1{filter} ORDER BY {order} LIMIT ${next} OFFSET ${}) ORDER BY {order}",
                     next + 1
                 );
                 let query = sqlx::query_as::<_, ScimUserRow>(&sql).bind(org_id.to_string());
@@ -1294,8 +1298,8 @@ macro_rules! impl_tx {
             async fn list_scim_groups(&mut self, org_id: Uuid, q: &ScimQuery) -> StoreResult<Vec<ScimGroupRecord>> {
                 let (filter, order, next) = scim_page_sql(q);
                 let sql = format!(
-                    "SELECT {SCIM_GROUP_COLUMNS} FROM scim_groups r WHERE r.org_id = $1{filter} ORDER BY {order} \
-                     LIMIT ${next} OFFSET ${}",
+                    "SELECT {SCIM_GROUP_COLUMNS} FROM scim_groups r WHERE r.id IN (SELECT r.id FROM scim_groups r \
+                     WHERE r.org_id = $1{filter} ORDER BY {order} LIMIT ${next} OFFSET ${}) ORDER BY {order}",
                     next + 1
                 );
                 let query = sqlx::query_as::<_, ScimGroupRow>(&sql).bind(org_id.to_string());

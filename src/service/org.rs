@@ -239,7 +239,8 @@ pub(crate) async fn insert_active_member(
     member.manual_role = manual;
     member.role_pinned = manual.is_some();
     member.sso_roles = sso_roles.to_vec();
-    let mappings = tx.list_role_mappings(org.id).await?;
+    // A new member has no groups or SCIM roles yet: only tenant roles need the mappings.
+    let mappings = if sso_roles.is_empty() { Vec::new() } else { tx.list_role_mappings(org.id).await? };
     member.set_role(&derive_role(&member.role_inputs(&[], &[]), &mappings, org.sso.default_role));
     let after = audit_with_overage(&member, reservation);
     match existing {

@@ -131,6 +131,33 @@ impl MemberRow {
     }
 }
 
+pub(super) const ROLE_MAPPING_COLUMNS: &str = "id, org_id, source, value, role, created_by, created_at";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct RoleMappingRow {
+    id: String,
+    org_id: String,
+    source: String,
+    value: String,
+    role: String,
+    created_by: String,
+    created_at: DateTime<Utc>,
+}
+
+impl RoleMappingRow {
+    pub(super) fn into_model(self) -> StoreResult<RoleMapping> {
+        Ok(RoleMapping {
+            id: uuid("role_mappings.id", &self.id)?,
+            org_id: uuid("role_mappings.org_id", &self.org_id)?,
+            source: parse("role_mappings.source", &self.source)?,
+            value: self.value,
+            role: parse("role_mappings.role", &self.role)?,
+            created_by: self.created_by,
+            created_at: self.created_at,
+        })
+    }
+}
+
 pub(super) const INVITATION_COLUMNS: &str =
     "id, org_id, email, role, status, expires_at, invited_by, created_at, updated_at";
 
@@ -1902,20 +1929,31 @@ macro_rules! impl_tx {
                             .push(crate::roles::GroupRef { display_name, external_id });
                     }
                 }
-                // Live sessions.
-                let sessions: Vec<(String, i64)> = sqlx::query_as(
-                    "SELECT member_id, COUNT(*) FROM sso_sessions WHERE org_id = $1 AND ended_at IS NULL \
-                     AND expires_at > $2 GROUP BY member_id",
-                )
-                .bind(org_id.to_string())
-                .bind(now)
-                .fetch_all(&mut *self.0)
-                .await?;
-                for (member, n) in sessions {
-                    let member = uuid("sso_sessions.member_id", &member)?;
-                    if ids.is_none_or(|ids| ids.contains(&member)) {
-                        links.entry(member).or_default().live_sessions = n;
+                // Live sessions: of the members named (their own index), or of the organization.
+                let live = "SELECT member_id, COUNT(*) FROM sso_sessions WHERE ended_at IS NULL AND expires_at > $1";
+                let mut sessions: Vec<(String, i64)> = Vec::new();
+                match ids {
+                    None => {
+                        let sql = format!("{live} AND org_id = $2 GROUP BY member_id");
+                        sessions =
+                            sqlx::query_as(&sql).bind(now).bind(org_id.to_string()).fetch_all(&mut *self.0).await?;
                     }
+                    Some(ids) => {
+                        for chunk in ids.chunks(ID_CHUNK) {
+                            let sql = format!(
+                                "{live} AND member_id IN ({}) GROUP BY member_id",
+                                placeholders(2, chunk.len())
+                            );
+                            let mut query = sqlx::query_as(&sql).bind(now);
+                            for id in chunk {
+                                query = query.bind(id.to_string());
+                            }
+                            sessions.extend(query.fetch_all(&mut *self.0).await?);
+                        }
+                    }
+                }
+                for (member, n) in sessions {
+                    links.entry(uuid("sso_sessions.member_id", &member)?).or_default().live_sessions = n;
                 }
                 for l in links.values_mut() {
                     l.groups.sort_by(|a, b| a.display_name.cmp(&b.display_name));
@@ -1953,25 +1991,15 @@ macro_rules! impl_tx {
             }
 
             async fn list_role_mappings(&mut self, org_id: Uuid) -> StoreResult<Vec<RoleMapping>> {
-                let rows: Vec<(String, String, String, String, String, DateTime<Utc>)> = sqlx::query_as(
-                    "SELECT id, source, value, role, created_by, created_at FROM role_mappings WHERE org_id = $1 \
-                     ORDER BY source, value_lc",
-                )
-                .bind(org_id.to_string())
-                .fetch_all(&mut *self.0)
-                .await?;
-                rows.into_iter()
-                    .map(|(id, source, value, role, created_by, created_at)| {
-                        Ok(RoleMapping {
-                            id: uuid("role_mappings.id", &id)?,
-                            org_id,
-                            source: parse("role_mappings.source", &source)?,
-                            value,
-                            role: parse("role_mappings.role", &role)?,
-                            created_by,
-                            created_at,
-                        })
-                    })
+                let sql = format!(
+                    "SELECT {ROLE_MAPPING_COLUMNS} FROM role_mappings WHERE org_id = $1 ORDER BY source, value_lc"
+                );
+                sqlx::query_as::<_, RoleMappingRow>(&sql)
+                    .bind(org_id.to_string())
+                    .fetch_all(&mut *self.0)
+                    .await?
+                    .into_iter()
+                    .map(RoleMappingRow::into_model)
                     .collect()
             }
 
@@ -1994,15 +2022,14 @@ macro_rules! impl_tx {
             }
 
             async fn delete_role_mapping(&mut self, org_id: Uuid, id: Uuid) -> StoreResult<Option<RoleMapping>> {
-                let Some(found) = self.list_role_mappings(org_id).await?.into_iter().find(|m| m.id == id) else {
-                    return Ok(None);
-                };
-                sqlx::query("DELETE FROM role_mappings WHERE org_id = $1 AND id = $2")
+                let sql = format!("DELETE FROM role_mappings WHERE org_id = $1 AND id = $2 RETURNING {ROLE_MAPPING_COLUMNS}");
+                sqlx::query_as::<_, RoleMappingRow>(&sql)
                     .bind(org_id.to_string())
                     .bind(id.to_string())
-                    .execute(&mut *self.0)
-                    .await?;
-                Ok(Some(found))
+                    .fetch_optional(&mut *self.0)
+                    .await?
+                    .map(RoleMappingRow::into_model)
+                    .transpose()
             }
 
             async fn pending_invitations(&mut self, org_id: Uuid) -> StoreResult<Vec<Invitation>> {

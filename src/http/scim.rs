@@ -9,7 +9,10 @@ use crate::model::CredentialKind;
 use crate::scim::error::SCIM_JSON;
 use crate::scim::schema::{registry, ResourceKind, ScimLimits};
 use crate::scim::{ScimError, ScimType};
-use crate::service::{etag, Actor, ScimGroup, ScimListParams, ScimPage, ScimUser, ServiceError, SCIM_MAX_RESULTS};
+use crate::service::{
+    etag, Actor, GroupMemberPages, ScimGroup, ScimListParams, ScimPage, ScimUser, ServiceError, SCIM_MAX_RESULTS,
+};
+use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -17,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
 use bytes::Bytes;
+use futures::stream::{self, StreamExt};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -187,20 +191,104 @@ fn group_json(base: &str, g: &ScimGroup) -> Value {
     let mut obj = r.resource.as_object().cloned().unwrap_or_default();
     obj.insert("id".into(), r.id.to_string().into());
     if let Some(members) = &g.members {
-        let list: Vec<Value> = members
-            .iter()
-            .map(|(id, name)| {
-                let mut m = json!({ "value": id.to_string(), "$ref": format!("{base}/Users/{id}"), "type": "User" });
-                if let Some(name) = name {
-                    m["display"] = name.clone().into();
-                }
-                m
-            })
-            .collect();
+        let list: Vec<Value> =
+            members.iter().map(|(id, name)| Value::Object(member_json(base, id, name.as_deref()))).collect();
         obj.insert("members".into(), Value::Array(list));
     }
     obj.insert("meta".into(), meta("Group", format!("{base}/Groups/{}", r.id), r.created_at, r.updated_at, r.version));
     Value::Object(obj)
+}
+
+/// One element of a Group's `members`.
+fn member_json(base: &str, id: &Uuid, name: Option<&str>) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("value".into(), id.to_string().into());
+    m.insert("$ref".into(), format!("{base}/Users/{id}").into());
+    m.insert("type".into(), "User".into());
+    if let Some(name) = name {
+        m.insert("display".into(), name.into());
+    }
+    m
+}
+
+/// A group answer whose `members` are written as they are read, so that a
+/// large group is never whole in memory: `head` is the projected group
+/// without them, and the list goes in before its closing brace.
+fn streamed_group(head: &Value, pages: GroupMemberPages, mut members: MembersWriter, version: i64) -> Response {
+    let head = members.head(head);
+    let rest = stream::unfold(Some((Box::pin(pages.into_stream()), members)), |state| async move {
+        let (mut pages, mut members) = state?;
+        match pages.next().await {
+            Some(Ok(page)) => {
+                let chunk = members.page(&page);
+                Some((Ok(Bytes::from(chunk)), Some((pages, members))))
+            }
+            None => Some((Ok(Bytes::from_static(members.end())), None)),
+            // The status line is sent: all that is left is to cut the answer
+            // short, so that the client sees it is not whole. The reader
+            // logged why.
+            Some(Err(e)) => Some((Err(std::io::Error::other(e)), None)),
+        }
+    });
+    let body = stream::once(async move { Ok(Bytes::from(head)) }).chain(rest);
+    let mut res = Response::new(Body::from_stream(body));
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON));
+    if let Ok(v) = HeaderValue::from_str(&etag(version)) {
+        res.headers_mut().insert(header::ETAG, v);
+    }
+    res
+}
+
+/// Writes pages of a group's members as the JSON of its `members` list.
+struct MembersWriter {
+    base: String,
+    /// The sub-attributes the projection keeps.
+    keep: Vec<String>,
+    /// Whether the group's JSON has attributes before the list (a `,` goes
+    /// first); set by [`Self::head`].
+    after_attribute: bool,
+    /// Whether `"members":[` is written. A list whose every member was
+    /// projected away is left out, as [`Projection::apply`] leaves out an
+    /// empty list.
+    opened: bool,
+}
+
+impl MembersWriter {
+    /// The group's JSON up to its closing brace, which [`Self::end`] writes.
+    fn head(&mut self, group: &Value) -> Vec<u8> {
+        let mut head = group.to_string().into_bytes();
+        head.pop();
+        self.after_attribute = head.len() > 1;
+        head
+    }
+
+    fn page(&mut self, page: &[(Uuid, Option<String>)]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(page.len() * 160);
+        for (id, name) in page {
+            let mut m = member_json(&self.base, id, name.as_deref());
+            m.retain(|k, _| self.keep.contains(k));
+            if m.is_empty() {
+                continue;
+            }
+            out.extend_from_slice(match (self.opened, self.after_attribute) {
+                (true, _) => b",",
+                (false, true) => b",\"members\":[",
+                (false, false) => b"\"members\":[",
+            });
+            self.opened = true;
+            // Writing a map of JSON values into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut out, &m);
+        }
+        out
+    }
+
+    fn end(&self) -> &'static [u8] {
+        if self.opened {
+            b"]}"
+        } else {
+            b"}"
+        }
+    }
 }
 
 /// A SCIM JSON answer.
@@ -260,6 +348,17 @@ impl Projection {
 
     fn apply(&self, kind: ResourceKind, value: &Value) -> Value {
         registry().project(kind, value, &self.attributes, &self.excluded)
+    }
+
+    /// How to write a group's members under this projection, found by
+    /// projecting a member with every sub-attribute: whether a
+    /// sub-attribute is kept depends neither on its value nor on the other
+    /// members. `None` when `members` is left out altogether.
+    fn members_writer(&self, base: String) -> Option<MembersWriter> {
+        let sample = json!({ "members": [member_json(&base, &Uuid::nil(), Some("-"))] });
+        let projected = self.apply(ResourceKind::Group, &sample);
+        let keep = projected.get("members")?.get(0)?.as_object()?.keys().cloned().collect();
+        Some(MembersWriter { base, keep, after_attribute: false, opened: false })
     }
 
     /// Whether group members are in the answer (they cost a read per group).
@@ -480,13 +579,24 @@ async fn get_group(
     Query(q): Query<HashMap<String, String>>,
 ) -> ScimResult<Response> {
     let (_, projection) = list_params(&q)?;
-    let group =
-        s.roster.scim_get_group(&a, parse_id(&id, "Group")?, projection.wants_members()).await.map_err(to_scim)?;
+    let id = parse_id(&id, "Group")?;
+    let (group, pages) = s.roster.scim_get_group_streamed(&a, id, projection.wants_members()).await.map_err(to_scim)?;
     if let Some(res) = not_modified(&headers, group.record.version) {
         return Ok(res);
     }
-    let body = projection.apply(ResourceKind::Group, &group_json(&base_url(&s), &group));
-    Ok(resource(StatusCode::OK, body, group.record.version, None))
+    let base = base_url(&s);
+    let mut json = group_json(&base, &group);
+    let version = group.record.version;
+    match pages.zip(projection.members_writer(base)) {
+        Some((pages, members)) => {
+            // The list read from the store replaces any stored `members`, as in `group_json`.
+            if let Some(obj) = json.as_object_mut() {
+                obj.remove("members");
+            }
+            Ok(streamed_group(&projection.apply(ResourceKind::Group, &json), pages, members, version))
+        }
+        None => Ok(resource(StatusCode::OK, projection.apply(ResourceKind::Group, &json), version, None)),
+    }
 }
 
 async fn create_group(
@@ -848,4 +958,53 @@ async fn schema(State(s): State<AppState>, ScimAuth(_): ScimAuth, Path(id): Path
         .schema_document(&id, &base_url(&s))
         .ok_or_else(|| ScimError::not_found(format!("no schema {id}")))?;
     Ok(scim(StatusCode::OK, doc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The group's JSON with `pages` of members spliced in, as `streamed_group` writes it.
+    fn spliced(group: &Value, projection: &Projection, pages: &[Vec<(Uuid, Option<String>)>]) -> Value {
+        let Some(mut members) = projection.members_writer("https://h/scim/v2".into()) else {
+            return group.clone();
+        };
+        let mut out = members.head(group);
+        for page in pages {
+            out.extend(members.page(page));
+        }
+        out.extend(members.end());
+        serde_json::from_slice(&out).expect("the spliced answer is JSON")
+    }
+
+    #[test]
+    fn members_are_spliced_in_as_the_projection_in_memory_would_leave_them() {
+        let named = |i: u128| (Uuid::from_u128(i), i.is_multiple_of(2).then(|| format!("User {i}")));
+        let pages: Vec<Vec<(Uuid, Option<String>)>> =
+            vec![(1..4).map(named).collect(), vec![], (4..6).map(named).collect()];
+        let whole: Vec<(Uuid, Option<String>)> = pages.concat();
+        let group = json!({ "id": "g", "displayName": "team" });
+        for (attributes, excluded) in [
+            (None, None),
+            (Some("members.value"), None),
+            (Some("members.display"), None),
+            (None, Some("members.display,members.$ref")),
+            (None, Some("members.value,members.$ref,members.type,members.display")),
+        ] {
+            let projection = Projection::from_strings(attributes, excluded);
+            for head in [group.clone(), json!({})] {
+                let mut in_memory = head.clone();
+                in_memory["members"] = whole
+                    .iter()
+                    .map(|(id, name)| Value::Object(member_json("https://h/scim/v2", id, name.as_deref())))
+                    .collect();
+                let want = projection.apply(ResourceKind::Group, &in_memory);
+                let got = spliced(&projection.apply(ResourceKind::Group, &head), &projection, &pages);
+                assert_eq!(got, want, "{attributes:?} {excluded:?} on {head}");
+            }
+        }
+        // No members at all: the object stays as it was, `{}` included.
+        assert_eq!(spliced(&json!({}), &Projection::default(), &[vec![]]), json!({}));
+        assert_eq!(spliced(&group, &Projection::default(), &[]), group);
+    }
 }

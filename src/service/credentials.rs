@@ -94,7 +94,7 @@ impl Roster {
     /// Unknown, revoked, expired and wrong-kind tokens all answer `None`.
     pub async fn authenticate(&self, kind: CredentialKind, token: &str) -> ServiceResult<Option<Credential>> {
         let hash = hash_token(token);
-        let found = self.store.read().await?.find_credential_by_hash(&hash).await?;
+        let found = self.store.lookup().await?.find_credential_by_hash(&hash).await?;
         let Some((mut cred, stored)) = found else { return Ok(None) };
         let now = self.clock.now();
         let live = hashes_match(&stored, &hash)

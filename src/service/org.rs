@@ -201,15 +201,17 @@ pub(crate) async fn insert_active_member(
     source: MemberSource,
     now: chrono::DateTime<chrono::Utc>,
 ) -> ServiceResult<Member> {
-    let user = match tx.find_user_by_email(email).await? {
-        Some(user) => user,
+    let (user, existing) = match tx.find_user_by_email(email).await? {
+        Some(user) => {
+            let existing = tx.find_member_by_user(org.id, user.id).await?;
+            (user, existing)
+        }
         None => {
             let user = User { id: Uuid::now_v7(), email: email.clone(), created_at: now };
             tx.insert_user(&user).await?;
-            user
+            (user, None)
         }
     };
-    let existing = tx.find_member_by_user(org.id, user.id).await?;
     if let Some(m) = &existing {
         if m.status != MemberStatus::Deprovisioned {
             return Err(ServiceError::Conflict(format!("{} is already a member ({})", email, m.status)));

@@ -11,10 +11,14 @@ use crate::scim::filter::{self, SqlFragment};
 use crate::scim::patch::{self, PatchRequest};
 use crate::scim::schema::{registry, ResourceKind, WriteMode};
 use crate::scim::ScimError;
-use crate::store::{Member, Organization, ScimGroupRecord, ScimQuery, ScimUserRecord, User};
+use crate::store::{Member, Organization, ScimGroupRecord, ScimQuery, ScimUserRecord, User, UserGroups};
 use chrono::{DateTime, Utc};
+use futures::Stream;
 use serde_json::Value;
 use std::collections::BTreeSet;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::Instrument;
 
 /// The largest page a list answers (advertised as `filter.maxResults`).
 pub const SCIM_MAX_RESULTS: i64 = 200;
@@ -25,7 +29,13 @@ pub const SCIM_DEFAULT_COUNT: i64 = 100;
 #[derive(Debug, Clone)]
 pub struct ScimUser {
     pub record: ScimUserRecord,
-    pub groups: Vec<(Uuid, String)>,
+    pub groups: UserGroups,
+}
+
+impl From<(ScimUserRecord, UserGroups)> for ScimUser {
+    fn from((record, groups): (ScimUserRecord, UserGroups)) -> Self {
+        Self { record, groups }
+    }
 }
 
 /// A SCIM Group, with its members when they were asked for.
@@ -33,6 +43,93 @@ pub struct ScimUser {
 pub struct ScimGroup {
     pub record: ScimGroupRecord,
     pub members: Option<Vec<(Uuid, Option<String>)>>,
+}
+
+/// How many members one read of a streamed group answer takes.
+pub const GROUP_MEMBER_PAGE: i64 = 500;
+
+/// How long the reader of a streamed group answer waits for its client to
+/// take the next page: the read transaction must not stay open for a client
+/// that stopped reading.
+const GROUP_MEMBER_STALL: Duration = Duration::from_secs(30);
+
+/// A group's members still to be read, page by page, from the read
+/// transaction its record came from: however long the client takes over the
+/// answer, it is one snapshot, and only a few pages are in memory at a time.
+pub struct GroupMemberPages {
+    tx: Box<dyn Tx>,
+    group_id: Uuid,
+}
+
+/// What the reader task hands the answer; a reader that stops without
+/// [`MemberPage::End`] failed or gave up.
+enum MemberPage {
+    Page(Vec<(Uuid, Option<String>)>),
+    End,
+}
+
+impl GroupMemberPages {
+    /// The members in id order, at most [`GROUP_MEMBER_PAGE`] per item.
+    ///
+    /// A task reads one page ahead of the consumer. It stops when the stream
+    /// is dropped (the client went away) or when the consumer takes no page
+    /// for [`GROUP_MEMBER_STALL`]. The stream ends without an error only
+    /// after the last member; a failed read, or a reader that gave up, ends
+    /// it with one, and the reader logs why (under the caller's span).
+    pub fn into_stream(self) -> impl Stream<Item = ServiceResult<Vec<(Uuid, Option<String>)>>> + Send + 'static {
+        let (sender, receiver) = mpsc::channel(1);
+        tokio::spawn(read_member_pages(self.tx, self.group_id, sender).instrument(tracing::Span::current()));
+        futures::stream::unfold(Some(receiver), |receiver| async move {
+            let mut receiver = receiver?;
+            match receiver.recv().await {
+                Some(MemberPage::Page(page)) => Some((Ok(page), Some(receiver))),
+                Some(MemberPage::End) => None,
+                None => {
+                    let stopped = anyhow::anyhow!("the reader of the group's members stopped before the last one");
+                    Some((Err(ServiceError::Store(StoreError::Other(stopped))), None))
+                }
+            }
+        })
+    }
+}
+
+/// Walks the group's members in keyset pages and hands them over, until the
+/// last one, a failure, or an answer nobody takes.
+async fn read_member_pages(mut tx: Box<dyn Tx>, group_id: Uuid, sender: mpsc::Sender<MemberPage>) {
+    let sender = &sender;
+    let send = move |message| async move {
+        match sender.send_timeout(message, GROUP_MEMBER_STALL).await {
+            Ok(()) => true,
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => false,
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                tracing::warn!(group = %group_id, "the client stopped reading the group's members; the answer is cut");
+                false
+            }
+        }
+    };
+    let mut after = None;
+    loop {
+        let page = match tx.group_members_after(group_id, after, GROUP_MEMBER_PAGE).await {
+            Ok(page) => page,
+            Err(e) => {
+                let e = anyhow::Error::from(e);
+                tracing::error!(error = ?e, group = %group_id, "reading the group's members failed; the answer is cut");
+                return;
+            }
+        };
+        // A short page is the last one: no read only to find the end.
+        let last = page.last().map(|(id, _)| *id).filter(|_| page.len() as i64 >= GROUP_MEMBER_PAGE);
+        if !page.is_empty() && !send(MemberPage::Page(page)).await {
+            return;
+        }
+        match last {
+            Some(id) => after = Some(id),
+            None => {
+                send(MemberPage::End).await;
+                return;
+            }
+        }
+    }
 }
 
 /// A list request (RFC 7644 §3.4.2).
@@ -124,6 +221,16 @@ fn check_if_match(if_match: Option<&str>, version: i64) -> ServiceResult<()> {
     }
 }
 
+/// `totalResults` when the page itself tells it, read in the same
+/// transaction as the page: a short page that holds something (or the first
+/// page, even empty) ends the results. A look-up by `userName` or
+/// `externalId` then costs no count.
+fn total_from_page(query: &ScimQuery, returned: usize) -> Option<i64> {
+    let returned = i64::try_from(returned).ok()?;
+    let short = query.limit > 0 && returned < query.limit;
+    (short && (returned > 0 || query.offset == 0)).then_some(query.offset + returned)
+}
+
 fn parse_ids(values: &[String], what: &str) -> ServiceResult<Vec<Uuid>> {
     let mut seen = BTreeSet::new();
     let mut ids = Vec::with_capacity(values.len());
@@ -163,30 +270,32 @@ impl Roster {
 
     pub async fn scim_list_users(&self, actor: &Actor, p: ScimListParams) -> ServiceResult<ScimPage<ScimUser>> {
         let (query, start_index) = self.page_query(ResourceKind::User, &p)?;
-        let mut tx = self.store.read().await?;
-        let total = tx.count_scim_users(actor.org_id, &query).await?;
-        let records = if query.limit > 0 { tx.list_scim_users(actor.org_id, &query).await? } else { Vec::new() };
-        // One query for the whole page's groups, not one per user.
-        let ids: Vec<Uuid> = records.iter().map(|r| r.id).collect();
-        let mut groups: std::collections::HashMap<Uuid, Vec<(Uuid, String)>> = std::collections::HashMap::new();
-        for (user, group, name) in tx.groups_of_users(&ids).await? {
-            groups.entry(user).or_default().push((group, name));
+        let page = |page: Vec<(ScimUserRecord, UserGroups)>, total| ScimPage {
+            total,
+            start_index,
+            items: page.into_iter().map(ScimUser::from).collect(),
+        };
+        // A filtered page (a look-up by userName, externalId, …) mostly
+        // tells its own total: one statement, one snapshot, no transaction.
+        // Should it not, the count and the page are read again, together.
+        if query.limit > 0 && query.filter.is_some() {
+            let found = self.store.lookup().await?.list_scim_users(actor.org_id, &query).await?;
+            if let Some(total) = total_from_page(&query, found.len()) {
+                return Ok(page(found, total));
+            }
         }
-        let items = records
-            .into_iter()
-            .map(|record| {
-                let groups = groups.remove(&record.id).unwrap_or_default();
-                ScimUser { record, groups }
-            })
-            .collect();
-        Ok(ScimPage { total, start_index, items })
+        let mut tx = self.store.read().await?;
+        let found = if query.limit > 0 { tx.list_scim_users(actor.org_id, &query).await? } else { Vec::new() };
+        let total = match total_from_page(&query, found.len()) {
+            Some(total) => total,
+            None => tx.count_scim_users(actor.org_id, &query).await?,
+        };
+        Ok(page(found, total))
     }
 
     pub async fn scim_get_user(&self, actor: &Actor, id: Uuid) -> ServiceResult<ScimUser> {
-        let mut tx = self.store.read().await?;
-        let record = tx.get_scim_user(actor.org_id, id).await?.ok_or(ServiceError::NotFound("User"))?;
-        let groups = tx.groups_of_user(record.id).await?;
-        Ok(ScimUser { record, groups })
+        let found = self.store.lookup().await?.get_scim_user_with_groups(actor.org_id, id).await?;
+        found.map(ScimUser::from).ok_or(ServiceError::NotFound("User"))
     }
 
     /// POST /Users.
@@ -201,8 +310,9 @@ impl Roster {
             if tx.find_scim_user_by_user_name(org.id, &attrs.user_name).await?.is_some() {
                 return Err(ScimError::uniqueness(format!("userName `{}` is already taken", attrs.user_name)).into());
             }
-            let member = scim_member(&mut *tx, actor, &org, &attrs.email, attrs.active, now).await?;
-            if tx.find_scim_user_by_member(member.id).await?.is_some() {
+            let (member, existed) = scim_member(&mut *tx, actor, &org, &attrs.email, attrs.active, now).await?;
+            // Only a member that was there before can stand behind another SCIM User.
+            if existed && tx.find_scim_user_by_member(member.id).await?.is_some() {
                 return Err(ScimError::uniqueness(format!(
                     "{} is already provisioned as another SCIM User",
                     attrs.email
@@ -387,8 +497,11 @@ impl Roster {
     pub async fn scim_list_groups(&self, actor: &Actor, p: ScimListParams) -> ServiceResult<ScimPage<ScimGroup>> {
         let (query, start_index) = self.page_query(ResourceKind::Group, &p)?;
         let mut tx = self.store.read().await?;
-        let total = tx.count_scim_groups(actor.org_id, &query).await?;
         let records = if query.limit > 0 { tx.list_scim_groups(actor.org_id, &query).await? } else { Vec::new() };
+        let total = match total_from_page(&query, records.len()) {
+            Some(total) => total,
+            None => tx.count_scim_groups(actor.org_id, &query).await?,
+        };
         let mut items = Vec::with_capacity(records.len());
         for record in records {
             let members = if p.with_members { Some(tx.group_members(record.id).await?) } else { None };
@@ -402,6 +515,21 @@ impl Roster {
         let record = tx.get_scim_group(actor.org_id, id).await?.ok_or(ServiceError::NotFound("Group"))?;
         let members = if with_members { Some(tx.group_members(record.id).await?) } else { None };
         Ok(ScimGroup { record, members })
+    }
+
+    /// GET /Groups/{id} for an answer that streams the members: the group
+    /// (without them) and, with `with_members`, its members still to be read
+    /// from the same read transaction.
+    pub async fn scim_get_group_streamed(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        with_members: bool,
+    ) -> ServiceResult<(ScimGroup, Option<GroupMemberPages>)> {
+        let mut tx = self.store.read().await?;
+        let record = tx.get_scim_group(actor.org_id, id).await?.ok_or(ServiceError::NotFound("Group"))?;
+        let pages = with_members.then(|| GroupMemberPages { tx, group_id: record.id });
+        Ok((ScimGroup { record, members: None }, pages))
     }
 
     /// POST /Groups.
@@ -641,7 +769,8 @@ fn uniqueness(e: crate::store::StoreError) -> ServiceError {
 
 /// The member a SCIM User of `email` stands for, made to match `active`:
 /// created, adopted (an existing member or accepted invitation keeps its
-/// one seat), re-activated or suspended.
+/// one seat), re-activated or suspended; and whether the member was there
+/// before.
 async fn scim_member(
     tx: &mut dyn Tx,
     actor: &Actor,
@@ -649,16 +778,12 @@ async fn scim_member(
     email: &Email,
     active: bool,
     now: DateTime<Utc>,
-) -> ServiceResult<Member> {
-    let user = tx.find_user_by_email(email).await?;
-    let member = match &user {
-        Some(u) => tx.find_member_by_user(org.id, u.id).await?,
-        None => None,
-    };
-    match (member, active) {
-        (None, true) => insert_active_member(tx, actor, org, email, None, &[], MemberSource::Scim, now).await,
-        (None, false) => {
-            let user = match user {
+) -> ServiceResult<(Member, bool)> {
+    let Some(member) = tx.find_member_by_email(org.id, email).await? else {
+        let member = if active {
+            insert_active_member(tx, actor, org, email, None, &[], MemberSource::Scim, now).await?
+        } else {
+            let user = match tx.find_user_by_email(email).await? {
                 Some(u) => u,
                 None => {
                     let u = User { id: Uuid::now_v7(), email: email.clone(), created_at: now };
@@ -670,14 +795,18 @@ async fn scim_member(
             member.set_role(&derive_member(&member, None, &[], org));
             tx.insert_member(&member).await?;
             tx.insert_audit(&actor.audit(now, "member.added", member.id, None::<&()>, Some(&member))).await?;
-            Ok(member)
+            member
+        };
+        return Ok((member, false));
+    };
+    let member = match (member.status, active) {
+        (MemberStatus::Deprovisioned, true) => {
+            insert_active_member(tx, actor, org, email, None, &[], MemberSource::Scim, now).await?
         }
-        (Some(m), true) if m.status == MemberStatus::Deprovisioned => {
-            insert_active_member(tx, actor, org, email, None, &[], MemberSource::Scim, now).await
-        }
-        (Some(m), true) => transition(tx, actor, org, m, MemberStatus::Active, now).await,
-        (Some(m), false) => transition(tx, actor, org, m, MemberStatus::Suspended, now).await,
-    }
+        (_, true) => transition(tx, actor, org, member, MemberStatus::Active, now).await?,
+        (_, false) => transition(tx, actor, org, member, MemberStatus::Suspended, now).await?,
+    };
+    Ok((member, true))
 }
 
 /// Moves a member to `status`: taking a seat to become active, never
@@ -714,4 +843,26 @@ async fn transition(
     let audited = audit_with_overage(&after, reservation);
     tx.insert_audit(&actor.audit(now, action, after.id, Some(&member), Some(&audited))).await?;
     Ok(after)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_tells_the_total_only_when_it_ends_the_results() {
+        let query = |offset, limit| ScimQuery { filter: None, order: None, offset, limit };
+        // (offset, limit, returned) → total known from the page alone
+        let cases = [
+            (0, 100, 0, Some(0)),      // nothing matches
+            (0, 100, 1, Some(1)),      // a userName look-up
+            (200, 100, 37, Some(237)), // the last page
+            (0, 100, 100, None),       // a full page: more may follow
+            (500, 100, 0, None),       // past the end: how far is unknown
+            (0, 0, 0, None),           // count=0 asks for the total only
+        ];
+        for (offset, limit, returned, expected) in cases {
+            assert_eq!(total_from_page(&query(offset, limit), returned), expected, "{offset} {limit} {returned}");
+        }
+    }
 }

@@ -363,6 +363,9 @@ pub struct SsoSession {
     pub ended_at: Option<DateTime<Utc>>,
 }
 
+/// The groups a User is in: `(group id, displayName)`, by display name.
+pub type UserGroups = Vec<(Uuid, String)>;
+
 /// A page query over SCIM resources: a WHERE fragment and an ORDER BY
 /// fragment written for this store's dialect (see `scim::filter`), whose
 /// placeholders start at `$2` (`$1` is the organization).
@@ -461,8 +464,14 @@ pub trait Store: Send + Sync + 'static {
     /// A write transaction. Changes to one organization are serialized by
     /// [`Tx::lock_org`], which every membership and seat change calls first.
     async fn begin(&self) -> StoreResult<Box<dyn Tx>>;
-    /// A read-only transaction.
+    /// A read-only transaction. Its statements all see one snapshot of the
+    /// database, as it was at the first of them.
     async fn read(&self) -> StoreResult<Box<dyn Tx>>;
+    /// A read-only connection without a transaction around it: each
+    /// statement sees its own snapshot. For reads of a single statement, on
+    /// the hot path, where a transaction's begin and end would be two more
+    /// round trips for nothing.
+    async fn lookup(&self) -> StoreResult<Box<dyn Tx>>;
     /// Applies pending migrations.
     async fn migrate(&self) -> StoreResult<()>;
     /// Checks the database answers.
@@ -505,6 +514,7 @@ pub trait Tx: Send {
     async fn insert_member(&mut self, member: &Member) -> StoreResult<()>;
     async fn get_member(&mut self, org_id: Uuid, id: Uuid) -> StoreResult<Option<Member>>;
     async fn find_member_by_user(&mut self, org_id: Uuid, user_id: Uuid) -> StoreResult<Option<Member>>;
+    async fn find_member_by_email(&mut self, org_id: Uuid, email: &Email) -> StoreResult<Option<Member>>;
     async fn list_members(&mut self, org_id: Uuid, filter: &MemberFilter) -> StoreResult<Vec<Member>>;
     async fn count_members(&mut self, org_id: Uuid, filter: &MemberFilter) -> StoreResult<i64>;
     async fn update_member(&mut self, member: &Member) -> StoreResult<()>;
@@ -589,7 +599,18 @@ pub trait Tx: Send {
         org_id: Uuid,
         user_name: &str,
     ) -> StoreResult<Option<ScimUserRecord>>;
-    async fn list_scim_users(&mut self, org_id: Uuid, query: &ScimQuery) -> StoreResult<Vec<ScimUserRecord>>;
+    /// A User with its groups, in one statement.
+    async fn get_scim_user_with_groups(
+        &mut self,
+        org_id: Uuid,
+        id: Uuid,
+    ) -> StoreResult<Option<(ScimUserRecord, UserGroups)>>;
+    /// A page of Users, each with its groups, in one statement.
+    async fn list_scim_users(
+        &mut self,
+        org_id: Uuid,
+        query: &ScimQuery,
+    ) -> StoreResult<Vec<(ScimUserRecord, UserGroups)>>;
     async fn count_scim_users(&mut self, org_id: Uuid, query: &ScimQuery) -> StoreResult<i64>;
     /// Of `ids`, those that are SCIM users of the organization.
     async fn existing_scim_users(&mut self, org_id: Uuid, ids: &[Uuid]) -> StoreResult<Vec<Uuid>>;
@@ -607,10 +628,17 @@ pub trait Tx: Send {
     async fn remove_group_members(&mut self, group_id: Uuid, user_ids: &[Uuid]) -> StoreResult<Vec<Uuid>>;
     /// The group's members with their display names, in id order.
     async fn group_members(&mut self, group_id: Uuid) -> StoreResult<Vec<(Uuid, Option<String>)>>;
+    /// One page of the group's members with their display names, in id
+    /// order: the first `limit` whose id comes after `after` (keyset paging
+    /// over the `(group_id, user_id)` primary key).
+    async fn group_members_after(
+        &mut self,
+        group_id: Uuid,
+        after: Option<Uuid>,
+        limit: i64,
+    ) -> StoreResult<Vec<(Uuid, Option<String>)>>;
     /// The groups a user is in, with their display names.
-    async fn groups_of_user(&mut self, user_id: Uuid) -> StoreResult<Vec<(Uuid, String)>>;
-    /// The groups of each of `user_ids`, as `(user, group, group display name)`, in one query per chunk.
-    async fn groups_of_users(&mut self, user_ids: &[Uuid]) -> StoreResult<Vec<(Uuid, Uuid, String)>>;
+    async fn groups_of_user(&mut self, user_id: Uuid) -> StoreResult<UserGroups>;
 
     // Single sign-on.
     async fn upsert_sso_connection(&mut self, c: &SsoConnectionRecord) -> StoreResult<()>;

@@ -33,16 +33,35 @@ impl PostgresStore {
     }
 }
 
+impl Statements for Postgres {
+    const INSERT_AUDIT_AND_EVENT: &'static str = "WITH audit AS (INSERT INTO audit_log (id, org_id, actor_kind, \
+        actor_id, action, target, before_json, after_json, request_id, at) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)), \
+        seq AS (UPDATE organizations SET event_seq = event_seq + 1 WHERE id = $2 RETURNING event_seq) \
+        INSERT INTO events (org_id, seq, id, kind, subject, data, at) \
+        SELECT $2, seq.event_seq, $11, $5, $6, COALESCE($8, $7), $10 FROM seq";
+    const USER_GROUPS: &'static str = "(SELECT COALESCE(json_agg(json_build_array(g.id, g.display_name) \
+        ORDER BY g.display_name_lc, g.id), '[]') FROM scim_group_members gm JOIN scim_groups g ON g.id = gm.group_id \
+        WHERE gm.user_id = r.id) AS groups";
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
-        Ok(Box::new(SqlTx(self.pool.begin().await?)))
+        Ok(Box::new(SqlTx::tx(self.pool.begin().await?)))
     }
 
     async fn read(&self) -> StoreResult<Box<dyn Tx>> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SET TRANSACTION READ ONLY").execute(&mut *tx).await?;
-        Ok(Box::new(SqlTx(tx)))
+        // REPEATABLE READ: every statement sees the snapshot of the first, so
+        // a read of several statements (a group and its member pages) is
+        // one state. A read-only transaction never fails to serialize.
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+        Ok(Box::new(SqlTx::tx(tx)))
+    }
+
+    async fn lookup(&self) -> StoreResult<Box<dyn Tx>> {
+        Ok(Box::new(SqlTx::autocommit(self.pool.acquire().await?)))
     }
 
     async fn migrate(&self) -> StoreResult<()> {

@@ -11,8 +11,62 @@ use super::*;
 use sqlx::types::Json;
 use std::str::FromStr;
 
-/// A transaction on one backend.
-pub(super) struct SqlTx<DB: sqlx::Database>(pub(super) sqlx::Transaction<'static, DB>);
+/// An audit record: binds `$1`–`$10`.
+pub(super) const INSERT_AUDIT: &str =
+    "INSERT INTO audit_log (id, org_id, actor_kind, actor_id, action, target, before_json, \
+    after_json, request_id, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+/// Statements whose text differs between the backends.
+pub(super) trait Statements {
+    /// An audit record that is also an event, in one round trip: binds
+    /// `$1`–`$10` as [`INSERT_AUDIT`] does and `$11`, the event's id. The
+    /// event takes the organization's next number by updating its row, whose
+    /// lock orders the feed: a number is taken only after the previous
+    /// holder committed or rolled back.
+    const INSERT_AUDIT_AND_EVENT: &'static str;
+    /// The column `groups` of a User `r`: a JSON array of `[id, displayName]`
+    /// of its groups, by display name, `[]` for none.
+    const USER_GROUPS: &'static str;
+}
+
+/// A transaction on one backend, or a pooled connection whose statements
+/// each run on their own (see [`Store::lookup`]).
+pub(super) struct SqlTx<DB: sqlx::Database>(pub(super) Conn<DB>);
+
+pub(super) enum Conn<DB: sqlx::Database> {
+    Tx(sqlx::Transaction<'static, DB>),
+    Autocommit(sqlx::pool::PoolConnection<DB>),
+}
+
+impl<DB: sqlx::Database> SqlTx<DB> {
+    pub(super) fn tx(tx: sqlx::Transaction<'static, DB>) -> Self {
+        Self(Conn::Tx(tx))
+    }
+
+    pub(super) fn autocommit(conn: sqlx::pool::PoolConnection<DB>) -> Self {
+        Self(Conn::Autocommit(conn))
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::Deref for Conn<DB> {
+    type Target = DB::Connection;
+
+    fn deref(&self) -> &DB::Connection {
+        match self {
+            Conn::Tx(tx) => tx,
+            Conn::Autocommit(conn) => conn,
+        }
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::DerefMut for Conn<DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        match self {
+            Conn::Tx(tx) => tx,
+            Conn::Autocommit(conn) => conn,
+        }
+    }
+}
 
 pub(super) fn parse<T: FromStr>(column: &str, raw: &str) -> StoreResult<T> {
     raw.parse().map_err(|_| StoreError::Other(anyhow::anyhow!("stored {column} `{raw}` is not valid")))
@@ -299,6 +353,27 @@ impl ScimUserRow {
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
+    }
+}
+
+/// A User with the groups it is in, read in the same statement (see
+/// [`Statements::USER_GROUPS`]).
+#[derive(sqlx::FromRow)]
+pub(super) struct ScimUserGroupsRow {
+    #[sqlx(flatten)]
+    user: ScimUserRow,
+    groups: Json<Vec<(String, String)>>,
+}
+
+impl ScimUserGroupsRow {
+    pub(super) fn into_model(self) -> StoreResult<(ScimUserRecord, UserGroups)> {
+        let groups = self
+            .groups
+            .0
+            .into_iter()
+            .map(|(id, name)| Ok((uuid("scim_groups.id", &id)?, name)))
+            .collect::<StoreResult<_>>()?;
+        Ok((self.user.into_model()?, groups))
     }
 }
 
@@ -596,7 +671,11 @@ macro_rules! impl_tx {
         #[async_trait::async_trait]
         impl $crate::store::Tx for $crate::store::sql::SqlTx<$db> {
             async fn commit(self: Box<Self>) -> StoreResult<()> {
-                Ok(self.0.commit().await?)
+                match self.0 {
+                    $crate::store::sql::Conn::Tx(tx) => Ok(tx.commit().await?),
+                    // Each statement already took effect.
+                    $crate::store::sql::Conn::Autocommit(_) => Ok(()),
+                }
             }
 
             async fn insert_org(&mut self, o: &Organization) -> StoreResult<()> {
@@ -771,6 +850,17 @@ macro_rules! impl_tx {
                 sqlx::query_as::<_, MemberRow>(&sql)
                     .bind(org_id.to_string())
                     .bind(user_id.to_string())
+                    .fetch_optional(&mut *self.0)
+                    .await?
+                    .map(MemberRow::into_model)
+                    .transpose()
+            }
+
+            async fn find_member_by_email(&mut self, org_id: Uuid, email: &Email) -> StoreResult<Option<Member>> {
+                let sql = format!("{MEMBER_SELECT} WHERE m.org_id = $1 AND u.email_normalized = $2");
+                sqlx::query_as::<_, MemberRow>(&sql)
+                    .bind(org_id.to_string())
+                    .bind(email.normalized())
                     .fetch_optional(&mut *self.0)
                     .await?
                     .map(MemberRow::into_model)
@@ -1201,14 +1291,36 @@ macro_rules! impl_tx {
                     .transpose()
             }
 
-            async fn list_scim_users(&mut self, org_id: Uuid, q: &ScimQuery) -> StoreResult<Vec<ScimUserRecord>> {
+            async fn get_scim_user_with_groups(
+                &mut self,
+                org_id: Uuid,
+                id: Uuid,
+            ) -> StoreResult<Option<(ScimUserRecord, UserGroups)>> {
+                let groups = <$db as $crate::store::sql::Statements>::USER_GROUPS;
+                let sql =
+                    format!("SELECT {SCIM_USER_COLUMNS}, {groups} FROM scim_users r WHERE r.org_id = $1 AND r.id = $2");
+                sqlx::query_as::<_, ScimUserGroupsRow>(&sql)
+                    .bind(org_id.to_string())
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *self.0)
+                    .await?
+                    .map(ScimUserGroupsRow::into_model)
+                    .transpose()
+            }
+
+            async fn list_scim_users(
+                &mut self,
+                org_id: Uuid,
+                q: &ScimQuery,
+            ) -> StoreResult<Vec<(ScimUserRecord, UserGroups)>> {
                 let (filter, order, next) = scim_page_sql(q);
+                let groups = <$db as $crate::store::sql::Statements>::USER_GROUPS;
                 let sql = format!(
-                    "SELECT {SCIM_USER_COLUMNS} FROM scim_users r WHERE r.id IN (SELECT r.id FROM scim_users r \
+                    "SELECT {SCIM_USER_COLUMNS}, {groups} FROM scim_users r WHERE r.id IN (SELECT r.id FROM scim_users r \
                      WHERE r.org_id = $1{filter} ORDER BY {order} LIMIT ${next} OFFSET ${}) ORDER BY {order}",
                     next + 1
                 );
-                let query = sqlx::query_as::<_, ScimUserRow>(&sql).bind(org_id.to_string());
+                let query = sqlx::query_as::<_, ScimUserGroupsRow>(&sql).bind(org_id.to_string());
                 let query = bind_fragment!(query, q.filter.as_ref());
                 let query = bind_fragment!(query, q.order.as_ref());
                 query
@@ -1217,7 +1329,7 @@ macro_rules! impl_tx {
                     .fetch_all(&mut *self.0)
                     .await?
                     .into_iter()
-                    .map(ScimUserRow::into_model)
+                    .map(ScimUserGroupsRow::into_model)
                     .collect()
             }
 
@@ -1403,6 +1515,30 @@ macro_rules! impl_tx {
                 rows.into_iter().map(|(id, name)| Ok((uuid("scim_group_members.user_id", &id)?, name))).collect()
             }
 
+            async fn group_members_after(
+                &mut self,
+                group_id: Uuid,
+                after: Option<Uuid>,
+                limit: i64,
+            ) -> StoreResult<Vec<(Uuid, Option<String>)>> {
+                // The page's ids first, then their names: joined before the
+                // LIMIT, PostgreSQL merge-joins from the first user on every
+                // page, which makes walking a large group quadratic. Ids are
+                // TEXT on both backends and every id sorts after the empty
+                // string, so the first page needs no statement of its own.
+                let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+                    "SELECT gm.user_id, u.display_name FROM (SELECT user_id FROM scim_group_members \
+                     WHERE group_id = $1 AND user_id > $2 ORDER BY user_id LIMIT $3) gm \
+                     JOIN scim_users u ON u.id = gm.user_id ORDER BY gm.user_id",
+                )
+                .bind(group_id.to_string())
+                .bind(after.map(|id| id.to_string()).unwrap_or_default())
+                .bind(limit)
+                .fetch_all(&mut *self.0)
+                .await?;
+                rows.into_iter().map(|(id, name)| Ok((uuid("scim_group_members.user_id", &id)?, name))).collect()
+            }
+
             async fn groups_of_user(&mut self, user_id: Uuid) -> StoreResult<Vec<(Uuid, String)>> {
                 let rows: Vec<(String, String)> = sqlx::query_as(
                     "SELECT g.id, g.display_name FROM scim_group_members gm \
@@ -1412,26 +1548,6 @@ macro_rules! impl_tx {
                 .fetch_all(&mut *self.0)
                 .await?;
                 rows.into_iter().map(|(id, name)| Ok((uuid("scim_groups.id", &id)?, name))).collect()
-            }
-
-            async fn groups_of_users(&mut self, user_ids: &[Uuid]) -> StoreResult<Vec<(Uuid, Uuid, String)>> {
-                let mut out = Vec::new();
-                for chunk in user_ids.chunks(ID_CHUNK) {
-                    let sql = format!(
-                        "SELECT gm.user_id, g.id, g.display_name FROM scim_group_members gm \
-                         JOIN scim_groups g ON g.id = gm.group_id WHERE gm.user_id IN ({}) \
-                         ORDER BY gm.user_id, g.display_name_lc, g.id",
-                        placeholders(1, chunk.len())
-                    );
-                    let mut query = sqlx::query_as::<_, (String, String, String)>(&sql);
-                    for id in chunk {
-                        query = query.bind(id.to_string());
-                    }
-                    for (user, group, name) in query.fetch_all(&mut *self.0).await? {
-                        out.push((uuid("scim_group_members.user_id", &user)?, uuid("scim_groups.id", &group)?, name));
-                    }
-                }
-                Ok(out)
             }
 
             async fn find_org_by_tenant_id(&mut self, tenant_id: &str) -> StoreResult<Option<Organization>> {
@@ -1718,44 +1834,26 @@ macro_rules! impl_tx {
             }
 
             async fn insert_audit(&mut self, a: &NewAudit) -> StoreResult<()> {
-                sqlx::query(
-                    "INSERT INTO audit_log (id, org_id, actor_kind, actor_id, action, target, before_json, \
-                     after_json, request_id, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                )
-                .bind(Uuid::now_v7().to_string())
-                .bind(a.org_id.to_string())
-                .bind(a.actor_kind.as_str())
-                .bind(&a.actor_id)
-                .bind(&a.action)
-                .bind(&a.target)
-                .bind(a.before.as_ref().map(sqlx::types::Json))
-                .bind(a.after.as_ref().map(sqlx::types::Json))
-                .bind(&a.request_id)
-                .bind(a.at)
-                .execute(&mut *self.0)
-                .await?;
-                if is_event(&a.action) {
-                    // The organization's row lock orders the feed: a number is
-                    // taken only after the previous holder committed or rolled back.
-                    let (seq,): (i64,) = sqlx::query_as(
-                        "UPDATE organizations SET event_seq = event_seq + 1 WHERE id = $1 RETURNING event_seq",
-                    )
-                    .bind(a.org_id.to_string())
-                    .fetch_one(&mut *self.0)
-                    .await?;
-                    sqlx::query(
-                        "INSERT INTO events (org_id, seq, id, kind, subject, data, at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    )
-                    .bind(a.org_id.to_string())
-                    .bind(seq)
+                let sql = if is_event(&a.action) {
+                    <$db as $crate::store::sql::Statements>::INSERT_AUDIT_AND_EVENT
+                } else {
+                    INSERT_AUDIT
+                };
+                let before = a.before.as_ref().map(sqlx::types::Json);
+                let after = a.after.as_ref().map(sqlx::types::Json);
+                let query = sqlx::query(sql)
                     .bind(Uuid::now_v7().to_string())
+                    .bind(a.org_id.to_string())
+                    .bind(a.actor_kind.as_str())
+                    .bind(&a.actor_id)
                     .bind(&a.action)
                     .bind(&a.target)
-                    .bind(a.after.as_ref().or(a.before.as_ref()).map(sqlx::types::Json))
-                    .bind(a.at)
-                    .execute(&mut *self.0)
-                    .await?;
-                }
+                    .bind(before)
+                    .bind(after)
+                    .bind(&a.request_id)
+                    .bind(a.at);
+                let query = if is_event(&a.action) { query.bind(Uuid::now_v7().to_string()) } else { query };
+                query.execute(&mut *self.0).await?;
                 Ok(())
             }
 

@@ -350,6 +350,19 @@ async fn groups_hold_members_and_patches_change_only_the_members_named() {
     let in_group: Vec<bool> =
         listed["Resources"].as_array().unwrap().iter().map(|u| u["groups"][0]["display"] == "eng-admins").collect();
     assert_eq!(in_group, vec![false, true, true, false], "listed users carry their groups");
+    // A user in two groups lists them by display name, read or looked up.
+    let second = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Auditors", "members": [{"value": ids[1]}]});
+    let (s, _, _) = scim(&app, &token, Method::POST, "/Groups", Some(second)).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let names = |user: &Value| -> Vec<String> {
+        user["groups"].as_array().unwrap().iter().map(|g| g["display"].as_str().unwrap().to_string()).collect()
+    };
+    let (_, _, user_view) = scim(&app, &token, Method::GET, &format!("/Users/{}", ids[1]), None).await;
+    assert_eq!(names(&user_view), ["Auditors", "eng-admins"]);
+    let (_, _, looked_up) =
+        scim(&app, &token, Method::GET, &format!("/Users?filter=id%20eq%20%22{}%22", ids[1]), None).await;
+    assert_eq!(looked_up["totalResults"], 1);
+    assert_eq!(names(&looked_up["Resources"][0]), ["Auditors", "eng-admins"]);
 
     // An unknown member is refused and changes nothing.
     let bad = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "add", "path": "members", "value": [{"value": "00000000-0000-0000-0000-000000000000"}]}]});
@@ -365,6 +378,110 @@ async fn groups_hold_members_and_patches_change_only_the_members_named() {
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, _, _) = scim(&app, &token, Method::GET, &format!("/Groups/{gid}"), None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+/// GET of a group larger than a page of members streams the members: the
+/// answer is whole, in id order, and under every projection the same JSON as
+/// the list answer, which builds the group in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_group_streams_every_member_once_and_in_order() {
+    use futures::stream::{self, StreamExt};
+    let app = TestApp::spawn().await;
+    let page = usize::try_from(roster::service::GROUP_MEMBER_PAGE).unwrap();
+    let n = 2 * page + page / 2;
+    let org = app.org("Crowd", i64::try_from(n).unwrap() + 1).await;
+    let (token, other) = (scim_token(&app, &org).await, scim_token(&app, &app.org("Elsewhere", 1).await).await);
+    // Every other user has a displayName, which a member then carries as `display`.
+    let mut users: Vec<(String, Option<String>)> = stream::iter(0..n)
+        .map(|i| {
+            let (app, token) = (&app, &token);
+            async move {
+                let mut body = user(&format!("crowd{i}@crowd.com"));
+                let display = i.is_multiple_of(2).then(|| format!("Crowd {i}"));
+                if let Some(d) = &display {
+                    body["displayName"] = d.clone().into();
+                }
+                let (s, _, created) = scim(app, token, Method::POST, "/Users", Some(body)).await;
+                assert_eq!(s, StatusCode::CREATED, "{created}");
+                (created["id"].as_str().unwrap().to_string(), display)
+            }
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    users.sort();
+    let (s, _, group) = scim(
+        &app,
+        &token,
+        Method::POST,
+        "/Groups",
+        Some(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "crowd"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{group}");
+    let gid = group["id"].as_str().unwrap().to_string();
+
+    // Same as the list's answer, under the projections that touch members.
+    let queries = [
+        "",
+        "attributes=members.value",
+        "attributes=displayName,members.display",
+        "excludedAttributes=members",
+        "excludedAttributes=members.display,meta",
+        "excludedAttributes=members.value,members.$ref,members.type,members.display",
+        "attributes=members.nosuch",
+    ];
+    let same_as_listed = |members: usize| {
+        let (app, token, gid) = (&app, &token, &gid);
+        async move {
+            for query in queries {
+                let (s, headers, got) = scim(app, token, Method::GET, &format!("/Groups/{gid}?{query}"), None).await;
+                assert_eq!(s, StatusCode::OK, "{query}: {got}");
+                assert_eq!(headers["content-type"], "application/scim+json", "{query}");
+                let path = format!("/Groups?filter=displayName%20eq%20%22crowd%22&{query}");
+                let (_, _, listed) = scim(app, token, Method::GET, &path, None).await;
+                assert_eq!(got, listed["Resources"][0], "{members} members, `{query}`");
+            }
+        }
+    };
+    // An empty group has no `members` (as `project` leaves out an empty list).
+    same_as_listed(0).await;
+    let (_, _, empty) = scim(&app, &token, Method::GET, &format!("/Groups/{gid}"), None).await;
+    assert!(empty.get("members").is_none(), "{empty}");
+
+    for batch in users.chunks(500) {
+        let value: Vec<Value> = batch.iter().map(|(id, _)| json!({"value": id})).collect();
+        let add = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "add", "path": "members", "value": value}]});
+        let (s, _, body) =
+            scim(&app, &token, Method::PATCH, &format!("/Groups/{gid}?excludedAttributes=members"), Some(add)).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+    }
+
+    let (s, headers, got) = scim(&app, &token, Method::GET, &format!("/Groups/{gid}"), None).await;
+    assert_eq!(s, StatusCode::OK, "{got}");
+    assert!(headers.get("content-length").is_none(), "the members are streamed, not counted out beforehand");
+    let members = got["members"].as_array().unwrap();
+    assert_eq!(members.len(), n);
+    let base = app.url("/scim/v2");
+    for (m, (id, display)) in members.iter().zip(&users) {
+        let mut expected = json!({"value": id, "$ref": format!("{base}/Users/{id}"), "type": "User"});
+        if let Some(d) = display {
+            expected["display"] = d.clone().into();
+        }
+        assert_eq!(m, &expected);
+    }
+    assert_eq!(got["displayName"], "crowd");
+    assert_eq!(got["meta"]["version"], format!("W/\"{}\"", 1 + n.div_ceil(500)));
+    same_as_listed(n).await;
+
+    let etag = headers["etag"].to_str().unwrap();
+    let (s, headers, body) =
+        scim_with(&app, &token, Method::GET, &format!("/Groups/{gid}"), None, &[("if-none-match", etag)]).await;
+    assert_eq!((s, &body), (StatusCode::NOT_MODIFIED, &Value::Null));
+    assert_eq!(headers["etag"], etag);
+    let (s, _, body) = scim(&app, &other, Method::GET, &format!("/Groups/{gid}"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+    assert!(!body.to_string().contains("crowd"), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

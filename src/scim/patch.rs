@@ -409,6 +409,12 @@ impl<'l, L: AttrLookup + ?Sized> Patcher<'l, L> {
         match (op, value) {
             (PatchOp::Add | PatchOp::Replace, Some(Value::Object(attrs))) => {
                 for (name, value) in attrs {
+                    // Clients that model an extension as a resource of its own
+                    // repeat its `schemas` inside it; like a top-level
+                    // `schemas`, it names no attribute to change.
+                    if name.trim().eq_ignore_ascii_case("schemas") {
+                        continue;
+                    }
                     let path = parse_path(&format!("{urn}:{}", name.trim()))?;
                     self.at_path(doc, op, &path, Some(value))?;
                 }
@@ -1777,6 +1783,13 @@ mod tests {
                 before: with_ent(json!({"department": "Sales"})),
                 ops: json!([{"op": "add", "value": {ENT.to_uppercase(): {"costCenter": "4130", "Department": "Tours"}}}]),
                 after: with_ent(json!({"department": "Tours", "costCenter": "4130"})),
+            },
+            Case {
+                name: "a whole-extension value that repeats its schemas",
+                kind: User,
+                before: user(),
+                ops: json!([{"op": "replace", "path": ENT, "value": {"schemas": [ENT], "employeeNumber": "42"}}]),
+                after: with_ent(json!({"employeeNumber": "42"})),
             },
             Case {
                 name: "removing an extension's last attribute removes it and its URN",

@@ -1128,8 +1128,10 @@ mod tests {
         let sub = |n: &str| members.sub_attribute(n).unwrap();
         assert_eq!(sub("value").mutability, Mutability::Immutable);
         assert_eq!(sub("display").mutability, Mutability::ReadOnly);
-        assert_eq!(sub("type").canonical_values, ["User", "Group"]);
+        // Groups hold Users only: the schema says so to clients.
+        assert_eq!(sub("type").canonical_values, ["User"]);
         assert_eq!(sub("$ref").kind, AttrType::Reference);
+        assert_eq!(sub("$ref").reference_types, ["User"]);
 
         let manager = r.schema(ENT).unwrap().attribute("manager").unwrap();
         assert!(manager.sub_attribute("value").unwrap().case_exact);

@@ -36,6 +36,7 @@ pub(super) struct SqlTx<DB: sqlx::Database>(pub(super) Conn<DB>);
 pub(super) enum Conn<DB: sqlx::Database> {
     Tx(sqlx::Transaction<'static, DB>),
     Autocommit(sqlx::pool::PoolConnection<DB>),
+    Held(HeldTx<DB>),
 }
 
 impl<DB: sqlx::Database> SqlTx<DB> {
@@ -46,6 +47,52 @@ impl<DB: sqlx::Database> SqlTx<DB> {
     pub(super) fn autocommit(conn: sqlx::pool::PoolConnection<DB>) -> Self {
         Self(Conn::Autocommit(conn))
     }
+
+    pub(super) fn held(tx: HeldTx<DB>) -> Self {
+        Self(Conn::Held(tx))
+    }
+
+    pub(super) async fn commit_conn(self) -> StoreResult<()> {
+        match self.0 {
+            Conn::Tx(tx) => Ok(tx.commit().await?),
+            // Each statement already took effect.
+            Conn::Autocommit(_) => Ok(()),
+            Conn::Held(tx) => tx.commit().await,
+        }
+    }
+}
+
+/// A transaction on a connection that belongs to the store alone, outside
+/// any pool (SQLite's one writer), behind an async mutex. A pooled
+/// connection is pinged each time it goes back to its pool: one more round
+/// trip to the connection's thread after every commit, during which the
+/// next writer waits. Ended as a `sqlx::Transaction` is: committed, or
+/// rolled back when dropped unended (the rollback is queued on the
+/// connection ahead of the next holder's statements).
+pub(super) struct HeldTx<DB: sqlx::Database> {
+    conn: tokio::sync::OwnedMutexGuard<DB::Connection>,
+    open: bool,
+}
+
+impl<DB: sqlx::Database> HeldTx<DB> {
+    pub(super) async fn begin(mut conn: tokio::sync::OwnedMutexGuard<DB::Connection>) -> StoreResult<Self> {
+        <DB::TransactionManager as sqlx::TransactionManager>::begin(&mut conn, None).await?;
+        Ok(Self { conn, open: true })
+    }
+
+    async fn commit(mut self) -> StoreResult<()> {
+        <DB::TransactionManager as sqlx::TransactionManager>::commit(&mut self.conn).await?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl<DB: sqlx::Database> Drop for HeldTx<DB> {
+    fn drop(&mut self) {
+        if self.open {
+            <DB::TransactionManager as sqlx::TransactionManager>::start_rollback(&mut self.conn);
+        }
+    }
 }
 
 impl<DB: sqlx::Database> std::ops::Deref for Conn<DB> {
@@ -55,6 +102,7 @@ impl<DB: sqlx::Database> std::ops::Deref for Conn<DB> {
         match self {
             Conn::Tx(tx) => tx,
             Conn::Autocommit(conn) => conn,
+            Conn::Held(tx) => &tx.conn,
         }
     }
 }
@@ -64,6 +112,7 @@ impl<DB: sqlx::Database> std::ops::DerefMut for Conn<DB> {
         match self {
             Conn::Tx(tx) => tx,
             Conn::Autocommit(conn) => conn,
+            Conn::Held(tx) => &mut tx.conn,
         }
     }
 }
@@ -671,11 +720,7 @@ macro_rules! impl_tx {
         #[async_trait::async_trait]
         impl $crate::store::Tx for $crate::store::sql::SqlTx<$db> {
             async fn commit(self: Box<Self>) -> StoreResult<()> {
-                match self.0 {
-                    $crate::store::sql::Conn::Tx(tx) => Ok(tx.commit().await?),
-                    // Each statement already took effect.
-                    $crate::store::sql::Conn::Autocommit(_) => Ok(()),
-                }
+                self.commit_conn().await
             }
 
             async fn insert_org(&mut self, o: &Organization) -> StoreResult<()> {

@@ -2,9 +2,10 @@
 //!
 //! SQLite allows one writer at a time. Rather than let concurrent write
 //! transactions collide (`SQLITE_BUSY` when a reader upgrades to a writer),
-//! writes go through a pool of exactly one connection, so they queue in
-//! Roster, and reads use a separate pool of read-only connections, which WAL
-//! lets run beside the writer.
+//! writes go through exactly one connection, held by the store behind an
+//! async mutex (so they queue in Roster, in arrival order, and no pool pings
+//! it between two of them), and reads use a pool of read-only connections,
+//! which WAL lets run beside the writer.
 //!
 //! Copying the write-ahead log into the database (a checkpoint) happens
 //! mostly beside the writer: a background task on its own connection keeps
@@ -13,12 +14,13 @@
 //! behind it, then finds only a short tail left to copy, and restarts the log,
 //! which bounds it (and every reader's search of it).
 
-use super::sql::{impl_tx, SqlTx, *};
+use super::sql::{impl_tx, HeldTx, SqlTx, *};
 use super::*;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool};
+use sqlx::{ConnectOptions, Sqlite, SqliteConnection, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
+use tokio::sync::Mutex;
 
 impl_tx!(Sqlite);
 
@@ -46,7 +48,7 @@ const WAL_AUTOCHECKPOINT_FRAMES: &str = "4000";
 /// The SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    writer: SqlitePool,
+    writer: Arc<Mutex<SqliteConnection>>,
     reader: SqlitePool,
     /// The checkpointer runs while any clone of the store is alive.
     _alive: Arc<()>,
@@ -58,19 +60,14 @@ impl SqliteStore {
             .map_err(|e| StoreError::Other(anyhow::anyhow!("invalid SQLite URL: {e}")))?
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        // A connection to a local file cannot drop: no health check on acquire.
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .test_before_acquire(false)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(
-                options
-                    .clone()
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal)
-                    .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_FRAMES),
-            )
+        let writer = options
+            .clone()
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_FRAMES)
+            .connect()
             .await?;
+        // A connection to a local file cannot drop: no health check on acquire.
         let checkpointer = SqlitePoolOptions::new().max_connections(1).connect_lazy_with(options.clone());
         let reader = SqlitePoolOptions::new()
             .max_connections(max_connections.max(1))
@@ -79,7 +76,7 @@ impl SqliteStore {
             .connect_lazy_with(options.read_only(true));
         let alive = Arc::new(());
         tokio::spawn(checkpoint_wal(checkpointer, Arc::downgrade(&alive)));
-        Ok(Self { writer, reader, _alive: alive })
+        Ok(Self { writer: Arc::new(Mutex::new(writer)), reader, _alive: alive })
     }
 }
 
@@ -114,7 +111,8 @@ async fn checkpoint_wal(pool: SqlitePool, alive: std::sync::Weak<()>) {
 #[async_trait]
 impl Store for SqliteStore {
     async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
-        Ok(Box::new(SqlTx::tx(self.writer.begin().await?)))
+        let writer = self.writer.clone().lock_owned().await;
+        Ok(Box::new(SqlTx::held(HeldTx::<Sqlite>::begin(writer).await?)))
     }
 
     async fn read(&self) -> StoreResult<Box<dyn Tx>> {
@@ -126,7 +124,8 @@ impl Store for SqliteStore {
     }
 
     async fn migrate(&self) -> StoreResult<()> {
-        sqlx::migrate!("./migrations/sqlite").run(&self.writer).await.map_err(|e| StoreError::Other(e.into()))
+        let mut writer = self.writer.lock().await;
+        sqlx::migrate!("./migrations/sqlite").run_direct(&mut *writer).await.map_err(|e| StoreError::Other(e.into()))
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -137,7 +136,7 @@ impl Store for SqliteStore {
     async fn optimize(&self) -> StoreResult<()> {
         // 0x10002: analyze every table whose statistics are missing or far
         // off (not only those this connection queried), each within the limit.
-        let mut conn = self.writer.acquire().await?;
+        let mut conn = self.writer.lock().await;
         sqlx::query("PRAGMA analysis_limit = 1000").execute(&mut *conn).await?;
         sqlx::query("PRAGMA optimize = 0x10002").execute(&mut *conn).await?;
         Ok(())
@@ -168,13 +167,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wal.db");
         let store = SqliteStore::connect(&format!("sqlite://{}?mode=rwc", path.display()), 2).await.unwrap();
-        sqlx::query("CREATE TABLE blobs (b BLOB)").execute(&store.writer).await.unwrap();
+        sqlx::query("CREATE TABLE blobs (b BLOB)").execute(&mut *store.writer.lock().await).await.unwrap();
         let wal = dir.path().join("wal.db-wal");
         let frames: u64 = WAL_AUTOCHECKPOINT_FRAMES.parse().unwrap();
         let mut largest = 0;
         // 40 commits of ~250 pages each: 2.5 times the threshold, with reads between.
         for _ in 0..40 {
-            let mut tx = store.writer.begin().await.unwrap();
+            let mut writer = store.writer.lock().await;
+            let mut tx = sqlx::Connection::begin(&mut *writer).await.unwrap();
             sqlx::query(
                 "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 250) \
                  INSERT INTO blobs SELECT zeroblob(4000) FROM c",
@@ -183,6 +183,7 @@ mod tests {
             .await
             .unwrap();
             tx.commit().await.unwrap();
+            drop(writer);
             let _: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM blobs").fetch_one(&store.reader).await.unwrap();
             largest = largest.max(std::fs::metadata(&wal).unwrap().len());
         }
@@ -214,7 +215,7 @@ mod tests {
             "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 5000) \
              INSERT INTO scim_user_emails (user_id, org_id, value_lc) SELECT 'u' || i, 'o', 'e' || i || '@x.com' FROM c",
         ];
-        let mut conn = store.writer.acquire().await.unwrap();
+        let mut conn = store.writer.lock().await;
         // One member row stands behind every user of this fixture.
         sqlx::query("DROP INDEX scim_users_member").execute(&mut *conn).await.unwrap();
         for sql in seed {

@@ -194,6 +194,31 @@ mod tests {
         assert!(largest <= bound, "the log reached {largest} bytes (bound {bound})");
     }
 
+    /// A write transaction dropped before it is committed (an error, or a
+    /// request that went away) leaves nothing, and the next writer starts a
+    /// transaction of its own, not a savepoint inside the abandoned one.
+    #[tokio::test]
+    async fn a_write_transaction_dropped_unended_is_rolled_back_before_the_next_begins() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("tx.db").display());
+        let store = SqliteStore::connect(&url, 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let at = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
+        let user = |email: &str| User { id: Uuid::now_v7(), email: Email::parse(email).unwrap(), created_at: at };
+        let (dropped, kept) = (user("dropped@x.com"), user("kept@x.com"));
+
+        let mut tx = store.begin().await.unwrap();
+        tx.insert_user(&dropped).await.unwrap();
+        drop(tx);
+        let mut tx = store.begin().await.unwrap();
+        tx.insert_user(&kept).await.unwrap();
+        tx.commit().await.unwrap();
+
+        let mut read = store.read().await.unwrap();
+        assert!(read.find_user_by_email(&dropped.email).await.unwrap().is_none(), "the dropped write stayed");
+        assert!(read.find_user_by_email(&kept.email).await.unwrap().is_some(), "the committed write is not visible");
+    }
+
     /// Once statistics exist, an `emails.value` filter is answered from the
     /// `(org_id, value_lc)` index, not by probing every user of the organization.
     #[tokio::test]

@@ -194,15 +194,21 @@ mod tests {
         assert!(largest <= bound, "the log reached {largest} bytes (bound {bound})");
     }
 
+    /// A migrated store in a directory of its own, kept while the test runs.
+    async fn migrated_store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("roster.db").display());
+        let store = SqliteStore::connect(&url, 2).await.unwrap();
+        store.migrate().await.unwrap();
+        (dir, store)
+    }
+
     /// A write transaction dropped before it is committed (an error, or a
     /// request that went away) leaves nothing, and the next writer starts a
     /// transaction of its own, not a savepoint inside the abandoned one.
     #[tokio::test]
     async fn a_write_transaction_dropped_unended_is_rolled_back_before_the_next_begins() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("tx.db").display());
-        let store = SqliteStore::connect(&url, 2).await.unwrap();
-        store.migrate().await.unwrap();
+        let (_dir, store) = migrated_store().await;
         let at = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
         let user = |email: &str| User { id: Uuid::now_v7(), email: Email::parse(email).unwrap(), created_at: at };
         let (dropped, kept) = (user("dropped@x.com"), user("kept@x.com"));
@@ -223,10 +229,7 @@ mod tests {
     /// `(org_id, value_lc)` index, not by probing every user of the organization.
     #[tokio::test]
     async fn email_filters_are_driven_by_the_email_index_once_analyzed() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("plan.db").display());
-        let store = SqliteStore::connect(&url, 2).await.unwrap();
-        store.migrate().await.unwrap();
+        let (_dir, store) = migrated_store().await;
         let seed = [
             "INSERT INTO organizations (id, name, plan, purchased_seats, seat_policy, created_at, updated_at) \
              VALUES ('o', 'o', 'enterprise_seat_yearly', 1, 'strict', '2026-01-01', '2026-01-01')",

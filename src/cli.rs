@@ -385,6 +385,11 @@ async fn role_mapping(roster: &Roster, cmd: RoleMappingCommand, as_json: bool) -
 }
 
 /// Prints a plan for people: one line per change with its reason.
+/// A planned change's member in words: its email, or its id.
+fn who(email: &Option<Email>, member: &Uuid) -> String {
+    email.as_ref().map_or_else(|| format!("member {member}"), |e| e.to_string())
+}
+
 fn print_plan(name: &str, plan: &ReconcilePlan, applied: bool) {
     let s = &plan.seats;
     println!(
@@ -398,12 +403,14 @@ fn print_plan(name: &str, plan: &ReconcilePlan, applied: bool) {
         let (what, reason) = match c {
             PlannedChange::ExpireInvitation { email, reason, .. } => (format!("expire invitation of {email}"), reason),
             PlannedChange::RevokeInvitation { email, reason, .. } => (format!("revoke invitation of {email}"), reason),
-            PlannedChange::SuspendMember { email, role, reason, .. } => (format!("suspend {email} ({role})"), reason),
-            PlannedChange::ChangeRole { email, from, to, reason, .. } => {
-                (format!("change role of {email}: {from} → {to}"), reason)
+            PlannedChange::SuspendMember { member, email, role, reason } => {
+                (format!("suspend {} ({role})", who(email, member)), reason)
             }
-            PlannedChange::EndSessions { email, sessions, reason, .. } => {
-                (format!("end {sessions} session(s) of {email}"), reason)
+            PlannedChange::ChangeRole { member, email, from, to, reason, .. } => {
+                (format!("change role of {}: {from} → {to}", who(email, member)), reason)
+            }
+            PlannedChange::EndSessions { member, email, sessions, reason } => {
+                (format!("end {sessions} session(s) of {}", who(email, member)), reason)
             }
         };
         println!("  {} {what}\n      {reason}", if applied { "done:" } else { "plan:" });
@@ -572,7 +579,7 @@ async fn org(roster: &Roster, cmd: OrgCommand, as_json: bool) -> Result<(), CliE
                 println!("{out}");
             } else {
                 println!("Created organization {} ({})", org.name, org.id);
-                println!("Owner: {} ({} seats purchased)", created.owner.email, org.purchased_seats);
+                println!("Owner: {} ({} seats purchased)", created.owner.label(), org.purchased_seats);
                 println!("Owner API key (shown once, store it now):");
                 println!("  {}", created.api_key_secret.expose());
             }

@@ -207,7 +207,7 @@ pub(crate) async fn insert_active_member(
             (user, existing)
         }
         None => {
-            let user = User { id: Uuid::now_v7(), email: email.clone(), created_at: now };
+            let user = User { id: Uuid::now_v7(), email: Some(email.clone()), created_at: now };
             tx.insert_user(&user).await?;
             (user, None)
         }
@@ -217,23 +217,13 @@ pub(crate) async fn insert_active_member(
             return Err(ServiceError::Conflict(format!("{} is already a member ({})", email, m.status)));
         }
     }
-    let invitation = tx.find_pending_invitation(org.id, email).await?;
-    let live_invitation = invitation.as_ref().filter(|inv| inv.expires_at > now);
-    let reservation = match live_invitation {
+    let invited = settle_invitation(tx, actor, org.id, email, now).await?;
+    let reservation = match invited {
         // The invitation's seat becomes the member's.
         Some(_) => Reservation { overage: 0 },
         None => reserve_seats(tx, org, 1, now).await?,
     };
-    let manual = manual.or(live_invitation.map(|inv| inv.role));
-    if let Some(mut inv) = invitation {
-        let before = inv.clone();
-        inv.status = if inv.expires_at > now { InvitationStatus::Accepted } else { InvitationStatus::Expired };
-        inv.updated_at = now;
-        tx.update_invitation(&inv).await?;
-        let action =
-            if inv.status == InvitationStatus::Accepted { "invitation.accepted" } else { "invitation.expired" };
-        tx.insert_audit(&actor.audit(now, action, inv.id, Some(&before), Some(&inv))).await?;
-    }
+    let manual = manual.or(invited);
     let mut member = match &existing {
         Some(old) => Member { status: MemberStatus::Active, source, updated_at: now, ..old.clone() },
         None => Member::new(org.id, &user, MemberStatus::Active, source, now),
@@ -256,6 +246,29 @@ pub(crate) async fn insert_active_member(
         }
     }
     Ok(member)
+}
+
+/// Settles the pending invitation of `email`, if any, now that the person
+/// is a member: accepted while it is live (its seat becomes the member's),
+/// expired otherwise; audited. Returns the role a live invitation offered.
+pub(crate) async fn settle_invitation(
+    tx: &mut dyn Tx,
+    actor: &Actor,
+    org_id: Uuid,
+    email: &Email,
+    now: chrono::DateTime<chrono::Utc>,
+) -> ServiceResult<Option<Role>> {
+    let Some(mut inv) = tx.find_pending_invitation(org_id, email).await? else {
+        return Ok(None);
+    };
+    let before = inv.clone();
+    let live = inv.expires_at > now;
+    inv.status = if live { InvitationStatus::Accepted } else { InvitationStatus::Expired };
+    inv.updated_at = now;
+    tx.update_invitation(&inv).await?;
+    let action = if live { "invitation.accepted" } else { "invitation.expired" };
+    tx.insert_audit(&actor.audit(now, action, inv.id, Some(&before), Some(&inv))).await?;
+    Ok(live.then_some(inv.role))
 }
 
 pub(crate) fn audit_with_overage(value: &impl Serialize, reservation: Reservation) -> serde_json::Value {

@@ -39,11 +39,11 @@ pub enum PlannedChange {
     /// A pending invitation is revoked to bring seats back under the limit.
     RevokeInvitation { invitation: Uuid, email: Email, reason: String },
     /// An active member is suspended (seat overage, or deactivated in the identity provider).
-    SuspendMember { member: Uuid, email: Email, role: Role, reason: String },
+    SuspendMember { member: Uuid, email: Option<Email>, role: Role, reason: String },
     /// A member's role becomes the derived one.
-    ChangeRole { member: Uuid, email: Email, from: Role, to: Role, source: RoleSource, reason: String },
+    ChangeRole { member: Uuid, email: Option<Email>, from: Role, to: Role, source: RoleSource, reason: String },
     /// The live sessions of a member who is not active are ended.
-    EndSessions { member: Uuid, email: Email, sessions: i64, reason: String },
+    EndSessions { member: Uuid, email: Option<Email>, sessions: i64, reason: String },
 }
 
 impl PlannedChange {
@@ -175,10 +175,10 @@ pub fn plan(input: &PlanInput<'_>) -> ReconcilePlan {
         let Some(d) = d else { continue };
         if Some(m.id) == anchor {
             if deactivated(m) {
-                kept.push(format!("{} is deactivated in the identity provider but is the last Owner", m.email));
+                kept.push(format!("{} is deactivated in the identity provider but is the last Owner", m.label()));
             }
             if d.role != Role::Owner {
-                kept.push(format!("{} stays Owner: an organization keeps at least one Owner", m.email));
+                kept.push(format!("{} stays Owner: an organization keeps at least one Owner", m.label()));
             }
             continue;
         }
@@ -536,7 +536,7 @@ mod tests {
 
         /// An active member an admin added with `role` (manual, pinned), joined at `joined`.
         fn member(&mut self, n: u128, name: &str, role: Role, joined: i64) -> Uuid {
-            let user = User { id: Uuid::from_u128(0x1000 + n), email: email(name), created_at: at(joined) };
+            let user = User { id: Uuid::from_u128(0x1000 + n), email: Some(email(name)), created_at: at(joined) };
             let mut m = Member::new(self.org.id, &user, MemberStatus::Active, MemberSource::Admin, at(joined));
             m.id = Uuid::from_u128(n);
             m.manual_role = Some(role);
@@ -666,6 +666,10 @@ mod tests {
         email.as_str().split('@').next().unwrap()
     }
 
+    fn local_of(email: &Option<Email>) -> &str {
+        email.as_ref().map_or("", local)
+    }
+
     fn source_name(source: &RoleSource) -> String {
         match source {
             RoleSource::Manual => "manual".into(),
@@ -681,11 +685,11 @@ mod tests {
         match change {
             PlannedChange::ExpireInvitation { email, .. } => format!("expire {}", local(email)),
             PlannedChange::RevokeInvitation { email, .. } => format!("revoke {}", local(email)),
-            PlannedChange::SuspendMember { email, role, .. } => format!("suspend {} ({role})", local(email)),
+            PlannedChange::SuspendMember { email, role, .. } => format!("suspend {} ({role})", local_of(email)),
             PlannedChange::ChangeRole { email, from, to, source, .. } => {
-                format!("role {} {from}->{to} {}", local(email), source_name(source))
+                format!("role {} {from}->{to} {}", local_of(email), source_name(source))
             }
-            PlannedChange::EndSessions { email, sessions, .. } => format!("end {} {sessions}", local(email)),
+            PlannedChange::EndSessions { email, sessions, .. } => format!("end {} {sessions}", local_of(email)),
         }
     }
 
@@ -1087,14 +1091,19 @@ mod tests {
                 expired_at: at(0),
                 reason: reason.clone(),
             },
-            PlannedChange::EndSessions { member: id, email: email.clone(), sessions: 1, reason: reason.clone() },
+            PlannedChange::EndSessions { member: id, email: Some(email.clone()), sessions: 1, reason: reason.clone() },
         ];
         let disruptive = [
             PlannedChange::RevokeInvitation { invitation: id, email: email.clone(), reason: reason.clone() },
-            PlannedChange::SuspendMember { member: id, email: email.clone(), role: Role::Read, reason: reason.clone() },
+            PlannedChange::SuspendMember {
+                member: id,
+                email: Some(email.clone()),
+                role: Role::Read,
+                reason: reason.clone(),
+            },
             PlannedChange::ChangeRole {
                 member: id,
-                email,
+                email: Some(email),
                 from: Role::Read,
                 to: Role::Write,
                 source: RoleSource::Default,
@@ -1211,7 +1220,7 @@ mod tests {
                     .map(|m| {
                         format!(
                             "{} {} {} manual={:?} pinned={} links={:?}",
-                            m.email,
+                            m.label(),
                             m.status,
                             m.role,
                             m.manual_role,
@@ -1258,20 +1267,20 @@ mod tests {
                 let d = w.derive(m);
                 let last_owner_kept = m.role == Owner
                     && m.status == MemberStatus::Active
-                    && plan.kept.iter().any(|k| k.starts_with(&format!("{} stays Owner", m.email)));
+                    && plan.kept.iter().any(|k| k.starts_with(&format!("{} stays Owner", m.label())));
                 assert!(
                     (m.role, &m.role_source) == (d.role, &d.source) || last_owner_kept,
                     "{} is {} by {:?}, derivation {d:?}: {}",
-                    m.email,
+                    m.label(),
                     m.role,
                     m.role_source,
                     context()
                 );
                 if m.status != MemberStatus::Active {
-                    assert_eq!(w.links.get(&m.id).map_or(0, |l| l.live_sessions), 0, "{}: {}", m.email, context());
+                    assert_eq!(w.links.get(&m.id).map_or(0, |l| l.live_sessions), 0, "{}: {}", m.label(), context());
                 }
                 if w.links.get(&m.id).and_then(|l| l.scim_active) == Some(false) && m.status == MemberStatus::Active {
-                    assert!(plan.kept.iter().any(|k| k.contains("is deactivated")), "{}: {}", m.email, context());
+                    assert!(plan.kept.iter().any(|k| k.contains("is deactivated")), "{}: {}", m.label(), context());
                 }
             }
             let again = w.plan();

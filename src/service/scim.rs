@@ -159,7 +159,8 @@ struct UserAttrs {
     display_name: Option<String>,
     active: bool,
     emails: Vec<String>,
-    email: Email,
+    /// The member's email, when the User carries one.
+    email: Option<Email>,
 }
 
 fn str_at(resource: &Value, key: &str) -> Option<String> {
@@ -167,8 +168,9 @@ fn str_at(resource: &Value, key: &str) -> Option<String> {
 }
 
 impl UserAttrs {
-    /// Reads a validated User. Roster members are people with an email:
-    /// `userName` when it is an address, else the primary (or first) email.
+    /// Reads a validated User. The member's email is `userName` when it is
+    /// an address, else the primary (or first) email that is one; a User
+    /// with neither is a member without an email until one arrives.
     fn of(resource: &Value) -> ServiceResult<Self> {
         let user_name = str_at(resource, "userName").ok_or_else(|| ScimError::invalid_value("userName is required"))?;
         let emails: Vec<(String, bool)> = resource
@@ -186,12 +188,7 @@ impl UserAttrs {
         let email = Email::parse(&user_name)
             .ok()
             .or_else(|| emails.iter().find(|(_, p)| *p).and_then(|(v, _)| Email::parse(v).ok()))
-            .or_else(|| emails.iter().find_map(|(v, _)| Email::parse(v).ok()))
-            .ok_or_else(|| {
-                ScimError::invalid_value(
-                    "Roster members are identified by email: make userName an email address or send emails",
-                )
-            })?;
+            .or_else(|| emails.iter().find_map(|(v, _)| Email::parse(v).ok()));
         Ok(Self {
             user_name,
             external_id: str_at(resource, "externalId"),
@@ -310,12 +307,15 @@ impl Roster {
             if tx.find_scim_user_by_user_name(org.id, &attrs.user_name).await?.is_some() {
                 return Err(ScimError::uniqueness(format!("userName `{}` is already taken", attrs.user_name)).into());
             }
-            let (member, existed) = scim_member(&mut *tx, actor, &org, &attrs.email, attrs.active, now).await?;
+            let (member, existed) = match &attrs.email {
+                Some(email) => scim_member(&mut *tx, actor, &org, email, attrs.active, now).await?,
+                None => (insert_member_without_email(&mut *tx, actor, &org, attrs.active, now).await?, false),
+            };
             // Only a member that was there before can stand behind another SCIM User.
             if existed && tx.find_scim_user_by_member(member.id).await?.is_some() {
                 return Err(ScimError::uniqueness(format!(
                     "{} is already provisioned as another SCIM User",
-                    attrs.email
+                    member.label()
                 ))
                 .into());
             }
@@ -420,8 +420,17 @@ impl Roster {
             {
                 return Err(ScimError::uniqueness(format!("userName `{}` is already taken", attrs.user_name)).into());
             }
+            let mut member = None;
+            if let Some(email) = &attrs.email {
+                let m = tx.get_member(org.id, before.member_id).await?.ok_or(ServiceError::NotFound("User"))?;
+                member =
+                    Some(if m.email.is_none() { adopt_email(&mut *tx, actor, &org, m, email, now).await? } else { m });
+            }
             if attrs.active != before.active {
-                let member = tx.get_member(org.id, before.member_id).await?.ok_or(ServiceError::NotFound("User"))?;
+                let member = match member {
+                    Some(m) => m,
+                    None => tx.get_member(org.id, before.member_id).await?.ok_or(ServiceError::NotFound("User"))?,
+                };
                 let status = if attrs.active { MemberStatus::Active } else { MemberStatus::Suspended };
                 transition(&mut *tx, actor, &org, member, status, now).await?;
             }
@@ -786,7 +795,7 @@ async fn scim_member(
             let user = match tx.find_user_by_email(email).await? {
                 Some(u) => u,
                 None => {
-                    let u = User { id: Uuid::now_v7(), email: email.clone(), created_at: now };
+                    let u = User { id: Uuid::now_v7(), email: Some(email.clone()), created_at: now };
                     tx.insert_user(&u).await?;
                     u
                 }
@@ -807,6 +816,70 @@ async fn scim_member(
         (_, false) => transition(tx, actor, org, member, MemberStatus::Suspended, now).await?,
     };
     Ok((member, true))
+}
+
+/// The member of a SCIM User that carries no email: a user of its own,
+/// active (taking a seat) or suspended; audited.
+async fn insert_member_without_email(
+    tx: &mut dyn Tx,
+    actor: &Actor,
+    org: &Organization,
+    active: bool,
+    now: DateTime<Utc>,
+) -> ServiceResult<Member> {
+    let reservation = if active { reserve_seats(tx, org, 1, now).await? } else { Reservation { overage: 0 } };
+    let user = User { id: Uuid::now_v7(), email: None, created_at: now };
+    tx.insert_user(&user).await?;
+    let status = if active { MemberStatus::Active } else { MemberStatus::Suspended };
+    let mut member = Member::new(org.id, &user, status, MemberSource::Scim, now);
+    member.set_role(&derive_member(&member, None, &[], org));
+    tx.insert_member(&member).await?;
+    let after = audit_with_overage(&member, reservation);
+    tx.insert_audit(&actor.audit(now, "member.added", member.id, None::<&()>, Some(&after))).await?;
+    Ok(member)
+}
+
+/// Gives a member without an email the `email` its SCIM User now carries.
+/// When another Roster user already has that email (the person belongs to
+/// another organization too), the member becomes that user's; when that
+/// person is already a member here, the change is a `uniqueness` error. A
+/// pending invitation of the email is settled: the member has its seat.
+async fn adopt_email(
+    tx: &mut dyn Tx,
+    actor: &Actor,
+    org: &Organization,
+    member: Member,
+    email: &Email,
+    now: DateTime<Utc>,
+) -> ServiceResult<Member> {
+    let mut after = Member { email: Some(email.clone()), updated_at: now, ..member.clone() };
+    match tx.find_user_by_email(email).await? {
+        None => tx.set_user_email(member.user_id, email).await?,
+        Some(user) => {
+            if let Some(other) = tx.find_member_by_user(org.id, user.id).await? {
+                return Err(ScimError::uniqueness(format!(
+                    "{email} is already a member of this organization ({})",
+                    other.status
+                ))
+                .into());
+            }
+            after.user_id = user.id;
+        }
+    }
+    if let Some(role) = settle_invitation(tx, actor, org.id, email, now).await? {
+        after.manual_role = Some(role);
+        after.role_pinned = true;
+    }
+    tx.update_member(&after).await?;
+    if after.user_id != member.user_id {
+        tx.delete_user(member.user_id).await?;
+    }
+    tx.insert_audit(&actor.audit(now, "member.email_set", after.id, Some(&member), Some(&after))).await?;
+    if after.manual_role != member.manual_role {
+        recompute_roles(tx, actor, org, &[after.id], now).await?;
+        return tx.get_member(org.id, after.id).await?.ok_or(ServiceError::NotFound("User"));
+    }
+    Ok(after)
 }
 
 /// Moves a member to `status`: taking a seat to become active, never

@@ -741,7 +741,7 @@ impl Roster {
         let (member, how) = resolve_membership(&mut *tx, actor, &org, email, &identity.tenant_roles, now).await?;
         let profile = SsoProfile {
             user_id: member.user_id,
-            email: member.email.as_str().to_string(),
+            email: email.as_str().to_string(),
             name: identity.name.clone(),
             organization_id: org.id,
             organization_name: org.name.clone(),
@@ -906,7 +906,8 @@ impl Roster {
         let org = tx.get_org(session.org_id).await?.ok_or(ServiceError::NotFound("session"))?;
         Ok(SessionView {
             user_id: member.user_id,
-            email: member.email.as_str().to_string(),
+            // A member signs in by email, and a user's email is never taken away.
+            email: member.label(),
             organization_id: org.id,
             organization_name: org.name,
             member_id: member.id,

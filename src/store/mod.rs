@@ -96,7 +96,8 @@ impl Default for SsoSettings {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct User {
     pub id: Uuid,
-    pub email: Email,
+    /// None for a user provisioned through SCIM with no email (yet).
+    pub email: Option<Email>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -106,7 +107,9 @@ pub struct Member {
     pub id: Uuid,
     pub org_id: Uuid,
     pub user_id: Uuid,
-    pub email: Email,
+    /// None for a member provisioned through SCIM with no email (yet): it
+    /// holds a seat and a role but cannot sign in until an email arrives.
+    pub email: Option<Email>,
     pub role: Role,
     pub status: MemberStatus,
     pub source: MemberSource,
@@ -126,6 +129,11 @@ pub struct Member {
 }
 
 impl Member {
+    /// The member in words: its email, or `member <id>` when it has none.
+    pub fn label(&self) -> String {
+        self.email.as_ref().map_or_else(|| format!("member {}", self.id), |e| e.to_string())
+    }
+
     /// A new member record; its role is the derivation's.
     pub fn new(org_id: Uuid, user: &User, status: MemberStatus, source: MemberSource, now: DateTime<Utc>) -> Self {
         Member {
@@ -511,6 +519,10 @@ pub trait Tx: Send {
     // Users and members.
     async fn find_user_by_email(&mut self, email: &Email) -> StoreResult<Option<User>>;
     async fn insert_user(&mut self, user: &User) -> StoreResult<()>;
+    /// Gives a user without an email its email.
+    async fn set_user_email(&mut self, user_id: Uuid, email: &Email) -> StoreResult<()>;
+    /// Deletes a user that no member stands for any more.
+    async fn delete_user(&mut self, user_id: Uuid) -> StoreResult<()>;
     async fn insert_member(&mut self, member: &Member) -> StoreResult<()>;
     async fn get_member(&mut self, org_id: Uuid, id: Uuid) -> StoreResult<Option<Member>>;
     async fn find_member_by_user(&mut self, org_id: Uuid, user_id: Uuid) -> StoreResult<Option<Member>>;

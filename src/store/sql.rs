@@ -181,13 +181,17 @@ impl OrgRow {
 #[derive(sqlx::FromRow)]
 pub(super) struct UserRow {
     id: String,
-    email: String,
+    email: Option<String>,
     created_at: DateTime<Utc>,
 }
 
 impl UserRow {
     pub(super) fn into_model(self) -> StoreResult<User> {
-        Ok(User { id: uuid("users.id", &self.id)?, email: email(&self.email)?, created_at: self.created_at })
+        Ok(User {
+            id: uuid("users.id", &self.id)?,
+            email: self.email.as_deref().map(email).transpose()?,
+            created_at: self.created_at,
+        })
     }
 }
 
@@ -200,7 +204,7 @@ pub(super) struct MemberRow {
     id: String,
     org_id: String,
     user_id: String,
-    email: String,
+    email: Option<String>,
     role: String,
     status: String,
     source: String,
@@ -219,7 +223,7 @@ impl MemberRow {
             id: uuid("members.id", &self.id)?,
             org_id: uuid("members.org_id", &self.org_id)?,
             user_id: uuid("members.user_id", &self.user_id)?,
-            email: email(&self.email)?,
+            email: self.email.as_deref().map(email).transpose()?,
             status: parse("status", &self.status)?,
             source: parse("source", &self.source)?,
             manual_role: self.manual_role.as_deref().map(|r| parse("manual_role", r)).transpose()?,
@@ -848,11 +852,31 @@ macro_rules! impl_tx {
             async fn insert_user(&mut self, u: &User) -> StoreResult<()> {
                 sqlx::query("INSERT INTO users (id, email, email_normalized, created_at) VALUES ($1, $2, $3, $4)")
                     .bind(u.id.to_string())
-                    .bind(u.email.as_str())
-                    .bind(u.email.normalized())
+                    .bind(u.email.as_ref().map(Email::as_str))
+                    .bind(u.email.as_ref().map(Email::normalized))
                     .bind(u.created_at)
                     .execute(&mut *self.0)
                     .await?;
+                Ok(())
+            }
+
+            async fn set_user_email(&mut self, user_id: Uuid, email: &Email) -> StoreResult<()> {
+                let done = sqlx::query(
+                    "UPDATE users SET email = $2, email_normalized = $3 WHERE id = $1 AND email IS NULL",
+                )
+                .bind(user_id.to_string())
+                .bind(email.as_str())
+                .bind(email.normalized())
+                .execute(&mut *self.0)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn delete_user(&mut self, user_id: Uuid) -> StoreResult<()> {
+                sqlx::query("DELETE FROM users WHERE id = $1").bind(user_id.to_string()).execute(&mut *self.0).await?;
                 Ok(())
             }
 
@@ -946,7 +970,7 @@ macro_rules! impl_tx {
             async fn update_member(&mut self, m: &Member) -> StoreResult<()> {
                 let done = sqlx::query(
                     "UPDATE members SET role = $3, status = $4, source = $5, updated_at = $6, manual_role = $7, \
-                     role_pinned = $8, sso_roles = $9, role_source = $10 WHERE org_id = $1 AND id = $2",
+                     role_pinned = $8, sso_roles = $9, role_source = $10, user_id = $11 WHERE org_id = $1 AND id = $2",
                 )
                 .bind(m.org_id.to_string())
                 .bind(m.id.to_string())
@@ -958,6 +982,7 @@ macro_rules! impl_tx {
                 .bind(m.role_pinned)
                 .bind(sqlx::types::Json(&m.sso_roles))
                 .bind(sqlx::types::Json(&m.role_source))
+                .bind(m.user_id.to_string())
                 .execute(&mut *self.0)
                 .await?;
                 if done.rows_affected() == 0 {

@@ -210,7 +210,7 @@ mod tests {
     async fn a_write_transaction_dropped_unended_is_rolled_back_before_the_next_begins() {
         let (_dir, store) = migrated_store().await;
         let at = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
-        let user = |email: &str| User { id: Uuid::now_v7(), email: Email::parse(email).unwrap(), created_at: at };
+        let user = |email: &str| User { id: Uuid::now_v7(), email: Email::parse(email).ok(), created_at: at };
         let (dropped, kept) = (user("dropped@x.com"), user("kept@x.com"));
 
         let mut tx = store.begin().await.unwrap();
@@ -221,8 +221,59 @@ mod tests {
         tx.commit().await.unwrap();
 
         let mut read = store.read().await.unwrap();
-        assert!(read.find_user_by_email(&dropped.email).await.unwrap().is_none(), "the dropped write stayed");
-        assert!(read.find_user_by_email(&kept.email).await.unwrap().is_some(), "the committed write is not visible");
+        assert!(
+            read.find_user_by_email(dropped.email.as_ref().unwrap()).await.unwrap().is_none(),
+            "the dropped write stayed"
+        );
+        assert!(
+            read.find_user_by_email(kept.email.as_ref().unwrap()).await.unwrap().is_some(),
+            "the committed write is not visible"
+        );
+    }
+
+    /// Rebuilding `users` to let a user go without an email keeps every user
+    /// and every member's reference to its user, and foreign keys still hold.
+    #[tokio::test]
+    async fn users_rebuilt_without_the_email_requirement_keep_their_members() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("roster.db").display());
+        let store = SqliteStore::connect(&url, 2).await.unwrap();
+        let all = sqlx::migrate!("./migrations/sqlite");
+        let rebuild = all.migrations.iter().position(|m| m.description == "users without email").unwrap();
+        let mut before = sqlx::migrate!("./migrations/sqlite");
+        before.migrations = all.migrations[..rebuild].to_vec().into();
+        let mut conn = store.writer.lock().await;
+        before.run_direct(&mut *conn).await.unwrap();
+        let seed = [
+            "INSERT INTO organizations (id, name, plan, purchased_seats, seat_policy, created_at, updated_at) \
+             VALUES ('o', 'o', 'enterprise_seat_yearly', 2, 'strict', '2026-01-01', '2026-01-01')",
+            "INSERT INTO users (id, email, email_normalized, created_at) \
+             VALUES ('u1', 'A@x.com', 'a@x.com', '2026-01-01'), ('u2', 'b@x.com', 'b@x.com', '2026-01-02')",
+            "INSERT INTO members (id, org_id, user_id, role, status, source, created_at, updated_at) \
+             VALUES ('m1', 'o', 'u1', 'owner', 'active', 'admin', '2026-01-01', '2026-01-01'), \
+             ('m2', 'o', 'u2', 'read', 'active', 'scim', '2026-01-02', '2026-01-02')",
+        ];
+        for sql in seed {
+            sqlx::query(sql).execute(&mut *conn).await.unwrap();
+        }
+        all.run_direct(&mut *conn).await.unwrap();
+
+        let rows: Vec<(String, Option<String>)> =
+            sqlx::query_as("SELECT m.id, u.email FROM members m JOIN users u ON u.id = m.user_id ORDER BY m.id")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        assert_eq!(rows, [("m1".into(), Some("A@x.com".into())), ("m2".into(), Some("b@x.com".into()))]);
+        sqlx::query("INSERT INTO users (id, created_at) VALUES ('u3', '2026-01-03'), ('u4', '2026-01-03')")
+            .execute(&mut *conn)
+            .await
+            .expect("users without an email");
+        let orphan = "INSERT INTO members (id, org_id, user_id, role, status, source, created_at, updated_at) \
+             VALUES ('m3', 'o', 'nobody', 'read', 'active', 'scim', '2026-01-03', '2026-01-03')";
+        assert!(sqlx::query(orphan).execute(&mut *conn).await.is_err(), "members still need a user");
+        let duplicate = "INSERT INTO users (id, email, email_normalized, created_at) \
+             VALUES ('u5', 'a@X.com', 'a@x.com', '2026-01-03')";
+        assert!(sqlx::query(duplicate).execute(&mut *conn).await.is_err(), "emails are still unique");
     }
 
     /// Once statistics exist, an `emails.value` filter is answered from the

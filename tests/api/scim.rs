@@ -199,6 +199,94 @@ async fn user_names_are_unique_case_insensitively_and_an_invitation_keeps_one_se
     assert_eq!((seats["used"].as_i64(), seats["pending_invitations"].as_i64()), (Some(3), Some(0)));
 }
 
+/// The organization's members that have no email.
+async fn members_without_email(app: &TestApp, org: &TestOrg) -> Vec<Value> {
+    let (_, members) = app.get("/api/v1/members", &org.owner_key).await;
+    members["items"].as_array().unwrap().iter().filter(|m| m["email"].is_null()).cloned().collect()
+}
+
+#[tokio::test]
+async fn a_user_without_an_email_holds_a_seat_and_takes_its_email_when_one_arrives() {
+    let app = TestApp::spawn().await;
+    let org = app.org("Emailless", 5).await;
+    let other = app.org("Elsewhere", 5).await;
+    let token = scim_token(&app, &org).await;
+    let bare =
+        |user_name: &str| json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": user_name});
+
+    // Neither an email-shaped userName nor emails: a member without an email, holding a seat.
+    let mut ids = Vec::new();
+    for user_name in ["5c0ffee1", "5c0ffee2", "5c0ffee3"] {
+        let (s, _, body) = scim(&app, &token, Method::POST, "/Users", Some(bare(user_name))).await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+        assert_eq!(body["userName"], user_name);
+        ids.push(body["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(app.seats(&org.owner_key).await["used"], 4);
+    let bare_members = members_without_email(&app, &org).await;
+    assert_eq!(bare_members.len(), 3, "{bare_members:?}");
+    assert!(bare_members.iter().all(|m| m["source"] == "scim" && m["status"] == "active"), "{bare_members:?}");
+    let (s, _, body) = scim(&app, &token, Method::GET, "/Users?filter=userName%20eq%20%225C0FFEE1%22", None).await;
+    assert_eq!((s, body["totalResults"].as_i64()), (StatusCode::OK, Some(1)), "{body}");
+    let (s, _, body) = scim(&app, &token, Method::POST, "/Users", Some(bare("5C0FFEE1"))).await;
+    assert_eq!((s, body["scimType"].as_str()), (StatusCode::CONFLICT, Some("uniqueness")), "{body}");
+
+    // A PATCH that brings an address gives the member its email.
+    let add_email = |email: &str| {
+        json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+               "Operations": [{"op": "add", "path": "emails", "value": [{"value": email, "type": "work", "primary": true}]}]})
+    };
+    let (s, _, body) =
+        scim(&app, &token, Method::PATCH, &format!("/Users/{}", ids[0]), Some(add_email("ada@emailless.com"))).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let (_, members) = app.get("/api/v1/members?status=active", &org.owner_key).await;
+    assert!(members["items"].as_array().unwrap().iter().any(|m| m["email"] == "ada@emailless.com"), "{members}");
+    assert_eq!(members_without_email(&app, &org).await.len(), 2);
+
+    // The person is already a member here: 409, and the User keeps its emails as they were.
+    let (s, _, body) =
+        scim(&app, &token, Method::PATCH, &format!("/Users/{}", ids[1]), Some(add_email("ADA@emailless.com"))).await;
+    assert_eq!((s, body["scimType"].as_str()), (StatusCode::CONFLICT, Some("uniqueness")), "{body}");
+    let (_, _, body) = scim(&app, &token, Method::GET, &format!("/Users/{}", ids[1]), None).await;
+    assert!(body.get("emails").is_none(), "{body}");
+    assert_eq!(members_without_email(&app, &org).await.len(), 2);
+
+    // A pending invitation of the address is settled when a member takes it: one seat, not two.
+    let (s, _) =
+        app.post("/api/v1/invitations", &org.owner_key, json!({"email": "cy@emailless.com", "role": "write"})).await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(app.seats(&org.owner_key).await["used"], 5);
+    let put = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "cy@emailless.com"});
+    let (s, _, body) = scim(&app, &token, Method::PUT, &format!("/Users/{}", ids[1]), Some(put)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let seats = app.seats(&org.owner_key).await;
+    assert_eq!((seats["used"].as_i64(), seats["pending_invitations"].as_i64()), (Some(4), Some(0)), "{seats}");
+    let (_, members) = app.get("/api/v1/members?status=active", &org.owner_key).await;
+    let cy = members["items"].as_array().unwrap().iter().find(|m| m["email"] == "cy@emailless.com").unwrap().clone();
+    assert_eq!(cy["role"], "write", "the invitation's role: {cy}");
+
+    // The person is a Roster user through another organization: the member becomes that user's.
+    let (s, dee) =
+        app.post("/api/v1/members", &other.owner_key, json!({"email": "dee@elsewhere.com", "role": "read"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{dee}");
+    let (s, _, body) =
+        scim(&app, &token, Method::PATCH, &format!("/Users/{}", ids[2]), Some(add_email("dee@elsewhere.com"))).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let (_, members) = app.get("/api/v1/members?status=active", &org.owner_key).await;
+    let here = members["items"].as_array().unwrap().iter().find(|m| m["email"] == "dee@elsewhere.com").unwrap().clone();
+    assert_eq!(here["user_id"], dee["user_id"], "{here} {dee}");
+    assert_ne!(here["id"], dee["id"]);
+    assert!(members_without_email(&app, &org).await.is_empty());
+
+    // Deleting a User that never had an email frees its seat like any other.
+    let (s, _, body) = scim(&app, &token, Method::POST, "/Users", Some(bare("5c0ffee4"))).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(app.seats(&org.owner_key).await["used"], 5);
+    let (s, _, _) = scim(&app, &token, Method::DELETE, &format!("/Users/{}", body["id"].as_str().unwrap()), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(app.seats(&org.owner_key).await["used"], 4);
+}
+
 #[tokio::test]
 async fn filters_paging_sorting_and_projection() {
     let app = TestApp::spawn().await;
@@ -663,7 +751,7 @@ async fn bad_requests_get_scim_errors_with_the_right_type() {
         (
             Method::POST,
             "/Users".into(),
-            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "nomail"}),
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "   "}),
             400,
             Some("invalidValue"),
         ),

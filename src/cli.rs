@@ -384,12 +384,12 @@ async fn role_mapping(roster: &Roster, cmd: RoleMappingCommand, as_json: bool) -
     Ok(())
 }
 
-/// Prints a plan for people: one line per change with its reason.
 /// A planned change's member in words: its email, or its id.
 fn who(email: &Option<Email>, member: &Uuid) -> String {
     email.as_ref().map_or_else(|| format!("member {member}"), |e| e.to_string())
 }
 
+/// Prints a plan for people: one line per change with its reason.
 fn print_plan(name: &str, plan: &ReconcilePlan, applied: bool) {
     let s = &plan.seats;
     println!(

@@ -309,7 +309,11 @@ impl Roster {
             }
             let (member, existed) = match &attrs.email {
                 Some(email) => scim_member(&mut *tx, actor, &org, email, attrs.active, now).await?,
-                None => (insert_member_without_email(&mut *tx, actor, &org, attrs.active, now).await?, false),
+                None => {
+                    let user = User { id: Uuid::now_v7(), email: None, created_at: now };
+                    tx.insert_user(&user).await?;
+                    (insert_scim_member(&mut *tx, actor, &org, &user, attrs.active, now).await?, false)
+                }
             };
             // Only a member that was there before can stand behind another SCIM User.
             if existed && tx.find_scim_user_by_member(member.id).await?.is_some() {
@@ -800,11 +804,7 @@ async fn scim_member(
                     u
                 }
             };
-            let mut member = Member::new(org.id, &user, MemberStatus::Suspended, MemberSource::Scim, now);
-            member.set_role(&derive_member(&member, None, &[], org));
-            tx.insert_member(&member).await?;
-            tx.insert_audit(&actor.audit(now, "member.added", member.id, None::<&()>, Some(&member))).await?;
-            member
+            insert_scim_member(tx, actor, org, &user, false, now).await?
         };
         return Ok((member, false));
     };
@@ -818,20 +818,20 @@ async fn scim_member(
     Ok((member, true))
 }
 
-/// The member of a SCIM User that carries no email: a user of its own,
-/// active (taking a seat) or suspended; audited.
-async fn insert_member_without_email(
+/// A new SCIM member of `user`, with no invitation to settle (the User
+/// carries no email, or is provisioned suspended): active (taking a seat)
+/// or suspended; audited.
+async fn insert_scim_member(
     tx: &mut dyn Tx,
     actor: &Actor,
     org: &Organization,
+    user: &User,
     active: bool,
     now: DateTime<Utc>,
 ) -> ServiceResult<Member> {
     let reservation = if active { reserve_seats(tx, org, 1, now).await? } else { Reservation { overage: 0 } };
-    let user = User { id: Uuid::now_v7(), email: None, created_at: now };
-    tx.insert_user(&user).await?;
     let status = if active { MemberStatus::Active } else { MemberStatus::Suspended };
-    let mut member = Member::new(org.id, &user, status, MemberSource::Scim, now);
+    let mut member = Member::new(org.id, user, status, MemberSource::Scim, now);
     member.set_role(&derive_member(&member, None, &[], org));
     tx.insert_member(&member).await?;
     let after = audit_with_overage(&member, reservation);

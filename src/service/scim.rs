@@ -424,8 +424,11 @@ impl Roster {
             {
                 return Err(ScimError::uniqueness(format!("userName `{}` is already taken", attrs.user_name)).into());
             }
+            // A User that carried no email stands for a member without one:
+            // only an address arriving now needs the member looked at.
+            let had_email = UserAttrs::of(&before.resource).is_ok_and(|a| a.email.is_some());
             let mut member = None;
-            if let Some(email) = &attrs.email {
+            if let (Some(email), false) = (&attrs.email, had_email) {
                 let m = tx.get_member(org.id, before.member_id).await?.ok_or(ServiceError::NotFound("User"))?;
                 member =
                     Some(if m.email.is_none() { adopt_email(&mut *tx, actor, &org, m, email, now).await? } else { m });

@@ -164,11 +164,9 @@ mod tests {
     /// write 2.5 times as many frames).
     #[tokio::test]
     async fn the_write_ahead_log_stays_bounded_under_steady_writes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("wal.db");
-        let store = SqliteStore::connect(&format!("sqlite://{}?mode=rwc", path.display()), 2).await.unwrap();
+        let (dir, store) = store_in_temp_dir().await;
         sqlx::query("CREATE TABLE blobs (b BLOB)").execute(&mut *store.writer.lock().await).await.unwrap();
-        let wal = dir.path().join("wal.db-wal");
+        let wal = dir.path().join("roster.db-wal");
         let frames: u64 = WAL_AUTOCHECKPOINT_FRAMES.parse().unwrap();
         let mut largest = 0;
         // 40 commits of ~250 pages each: 2.5 times the threshold, with reads between.
@@ -194,11 +192,17 @@ mod tests {
         assert!(largest <= bound, "the log reached {largest} bytes (bound {bound})");
     }
 
-    /// A migrated store in a directory of its own, kept while the test runs.
-    async fn migrated_store() -> (tempfile::TempDir, SqliteStore) {
+    /// A store on `roster.db` in a directory of its own, kept while the test runs.
+    async fn store_in_temp_dir() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("roster.db").display());
         let store = SqliteStore::connect(&url, 2).await.unwrap();
+        (dir, store)
+    }
+
+    /// A migrated store in a directory of its own, kept while the test runs.
+    async fn migrated_store() -> (tempfile::TempDir, SqliteStore) {
+        let (dir, store) = store_in_temp_dir().await;
         store.migrate().await.unwrap();
         (dir, store)
     }
@@ -235,9 +239,7 @@ mod tests {
     /// and every member's reference to its user, and foreign keys still hold.
     #[tokio::test]
     async fn users_rebuilt_without_the_email_requirement_keep_their_members() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("roster.db").display());
-        let store = SqliteStore::connect(&url, 2).await.unwrap();
+        let (_dir, store) = store_in_temp_dir().await;
         let all = sqlx::migrate!("./migrations/sqlite");
         let rebuild = all.migrations.iter().position(|m| m.description == "users without email").unwrap();
         let mut before = sqlx::migrate!("./migrations/sqlite");

@@ -36,7 +36,7 @@ pub(super) struct SqlTx<DB: sqlx::Database>(pub(super) Conn<DB>);
 pub(super) enum Conn<DB: sqlx::Database> {
     Tx(sqlx::Transaction<'static, DB>),
     Autocommit(sqlx::pool::PoolConnection<DB>),
-    Held(HeldTx<DB>),
+    Held(Box<dyn Held<DB>>),
 }
 
 impl<DB: sqlx::Database> SqlTx<DB> {
@@ -48,7 +48,7 @@ impl<DB: sqlx::Database> SqlTx<DB> {
         Self(Conn::Autocommit(conn))
     }
 
-    pub(super) fn held(tx: HeldTx<DB>) -> Self {
+    pub(super) fn held(tx: Box<dyn Held<DB>>) -> Self {
         Self(Conn::Held(tx))
     }
 
@@ -63,36 +63,13 @@ impl<DB: sqlx::Database> SqlTx<DB> {
 }
 
 /// A transaction on a connection that belongs to the store alone, outside
-/// any pool (SQLite's one writer), behind an async mutex. A pooled
-/// connection is pinged each time it goes back to its pool: one more round
-/// trip to the connection's thread after every commit, during which the
-/// next writer waits. Ended as a `sqlx::Transaction` is: committed, or
-/// rolled back when dropped unended (the rollback is queued on the
-/// connection ahead of the next holder's statements).
-pub(super) struct HeldTx<DB: sqlx::Database> {
-    conn: tokio::sync::OwnedMutexGuard<DB::Connection>,
-    open: bool,
-}
-
-impl<DB: sqlx::Database> HeldTx<DB> {
-    pub(super) async fn begin(mut conn: tokio::sync::OwnedMutexGuard<DB::Connection>) -> StoreResult<Self> {
-        <DB::TransactionManager as sqlx::TransactionManager>::begin(&mut conn, None).await?;
-        Ok(Self { conn, open: true })
-    }
-
-    async fn commit(mut self) -> StoreResult<()> {
-        <DB::TransactionManager as sqlx::TransactionManager>::commit(&mut self.conn).await?;
-        self.open = false;
-        Ok(())
-    }
-}
-
-impl<DB: sqlx::Database> Drop for HeldTx<DB> {
-    fn drop(&mut self) {
-        if self.open {
-            <DB::TransactionManager as sqlx::TransactionManager>::start_rollback(&mut self.conn);
-        }
-    }
+/// any pool (SQLite's one writer): its statements run on [`Held::conn`],
+/// and it is committed by [`Held::commit`] or undone when dropped unended.
+#[async_trait]
+pub(super) trait Held<DB: sqlx::Database>: Send {
+    fn conn(&self) -> &DB::Connection;
+    fn conn_mut(&mut self) -> &mut DB::Connection;
+    async fn commit(self: Box<Self>) -> StoreResult<()>;
 }
 
 impl<DB: sqlx::Database> std::ops::Deref for Conn<DB> {
@@ -102,7 +79,7 @@ impl<DB: sqlx::Database> std::ops::Deref for Conn<DB> {
         match self {
             Conn::Tx(tx) => tx,
             Conn::Autocommit(conn) => conn,
-            Conn::Held(tx) => &tx.conn,
+            Conn::Held(tx) => tx.conn(),
         }
     }
 }
@@ -112,7 +89,7 @@ impl<DB: sqlx::Database> std::ops::DerefMut for Conn<DB> {
         match self {
             Conn::Tx(tx) => tx,
             Conn::Autocommit(conn) => conn,
-            Conn::Held(tx) => &mut tx.conn,
+            Conn::Held(tx) => tx.conn_mut(),
         }
     }
 }

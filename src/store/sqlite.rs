@@ -144,7 +144,7 @@ struct Writer {
 /// runs, which saves a round trip per member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ended {
-    /// Nothing is left to do: no member ran since the group began or joined.
+    /// Nothing is left to do for an earlier member (none, or it is settled).
     Settled,
     /// Committed: its changes become the group's.
     Committed,

@@ -167,7 +167,14 @@ impl From<crate::scim::ScimError> for ServiceError {
 
 impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
-        ServiceError::Store(e)
+        match e {
+            // A unique value the use case did not look for first: taken by
+            // a concurrent change, or found when deferred writes were sent.
+            StoreError::Conflict(constraint) => {
+                ServiceError::Conflict(format!("a value of this change is already taken ({constraint})"))
+            }
+            other => ServiceError::Store(other),
+        }
     }
 }
 

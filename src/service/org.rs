@@ -201,16 +201,13 @@ pub(crate) async fn insert_active_member(
     source: MemberSource,
     now: chrono::DateTime<chrono::Utc>,
 ) -> ServiceResult<Member> {
-    let (user, existing) = match tx.find_user_by_email(email).await? {
+    // A new user is stored with its member, once the seat is granted.
+    let (user, new_user, existing) = match tx.find_user_by_email(email).await? {
         Some(user) => {
             let existing = tx.find_member_by_user(org.id, user.id).await?;
-            (user, existing)
+            (user, false, existing)
         }
-        None => {
-            let user = User { id: Uuid::now_v7(), email: Some(email.clone()), created_at: now };
-            tx.insert_user(&user).await?;
-            (user, None)
-        }
+        None => (User { id: Uuid::now_v7(), email: Some(email.clone()), created_at: now }, true, None),
     };
     if let Some(m) = &existing {
         if m.status != MemberStatus::Deprovisioned {
@@ -241,6 +238,9 @@ pub(crate) async fn insert_active_member(
             tx.insert_audit(&actor.audit(now, "member.reprovisioned", member.id, Some(&old), Some(&after))).await?;
         }
         None => {
+            if new_user {
+                tx.insert_user(&user).await?;
+            }
             tx.insert_member(&member).await?;
             tx.insert_audit(&actor.audit(now, "member.added", member.id, None::<&()>, Some(&after))).await?;
         }

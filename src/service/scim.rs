@@ -311,8 +311,7 @@ impl Roster {
                 Some(email) => scim_member(&mut *tx, actor, &org, email, attrs.active, now).await?,
                 None => {
                     let user = User { id: Uuid::now_v7(), email: None, created_at: now };
-                    tx.insert_user(&user).await?;
-                    (insert_scim_member(&mut *tx, actor, &org, &user, attrs.active, now).await?, false)
+                    (insert_scim_member(&mut *tx, actor, &org, &user, true, attrs.active, now).await?, false)
                 }
             };
             // Only a member that was there before can stand behind another SCIM User.
@@ -799,15 +798,11 @@ async fn scim_member(
         let member = if active {
             insert_active_member(tx, actor, org, email, None, &[], MemberSource::Scim, now).await?
         } else {
-            let user = match tx.find_user_by_email(email).await? {
-                Some(u) => u,
-                None => {
-                    let u = User { id: Uuid::now_v7(), email: Some(email.clone()), created_at: now };
-                    tx.insert_user(&u).await?;
-                    u
-                }
+            let (user, new_user) = match tx.find_user_by_email(email).await? {
+                Some(u) => (u, false),
+                None => (User { id: Uuid::now_v7(), email: Some(email.clone()), created_at: now }, true),
             };
-            insert_scim_member(tx, actor, org, &user, false, now).await?
+            insert_scim_member(tx, actor, org, &user, new_user, false, now).await?
         };
         return Ok((member, false));
     };
@@ -821,18 +816,22 @@ async fn scim_member(
     Ok((member, true))
 }
 
-/// A new SCIM member of `user`, with no invitation to settle (the User
-/// carries no email, or is provisioned suspended): active (taking a seat)
-/// or suspended; audited.
+/// A new SCIM member of `user` (stored with it when `new_user`), with no
+/// invitation to settle (the User carries no email, or is provisioned
+/// suspended): active (taking a seat) or suspended; audited.
 async fn insert_scim_member(
     tx: &mut dyn Tx,
     actor: &Actor,
     org: &Organization,
     user: &User,
+    new_user: bool,
     active: bool,
     now: DateTime<Utc>,
 ) -> ServiceResult<Member> {
     let reservation = if active { reserve_seats(tx, org, 1, now).await? } else { Reservation { overage: 0 } };
+    if new_user {
+        tx.insert_user(user).await?;
+    }
     let status = if active { MemberStatus::Active } else { MemberStatus::Suspended };
     let mut member = Member::new(org.id, user, status, MemberSource::Scim, now);
     member.set_role(&derive_member(&member, None, &[], org));

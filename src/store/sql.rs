@@ -27,11 +27,22 @@ pub(super) trait Statements {
     /// The column `groups` of a User `r`: a JSON array of `[id, displayName]`
     /// of its groups, by display name, `[]` for none.
     const USER_GROUPS: &'static str;
+    /// Whether a string of several statements with parameters goes to the
+    /// database in one round trip, so that writes are worth deferring.
+    const SENDS_WRITES_TOGETHER: bool;
 }
 
 /// A transaction on one backend, or a pooled connection whose statements
 /// each run on their own (see [`Store::lookup`]).
-pub(super) struct SqlTx<DB: sqlx::Database>(pub(super) Conn<DB>);
+///
+/// Inserts that nothing in the transaction waits on (audit records, new
+/// rows whose ids the caller chose) are [`Deferred`] on a backend that can
+/// send several statements at once: they go to the database with the
+/// transaction's next statement, or with its commit.
+pub(super) struct SqlTx<DB: sqlx::Database> {
+    pub(super) conn: Conn<DB>,
+    pub(super) deferred: Deferred<DB>,
+}
 
 pub(super) enum Conn<DB: sqlx::Database> {
     Tx(sqlx::Transaction<'static, DB>),
@@ -41,25 +52,109 @@ pub(super) enum Conn<DB: sqlx::Database> {
 
 impl<DB: sqlx::Database> SqlTx<DB> {
     pub(super) fn tx(tx: sqlx::Transaction<'static, DB>) -> Self {
-        Self(Conn::Tx(tx))
+        Self::on(Conn::Tx(tx))
     }
 
     pub(super) fn autocommit(conn: sqlx::pool::PoolConnection<DB>) -> Self {
-        Self(Conn::Autocommit(conn))
+        Self::on(Conn::Autocommit(conn))
     }
 
     pub(super) fn held(tx: Box<dyn Held<DB>>) -> Self {
-        Self(Conn::Held(tx))
+        Self::on(Conn::Held(tx))
     }
 
+    fn on(conn: Conn<DB>) -> Self {
+        Self { conn, deferred: Deferred::default() }
+    }
+
+    /// Commits what was sent: [`Deferred`] writes must have gone first.
     pub(super) async fn commit_conn(self) -> StoreResult<()> {
-        match self.0 {
+        match self.conn {
             Conn::Tx(tx) => Ok(tx.commit().await?),
             // Each statement already took effect.
             Conn::Autocommit(_) => Ok(()),
             Conn::Held(tx) => tx.commit().await,
         }
     }
+}
+
+/// Writes waiting to go to the database as one string of statements, each
+/// statement's `$n` parameters renumbered to follow those before it.
+pub(super) struct Deferred<DB: sqlx::Database> {
+    pub(super) sql: String,
+    pub(super) args: DB::Arguments<'static>,
+    statements: usize,
+}
+
+impl<DB: sqlx::Database> Default for Deferred<DB> {
+    fn default() -> Self {
+        Self { sql: String::new(), args: Default::default(), statements: 0 }
+    }
+}
+
+/// How many statements, and parameters, [`Deferred`] writes gather at most
+/// before they are sent: SQLite numbers parameters up to 32,766 in a string.
+const DEFERRED_STATEMENTS: usize = 32;
+const DEFERRED_PARAMETERS: usize = 2_000;
+
+impl<DB: sqlx::Database> Deferred<DB> {
+    pub(super) fn is_empty(&self) -> bool {
+        self.statements == 0
+    }
+
+    pub(super) fn is_full(&self) -> bool {
+        self.statements >= DEFERRED_STATEMENTS || sqlx::Arguments::len(&self.args) >= DEFERRED_PARAMETERS
+    }
+
+    /// Appends `sql`, whose parameters `bind` adds in order `$1`, `$2`, ….
+    pub(super) fn push(
+        &mut self,
+        sql: &str,
+        bind: impl FnOnce(&mut DB::Arguments<'static>) -> Result<(), sqlx::error::BoxDynError>,
+    ) -> StoreResult<()> {
+        let shifted = shift_parameters(sql, sqlx::Arguments::len(&self.args));
+        bind(&mut self.args).map_err(sqlx::Error::Encode)?;
+        if !self.sql.is_empty() {
+            self.sql.push_str(";\n");
+        }
+        self.sql.push_str(&shifted);
+        self.statements += 1;
+        Ok(())
+    }
+}
+
+/// `sql` with each parameter `$n` outside quotes renumbered `$(n + by)`.
+fn shift_parameters(sql: &str, by: usize) -> String {
+    if by == 0 {
+        return sql.to_string();
+    }
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut quoted = false;
+    let mut chars = sql.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if c == '\'' {
+            quoted = !quoted;
+        }
+        let digits = if c == '$' && !quoted {
+            let start = i + 1;
+            let mut end = start;
+            while let Some((j, d)) = chars.peek().copied().filter(|(_, d)| d.is_ascii_digit()) {
+                end = j + d.len_utf8();
+                chars.next();
+            }
+            &sql[start..end]
+        } else {
+            ""
+        };
+        match digits.parse::<usize>() {
+            Ok(n) => {
+                out.push('$');
+                out.push_str(&(n + by).to_string());
+            }
+            Err(_) => out.push(c),
+        }
+    }
+    out
 }
 
 /// A transaction on a connection that belongs to the store alone, outside
@@ -678,7 +773,45 @@ impl SsoSessionRow {
 /// Implements [`Tx`] for `SqlTx<$db>` with the statements above.
 macro_rules! impl_tx {
     ($db:ty) => {
+        use sqlx::Arguments as _;
+
         impl $crate::store::sql::SqlTx<$db> {
+            /// The connection, once the deferred writes have gone to it.
+            async fn conn(&mut self) -> StoreResult<&mut <$db as sqlx::Database>::Connection> {
+                self.send_deferred().await?;
+                Ok(&mut *self.conn)
+            }
+
+            async fn send_deferred(&mut self) -> StoreResult<()> {
+                if self.deferred.is_empty() {
+                    return Ok(());
+                }
+                let $crate::store::sql::Deferred { sql, args, .. } = std::mem::take(&mut self.deferred);
+                sqlx::query_with(&sql, args).execute(&mut *self.conn).await?;
+                Ok(())
+            }
+
+            /// Runs the write `sql` (its parameters added by `bind`) with
+            /// the transaction's next statement where the backend sends
+            /// several at once, at once otherwise. Its failure is that
+            /// statement's (or the commit's) failure.
+            async fn write_later(
+                &mut self,
+                sql: &str,
+                bind: impl FnOnce(&mut <$db as sqlx::Database>::Arguments<'static>) -> Result<(), sqlx::error::BoxDynError>,
+            ) -> StoreResult<()> {
+                if self.deferred.is_full() {
+                    self.send_deferred().await?;
+                }
+                self.deferred.push(sql, bind)?;
+                let together = <$db as $crate::store::sql::Statements>::SENDS_WRITES_TOGETHER
+                    && !matches!(self.conn, $crate::store::sql::Conn::Autocommit(_));
+                if !together {
+                    self.send_deferred().await?;
+                }
+                Ok(())
+            }
+
             /// Writes the user's `emails.value`s, lower-cased and de-duplicated.
             async fn set_scim_emails(&mut self, u: &ScimUserRecord, emails: &[String]) -> StoreResult<()> {
                 let mut seen = std::collections::BTreeSet::new();
@@ -687,12 +820,16 @@ macro_rules! impl_tx {
                     if !seen.insert(lc.clone()) {
                         continue;
                     }
-                    sqlx::query("INSERT INTO scim_user_emails (user_id, org_id, value_lc) VALUES ($1, $2, $3)")
-                        .bind(u.id.to_string())
-                        .bind(u.org_id.to_string())
-                        .bind(lc)
-                        .execute(&mut *self.0)
-                        .await?;
+                    let (id, org_id) = (u.id.to_string(), u.org_id.to_string());
+                    self.write_later(
+                        "INSERT INTO scim_user_emails (user_id, org_id, value_lc) VALUES ($1, $2, $3)",
+                        |args| {
+                            args.add(id)?;
+                            args.add(org_id)?;
+                            args.add(lc)
+                        },
+                    )
+                    .await?;
                 }
                 Ok(())
             }
@@ -700,7 +837,8 @@ macro_rules! impl_tx {
 
         #[async_trait::async_trait]
         impl $crate::store::Tx for $crate::store::sql::SqlTx<$db> {
-            async fn commit(self: Box<Self>) -> StoreResult<()> {
+            async fn commit(mut self: Box<Self>) -> StoreResult<()> {
+                self.send_deferred().await?;
                 self.commit_conn().await
             }
 
@@ -726,7 +864,7 @@ macro_rules! impl_tx {
                 .bind(o.created_at)
                 .bind(o.updated_at)
                 .bind(o.seat_enforcement.as_str())
-                .execute(&mut *self.0)
+                .execute(self.conn().await?)
                 .await?;
                 Ok(())
             }
@@ -735,7 +873,7 @@ macro_rules! impl_tx {
                 let sql = format!("SELECT {ORG_COLUMNS} FROM organizations WHERE id = $1");
                 sqlx::query_as::<_, OrgRow>(&sql)
                     .bind(id.to_string())
-                    .fetch_optional(&mut *self.0)
+                    .fetch_optional(self.conn().await?)
                     .await?
                     .map(OrgRow::into_model)
                     .transpose()
@@ -744,7 +882,7 @@ macro_rules! impl_tx {
             async fn list_orgs(&mut self) -> StoreResult<Vec<Organization>> {
                 let sql = format!("SELECT {ORG_COLUMNS} FROM organizations ORDER BY id");
                 sqlx::query_as::<_, OrgRow>(&sql)
-                    .fetch_all(&mut *self.0)
+                    .fetch_all(self.conn().await?)
                     .await?
                     .into_iter()
                     .map(OrgRow::into_model)
@@ -772,7 +910,7 @@ macro_rules! impl_tx {
                 .bind(o.sso.default_role.as_str())
                 .bind(o.updated_at)
                 .bind(o.seat_enforcement.as_str())
-                .execute(&mut *self.0)
+                .execute(self.conn().await?)
                 .await?;
                 if done.rows_affected() == 0 {
                     return Err(StoreError::NotFound);
@@ -783,7 +921,7 @@ macro_rules! impl_tx {
             async fn delete_org(&mut self, id: Uuid) -> StoreResult<bool> {
                 let done = sqlx::query("DELETE FROM organizations WHERE id = $1")
                     .bind(id.to_string())
-                    .execute(&mut *self.0)
+                    .execute(self.conn().await?)
                     .await?;
                 Ok(done.rows_affected() > 0)
             }
@@ -796,7 +934,7 @@ macro_rules! impl_tx {
                 );
                 sqlx::query_as::<_, OrgRow>(&sql)
                     .bind(id.to_string())
-                    .fetch_optional(&mut *self.0)
+                    .fetch_optional(self.conn().await?)
                     .await?
                     .map(OrgRow::into_model)
                     .transpose()
@@ -812,7 +950,7 @@ macro_rules! impl_tx {
                 )
                 .bind(org_id.to_string())
                 .bind(now)
-                .fetch_one(&mut *self.0)
+                .fetch_one(self.conn().await?)
                 .await?;
                 Ok(SeatUsage { active_members, pending_invitations })
             }
@@ -820,21 +958,24 @@ macro_rules! impl_tx {
             async fn find_user_by_email(&mut self, email: &Email) -> StoreResult<Option<User>> {
                 sqlx::query_as::<_, UserRow>("SELECT id, email, created_at FROM users WHERE email_normalized = $1")
                     .bind(email.normalized())
-                    .fetch_optional(&mut *self.0)
+                    .fetch_optional(self.conn().await?)
                     .await?
                     .map(UserRow::into_model)
                     .transpose()
             }
 
             async fn insert_user(&mut self, u: &User) -> StoreResult<()> {
-                sqlx::query("INSERT INTO users (id, email, email_normalized, created_at) VALUES ($1, $2, $3, $4)")
-                    .bind(u.id.to_string())
-                    .bind(u.email.as_ref().map(Email::as_str))
-                    .bind(u.email.as_ref().map(Email::normalized))
-                    .bind(u.created_at)
-                    .execute(&mut *self.0)
-                    .await?;
-                Ok(())
+                let (id, email, created_at) = (u.id.to_string(), u.email.clone(), u.created_at);
+                self.write_later(
+                    "INSERT INTO users (id, email, email_normalized, created_at) VALUES ($1, $2, $3, $4)",
+                    |args| {
+                        args.add(id)?;
+                        args.add(email.as_ref().map(|e| e.as_str().to_string()))?;
+                        args.add(email.as_ref().map(|e| e.normalized().to_string()))?;
+                        args.add(created_at)
+                    },
+                )
+                .await
             }
 
             async fn set_user_email(&mut self, user_id: Uuid, email: &Email) -> StoreResult<()> {
@@ -844,7 +985,7 @@ macro_rules! impl_tx {
                 .bind(user_id.to_string())
                 .bind(email.as_str())
                 .bind(email.normalized())
-                .execute(&mut *self.0)
+                .execute(self.conn().await?)
                 .await?;
                 if done.rows_affected() == 0 {
                     return Err(StoreError::NotFound);
@@ -853,31 +994,32 @@ macro_rules! impl_tx {
             }
 
             async fn delete_user(&mut self, user_id: Uuid) -> StoreResult<()> {
-                sqlx::query("DELETE FROM users WHERE id = $1").bind(user_id.to_string()).execute(&mut *self.0).await?;
+                sqlx::query("DELETE FROM users WHERE id = $1").bind(user_id.to_string()).execute(self.conn().await?).await?;
                 Ok(())
             }
 
             async fn insert_member(&mut self, m: &Member) -> StoreResult<()> {
-                sqlx::query(
+                let m = m.clone();
+                self.write_later(
                     "INSERT INTO members (id, org_id, user_id, role, status, source, created_at, updated_at, \
                      manual_role, role_pinned, sso_roles, role_source) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                    |args| {
+                        args.add(m.id.to_string())?;
+                        args.add(m.org_id.to_string())?;
+                        args.add(m.user_id.to_string())?;
+                        args.add(m.role.as_str())?;
+                        args.add(m.status.as_str())?;
+                        args.add(m.source.as_str())?;
+                        args.add(m.created_at)?;
+                        args.add(m.updated_at)?;
+                        args.add(m.manual_role.map(|r| r.as_str()))?;
+                        args.add(m.role_pinned)?;
+                        args.add(sqlx::types::Json(m.sso_roles))?;
+                        args.add(sqlx::types::Json(m.role_source))
+                    },
                 )
-                .bind(m.id.to_string())
-                .bind(m.org_id.to_string())
-                .bind(m.user_id.to_string())
-                .bind(m.role.as_str())
-                .bind(m.status.as_str())
-                .bind(m.source.as_str())
-                .bind(m.created_at)
-                .bind(m.updated_at)
-                .bind(m.manual_role.map(|r| r.as_str()))
-                .bind(m.role_pinned)
-                .bind(sqlx::types::Json(&m.sso_roles))
-                .bind(sqlx::types::Json(&m.role_source))
-                .execute(&mut *self.0)
-                .await?;
-                Ok(())
+                .await
             }
 
             async fn get_member(&mut self, org_id: Uuid, id: Uuid) -> StoreResult<Option<Member>> {
@@ -885,7 +1027,7 @@ macro_rules! impl_tx {
                 sqlx::query_as::<_, MemberRow>(&sql)
                     .bind(org_id.to_string())
                     .bind(id.to_string())
-                    .fetch_optional(&mut *self.0)
+                    .fetch_optional(self.conn().await?)
                     .await?
                     .map(MemberRow::into_model)
                     .transpose()
@@ -896,7 +1038,7 @@ macro_rules! impl_tx {
                 sqlx::query_as::<_, MemberRow>(&sql)
                     .bind(org_id.to_string())
                     .bind(user_id.to_string())
-                    .fetch_optional(&mut *self.0)
+                    .fetch_optional(self.conn().await?)
                     .await?
                     .map(MemberRow::into_model)
                     .transpose()
@@ -907,7 +1049,7 @@ macro_rules! impl_tx {
                 sqlx::query_as::<_, MemberRow>(&sql)
                     .bind(org_id.to_string())
                     .bind(email.normalized())
-                    .fetch_optional(&mut *self.0)
+                    .fetch_optional(self.conn().await?)
                     .await?
                     .map(MemberRow::into_model)
                     .transpose()
@@ -924,7 +1066,7 @@ macro_rules! impl_tx {
                     .bind(f.role.map(|r| r.as_str()))
                     .bind(f.after.map(|a| a.to_string()))
                     .bind(f.limit)
-                    .fetch_all(&mut *self.0)
+                    .fetch_all(self.conn().await?)
                     .await?
                     .into_iter()
                     .map(MemberRow::into_model)
@@ -939,7 +1081,7 @@ macro_rules! impl_tx {
                 .bind(org_id.to_string())
                 .bind(f.status.map(|s| s.as_str()))
                 .bind(f.role.map(|r| r.as_str()))
-                .fetch_one(&mut *self.0)
+                .fetch_one(self.conn().await?)
                 .await?;
                 Ok(n)
             }
@@ -960,7 +1102,7 @@ macro_rules! impl_tx {
                 .bind(sqlx::types::Json(&m.sso_roles))
                 .bind(sqlx::types::Json(&m.role_source))
                 .bind(m.user_id.to_string())
-                .execute(&mut *self.0)
+                .execute(self.conn().await?)
                 .await?;
                 if done.rows_affected() == 0 {
                     return Err(StoreError::NotFound);
@@ -973,7 +1115,7 @@ macro_rules! impl_tx {
                     "SELECT COUNT(*) FROM members WHERE org_id = $1 AND role = 'owner' AND status = 'active'",
                 )
                 .bind(org_id.to_string())
-                .fetch_one(&mut *self.0)
+                .fetch_one(self.conn().await?)
                 .await?;
                 Ok(n)
             }
@@ -995,7 +1137,7 @@ macro_rules! impl_tx {
                 .bind(&i.invited_by)
                 .bind(i.created_at)
                 .bind(i.updated_at)
-                .execute(&mut *self.0)
+                .execute(self.conn().await?)
                 .await?;
                 Ok(())
             }
@@ -1005,7 +1147,7 @@ macro_rules! impl_tx {
                 sqlx::query_as::<_, InvitationRow>(&sql)
                     .bind(org_id.to_string())
                     .bind(id.to_string())
-                    .fetch_optional(&mut *self.0)
+                    .fetch_optional(self.conn().await?)
                     .await?
                     .map(InvitationRow::into_model)
                     .transpose()
@@ -1019,7 +1161,7 @@ macro_rules! impl_tx {
                 sqlx::query_as::<_, InvitationRow>(&sql)
                     .bind(org_id.to_string())
                     .bind(email.normalized())
-                    .fetch_optional(&mut *self.0)
+                    .fetch_optional(self.conn().await?)
                     .await?
                     .map(InvitationRow::into_model)
                     .transpose()
@@ -1040,7 +1182,7 @@ macro_rules! impl_tx {
                     .bind(f.after.map(|a| a.to_string()))
                     .bind(f.limit)
                     .bind(f.now)
-                    .fetch_all(&mut *self.0)
+                    .fetch_all(self.conn().await?)
                     .await?
                     .into_iter()
                     .map(InvitationRow::into_model)
@@ -1058,7 +1200,7 @@ macro_rules! impl_tx {
                 .bind(i.status.as_str())
                 .bind(i.expires_at)
                 .bind(i.updated_at)
-                .execute(&mut *self.0)
+                .execute(self.conn().await?)
                 .await?;
                 if done.rows_affected() == 0 {
                     return Err(StoreError::NotFound);
@@ -1082,7 +1224,7 @@ macro_rules! impl_tx {
                 .bind(c.expires_at)
                 .bind(c.last_used_at)
                 .bind(c.revoked_at)
-                .execute(&mut *self.0)
+                .execute(self.conn().await?)
                 .await?;
                 Ok(())
             }
@@ -1094,7 +1236,7 @@ macro_rules! impl_tx {
                 sqlx::query_as::<_, CredentialRow>(&sql)
                     .bind(org_id.to_string())
                     .bind(kind.as_str())
-                    .fetch_all(&mut *self.0)
+                    .fetch_all(self.conn().await?)
                     .await?
                     .into_iter()
                     .map(|r| r.into_model().map(|(c, _)| c))
@@ -1109,7 +1251,7 @@ macro_rules! impl_tx {
                     .bind(org_id.to_string())
                     .bind(kind.as_str())
                     .bind(id.to_string())
-                    .fetch_optional(&mut *self.0)
+                    .fetch_optional(self.conn().await?)
                     .await?
                     .map(|r| r.into_model().map(|(c, _)| c))
                     .transpose()
@@ -1119,7 +1261,7 @@ macro_rules! impl_tx {
                 let sql = format!("SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE token_hash = $1");
                 sqlx::query_as::<_, CredentialRow>(&sql)
                     .bind(token_hash)
-                    .fetch_optional(&mut *self.0)
+                    .fetch_optional(self.conn().await?)
                     .await?
                     .map(CredentialRow::into_model)
                     .transpose()
@@ -1136,7 +1278,7 @@ macro_rules! impl_tx {
                 .bind(c.last_used_at)
                 .bind(c.revoked_at)
                 .bind(c.expires_at)
-                .execute(&mut *self.0)
+                .execute(self.conn().await?)
                 .await?;
                 if done.rows_affected() == 0 {
                     return Err(StoreError::NotFound);
@@ -1162,7 +1304,7 @@ macro_rules! impl_tx {
                 .bind(d.next_check_at)
                 .bind(d.created_at)
                 .bind(d.updated_at)
-                .execute(&mut *self.0)
+                .execute(self.conn().await?)
                 .await?;
                 Ok(())
             }
@@ -1172,7 +1314,7 @@ macro_rules! impl_tx {
                 sqlx::query_as::<_, DomainRow>(&sql)
                     .bind(org_id.to_string())
                     .bind(id.to_string())
-                    .fetch_optional(&mut *self.0)
+                    .fetch_optional(self.conn().await?)
                     .await?
                     .map(DomainRow::into_model)
                     .transpose()
@@ -1182,7 +1324,7 @@ macro_rules! impl_tx {
                 let sql = format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE org_id = $1 ORDER BY name");
                 sqlx::query_as::<_, DomainRow>(&sql)
                     .bind(org_id.to_string())
-                    .fetch_all(&mut *self.0)
+                    .fetch_all(self.conn().await?)
                     .await?
                     .into_iter()
                     .map(DomainRow::into_model)
@@ -1203,7 +1345,7 @@ macro_rules! impl_tx {
                 .bind(d.verified_at)
                 .bind(d.next_check_at)
                 .bind(d.updated_at)
-                .execute(&mut *self.0)
+                .execute(self.conn().await?)
                 .await?;
                 if done.rows_affected() == 0 {
                     return Err(StoreError::NotFound);
@@ -1215,7 +1357,7 @@ macro_rules! impl_tx {
                 let done = sqlx::query("DELETE FROM domains WHERE org_id = $1 AND id = $2")
                     .bind(org_id.to_string())
                     .bind(id.to_string())
-                    .execute(&mut *self.0)
+                    .execute(self.conn().await?)
                     .await?;
                 Ok(done.rows_affected() > 0)
             }
@@ -1224,7 +1366,7 @@ macro_rules! impl_tx {
                 let sql = format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE name = $1 AND status = 'verified'");
                 sqlx::query_as::<_, DomainRow>(&sql)
                     .bind(name)
-                    .fetch_optional(&mut *self.0)
+                    .fetch_optional(self.conn().await?)
                     .await?
                     .map(DomainRow::into_model)
                     .transpose()
@@ -1237,7 +1379,7 @@ macro_rules! impl_tx {
                 sqlx::query_as::<_, DomainRow>(&sql)
                     .bind(now)
                     .bind(limit)
-                    .fetch_all(&mut *self.0)
+                    .fetch_all(self.conn().await?)
                     .await?
                     .into_iter()
                     .map(DomainRow::into_model)
@@ -1245,25 +1387,31 @@ macro_rules! impl_tx {
             }
 
             async fn insert_scim_user(&mut self, u: &ScimUserRecord, emails: &[String]) -> StoreResult<()> {
-                sqlx::query(
+                let ids = (u.id.to_string(), u.org_id.to_string(), u.member_id.to_string());
+                let user_name = (u.user_name.clone(), u.user_name.to_lowercase());
+                let display_name = (u.display_name.clone(), u.display_name.as_ref().map(|d| d.to_lowercase()));
+                let (external_id, resource) = (u.external_id.clone(), sqlx::types::Json(u.resource.clone()));
+                let (active, version, created_at, updated_at) = (u.active, u.version, u.created_at, u.updated_at);
+                self.write_later(
                     "INSERT INTO scim_users (id, org_id, member_id, user_name, user_name_lc, external_id, display_name, \
                      display_name_lc, active, resource, version, created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                    |args| {
+                        args.add(ids.0)?;
+                        args.add(ids.1)?;
+                        args.add(ids.2)?;
+                        args.add(user_name.0)?;
+                        args.add(user_name.1)?;
+                        args.add(external_id)?;
+                        args.add(display_name.0)?;
+                        args.add(display_name.1)?;
+                        args.add(active)?;
+                        args.add(resource)?;
+                        args.add(version)?;
+                        args.add(created_at)?;
+                        args.add(updated_at)
+                    },
                 )
-                .bind(u.id.to_string())
-                .bind(u.org_id.to_string())
-                .bind(u.member_id.to_string())
-                .bind(&u.user_name)
-                .bind(u.user_name.to_lowercase())
-                .bind(&u.external_id)
-                .bind(&u.display_name)
-                .bind(u.display_name.as_ref().map(|d| d.to_lowercase()))
-                .bind(u.active)
-                .bind(sqlx::types::Json(&u.resource))
-                .bind(u.version)
-                .bind(u.created_at)
-                .bind(u.updated_at)
-                .execute(&mut *self.0)
                 .await?;
                 self.set_scim_emails(u, emails).await
             }
@@ -1285,14 +1433,14 @@ macro_rules! impl_tx {
                 .bind(sqlx::types::Json(&u.resource))
                 .bind(u.version)
                 .bind(u.updated_at)
-                .execute(&mut *self.0)
+                .execute(self.conn().await?)
                 .await?;
                 if done.rows_affected() == 0 {
                     return Err(StoreError::NotFound);
                 }
                 sqlx::query("DELETE FROM scim_user_emails WHERE user_id = $1")
                     .bind(u.id.to_string())
-                    .execute(&mut *self.0)
+                    .execute(self.conn().await?)
                     .await?;
                 self.set_scim_emails(u, emails).await
             }
@@ -1301,7 +1449,7 @@ macro_rules! impl_tx {
                 let done = sqlx::query("DELETE FROM scim_users WHERE org_id = $1 AND id = $2")
                     .bind(org_id.to_string())
                     .bind(id.to_string())
-                    .execute(&mut *self.0)
+                    .execute(self.conn().await?)
                     .await?;
                 Ok(done.rows_affected() > 0)
             }
@@ -1311,7 +1459,7 @@ macro_rules! impl_tx {
                 sqlx::query_as::<_, ScimUserRow>(&sql)
                     .bind(org_id.to_string())
                     .bind(id.to_string())
-                    .fetch_optional(&mut *self.0)
+                    .fetch_optional(self.conn().await?)
                     .await?
                     .map(ScimUserRow::into_model)
                     .transpose()
@@ -1321,7 +1469,7 @@ macro_rules! impl_tx {
                 let sql = format!("SELECT {SCIM_USER_COLUMNS} FROM scim_users r WHERE r.member_id = $1");
                 sqlx::query_as::<_, ScimUserRow>(&sql)
                     .bind(member_id.to_string())
-                    .fetch_optional(&mut *self.0)
+                    .fetch_optional(self.conn().await?)
                     .await?
                     .map(ScimUserRow::into_model)
                     .transpose()
@@ -1332,7 +1480,7 @@ macro_rules! impl_tx {
                 sqlx::query_as::<_, ScimUserRow>(&sql)
                     .bind(org_id.to_string())
                     .bind(user_name.to_lowercase())
-                    .fetch_optional(&mut *self.0)
+                    .fetch_optional(self.conn().await?)
                     .await?
                     .map(ScimUserRow::into_model)
                     .transpose()
@@ -1349,7 +1497,7 @@ macro_rules! impl_tx {
                 sqlx::query_as::<_, ScimUserGroupsRow>(&sql)
                     .bind(org_id.to_string())
                     .bind(id.to_string())
-                    .fetch_optional(&mut *self.0)
+                    .fetch_optional(self.conn().await?)
                     .await?
                     .map(ScimUserGroupsRow::into_model)
                     .transpose()
@@ -1373,7 +1521,7 @@ macro_rules! impl_tx {
                 query
                     .bind(q.limit)
                     .bind(q.offset)
-                    .fetch_all(&mut *self.0)
+                    .fetch_all(self.conn().await?)
                     .await?
                     .into_iter()
                     .map(ScimUserGroupsRow::into_model)
@@ -1385,7 +1533,7 @@ macro_rules! impl_tx {
                 let sql = format!("SELECT COUNT(*) FROM scim_users r WHERE r.org_id = $1{filter}");
                 let query = sqlx::query_as::<_, (i64,)>(&sql).bind(org_id.to_string());
                 let query = bind_fragment!(query, q.filter.as_ref());
-                Ok(query.fetch_one(&mut *self.0).await?.0)
+                Ok(query.fetch_one(self.conn().await?).await?.0)
             }
 
             async fn existing_scim_users(&mut self, org_id: Uuid, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
@@ -1399,7 +1547,7 @@ macro_rules! impl_tx {
                     for id in chunk {
                         query = query.bind(id.to_string());
                     }
-                    for (id,) in query.fetch_all(&mut *self.0).await? {
+                    for (id,) in query.fetch_all(self.conn().await?).await? {
                         found.push(uuid("scim_users.id", &id)?);
                     }
                 }
@@ -1420,7 +1568,7 @@ macro_rules! impl_tx {
                 .bind(g.version)
                 .bind(g.created_at)
                 .bind(g.updated_at)
-                .execute(&mut *self.0)
+                .execute(self.conn().await?)
                 .await?;
                 Ok(())
             }
@@ -1438,7 +1586,7 @@ macro_rules! impl_tx {
                 .bind(sqlx::types::Json(&g.resource))
                 .bind(g.version)
                 .bind(g.updated_at)
-                .execute(&mut *self.0)
+                .execute(self.conn().await?)
                 .await?;
                 if done.rows_affected() == 0 {
                     return Err(StoreError::NotFound);
@@ -1450,7 +1598,7 @@ macro_rules! impl_tx {
                 let done = sqlx::query("DELETE FROM scim_groups WHERE org_id = $1 AND id = $2")
                     .bind(org_id.to_string())
                     .bind(id.to_string())
-                    .execute(&mut *self.0)
+                    .execute(self.conn().await?)
                     .await?;
                 Ok(done.rows_affected() > 0)
             }
@@ -1460,7 +1608,7 @@ macro_rules! impl_tx {
                 sqlx::query_as::<_, ScimGroupRow>(&sql)
                     .bind(org_id.to_string())
                     .bind(id.to_string())
-                    .fetch_optional(&mut *self.0)
+                    .fetch_optional(self.conn().await?)
                     .await?
                     .map(ScimGroupRow::into_model)
                     .transpose()
@@ -1475,7 +1623,7 @@ macro_rules! impl_tx {
                 sqlx::query_as::<_, ScimGroupRow>(&sql)
                     .bind(org_id.to_string())
                     .bind(id.to_string())
-                    .fetch_optional(&mut *self.0)
+                    .fetch_optional(self.conn().await?)
                     .await?
                     .map(ScimGroupRow::into_model)
                     .transpose()
@@ -1494,7 +1642,7 @@ macro_rules! impl_tx {
                 query
                     .bind(q.limit)
                     .bind(q.offset)
-                    .fetch_all(&mut *self.0)
+                    .fetch_all(self.conn().await?)
                     .await?
                     .into_iter()
                     .map(ScimGroupRow::into_model)
@@ -1506,7 +1654,7 @@ macro_rules! impl_tx {
                 let sql = format!("SELECT COUNT(*) FROM scim_groups r WHERE r.org_id = $1{filter}");
                 let query = sqlx::query_as::<_, (i64,)>(&sql).bind(org_id.to_string());
                 let query = bind_fragment!(query, q.filter.as_ref());
-                Ok(query.fetch_one(&mut *self.0).await?.0)
+                Ok(query.fetch_one(self.conn().await?).await?.0)
             }
 
             async fn add_group_members(&mut self, org_id: Uuid, group_id: Uuid, user_ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
@@ -1526,7 +1674,7 @@ macro_rules! impl_tx {
                     for id in chunk {
                         query = query.bind(id.to_string());
                     }
-                    for (id,) in query.fetch_all(&mut *self.0).await? {
+                    for (id,) in query.fetch_all(self.conn().await?).await? {
                         added.push(uuid("scim_group_members.user_id", &id)?);
                     }
                 }
@@ -1544,7 +1692,7 @@ macro_rules! impl_tx {
                     for id in chunk {
                         query = query.bind(id.to_string());
                     }
-                    for (id,) in query.fetch_all(&mut *self.0).await? {
+                    for (id,) in query.fetch_all(self.conn().await?).await? {
                         removed.push(uuid("scim_group_members.user_id", &id)?);
                     }
                 }
@@ -1557,7 +1705,7 @@ macro_rules! impl_tx {
                      JOIN scim_users u ON u.id = gm.user_id WHERE gm.group_id = $1 ORDER BY gm.user_id",
                 )
                 .bind(group_id.to_string())
-                .fetch_all(&mut *self.0)
+                .fetch_all(self.conn().await?)
                 .await?;
                 rows.into_iter().map(|(id, name)| Ok((uuid("scim_group_members.user_id", &id)?, name))).collect()
             }
@@ -1581,7 +1729,7 @@ macro_rules! impl_tx {
                 .bind(group_id.to_string())
                 .bind(after.map(|id| id.to_string()).unwrap_or_default())
                 .bind(limit)
-                .fetch_all(&mut *self.0)
+                .fetch_all(self.conn().await?)
                 .await?;
                 rows.into_iter().map(|(id, name)| Ok((uuid("scim_group_members.user_id", &id)?, name))).collect()
             }
@@ -1592,7 +1740,7 @@ macro_rules! impl_tx {
                      JOIN scim_groups g ON g.id = gm.group_id WHERE gm.user_id = $1 ORDER BY g.display_name_lc, g.id",
                 )
                 .bind(user_id.to_string())
-                .fetch_all(&mut *self.0)
+                .fetch_all(self.conn().await?)
                 .await?;
                 rows.into_iter().map(|(id, name)| Ok((uuid("scim_groups.id", &id)?, name))).collect()
             }
@@ -1601,7 +1749,7 @@ macro_rules! impl_tx {
                 let sql = format!("SELECT {ORG_COLUMNS} FROM organizations WHERE sso_tenant_id = $1");
                 sqlx::query_as::<_, OrgRow>(&sql)
                     .bind(tenant_id)
-                    .fetch_optional(&mut *self.0)
+                    .fetch_optional(self.conn().await?)
                     .await?
                     .map(OrgRow::into_model)
                     .transpose()
@@ -1623,7 +1771,7 @@ macro_rules! impl_tx {
                 .bind(c.require_email_verified)
                 .bind(c.created_at)
                 .bind(c.updated_at)
-                .execute(&mut *self.0)
+                .execute(self.conn().await?)
                 .await?;
                 Ok(())
             }
@@ -1634,7 +1782,7 @@ macro_rules! impl_tx {
                      updated_at FROM sso_connections WHERE org_id = $1",
                 )
                 .bind(org_id.to_string())
-                .fetch_optional(&mut *self.0)
+                .fetch_optional(self.conn().await?)
                 .await?
                 .map(SsoConnectionRow::into_model)
                 .transpose()
@@ -1643,7 +1791,7 @@ macro_rules! impl_tx {
             async fn delete_sso_connection(&mut self, org_id: Uuid) -> StoreResult<bool> {
                 let done = sqlx::query("DELETE FROM sso_connections WHERE org_id = $1")
                     .bind(org_id.to_string())
-                    .execute(&mut *self.0)
+                    .execute(self.conn().await?)
                     .await?;
                 Ok(done.rows_affected() > 0)
             }
@@ -1662,7 +1810,7 @@ macro_rules! impl_tx {
                 .bind(&c.created_by)
                 .bind(c.created_at)
                 .bind(c.revoked_at)
-                .execute(&mut *self.0)
+                .execute(self.conn().await?)
                 .await?;
                 Ok(())
             }
@@ -1674,7 +1822,7 @@ macro_rules! impl_tx {
                 );
                 sqlx::query_as::<_, SsoClientRow>(&sql)
                     .bind(org_id.map(|o| o.to_string()))
-                    .fetch_all(&mut *self.0)
+                    .fetch_all(self.conn().await?)
                     .await?
                     .into_iter()
                     .map(|r| r.into_model().map(|(c, _)| c))
@@ -1685,7 +1833,7 @@ macro_rules! impl_tx {
                 let sql = format!("SELECT {SSO_CLIENT_COLUMNS} FROM sso_clients WHERE id = $1");
                 sqlx::query_as::<_, SsoClientRow>(&sql)
                     .bind(id.to_string())
-                    .fetch_optional(&mut *self.0)
+                    .fetch_optional(self.conn().await?)
                     .await?
                     .map(SsoClientRow::into_model)
                     .transpose()
@@ -1698,7 +1846,7 @@ macro_rules! impl_tx {
                 );
                 sqlx::query_as::<_, SsoClientRow>(&sql)
                     .bind(org_id.to_string())
-                    .fetch_all(&mut *self.0)
+                    .fetch_all(self.conn().await?)
                     .await?
                     .into_iter()
                     .map(|r| r.into_model().map(|(c, _)| c))
@@ -1709,7 +1857,7 @@ macro_rules! impl_tx {
                 let done = sqlx::query("UPDATE sso_clients SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
                     .bind(id.to_string())
                     .bind(at)
-                    .execute(&mut *self.0)
+                    .execute(self.conn().await?)
                     .await?;
                 Ok(done.rows_affected() > 0)
             }
@@ -1735,7 +1883,7 @@ macro_rules! impl_tx {
                 .bind(a.created_at)
                 .bind(a.expires_at)
                 .bind(a.used_at)
-                .execute(&mut *self.0)
+                .execute(self.conn().await?)
                 .await?;
                 Ok(())
             }
@@ -1744,7 +1892,7 @@ macro_rules! impl_tx {
                 let sql = format!("SELECT {SSO_ATTEMPT_COLUMNS} FROM sso_attempts WHERE state_hash = $1");
                 sqlx::query_as::<_, SsoAttemptRow>(&sql)
                     .bind(state_hash)
-                    .fetch_optional(&mut *self.0)
+                    .fetch_optional(self.conn().await?)
                     .await?
                     .map(SsoAttemptRow::into_model)
                     .transpose()
@@ -1754,7 +1902,7 @@ macro_rules! impl_tx {
                 let done = sqlx::query("UPDATE sso_attempts SET used_at = $2 WHERE id = $1 AND used_at IS NULL")
                     .bind(id.to_string())
                     .bind(at)
-                    .execute(&mut *self.0)
+                    .execute(self.conn().await?)
                     .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -1772,7 +1920,7 @@ macro_rules! impl_tx {
                 .bind(c.created_at)
                 .bind(c.expires_at)
                 .bind(c.used_at)
-                .execute(&mut *self.0)
+                .execute(self.conn().await?)
                 .await?;
                 Ok(())
             }
@@ -1783,7 +1931,7 @@ macro_rules! impl_tx {
                      FROM sso_codes WHERE code_hash = $1",
                 )
                 .bind(code_hash)
-                .fetch_optional(&mut *self.0)
+                .fetch_optional(self.conn().await?)
                 .await?
                 .map(SsoCodeRow::into_model)
                 .transpose()
@@ -1793,7 +1941,7 @@ macro_rules! impl_tx {
                 let done = sqlx::query("UPDATE sso_codes SET used_at = $2 WHERE code_hash = $1 AND used_at IS NULL")
                     .bind(code_hash)
                     .bind(at)
-                    .execute(&mut *self.0)
+                    .execute(self.conn().await?)
                     .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -1813,7 +1961,7 @@ macro_rules! impl_tx {
                 .bind(s.created_at)
                 .bind(s.expires_at)
                 .bind(s.ended_at)
-                .execute(&mut *self.0)
+                .execute(self.conn().await?)
                 .await?;
                 Ok(())
             }
@@ -1822,7 +1970,7 @@ macro_rules! impl_tx {
                 let sql = format!("SELECT {SSO_SESSION_COLUMNS} FROM sso_sessions WHERE token_hash = $1");
                 sqlx::query_as::<_, SsoSessionRow>(&sql)
                     .bind(token_hash)
-                    .fetch_optional(&mut *self.0)
+                    .fetch_optional(self.conn().await?)
                     .await?
                     .map(SsoSessionRow::into_model)
                     .transpose()
@@ -1832,7 +1980,7 @@ macro_rules! impl_tx {
                 let done = sqlx::query("UPDATE sso_sessions SET ended_at = $2 WHERE id = $1 AND ended_at IS NULL")
                     .bind(id.to_string())
                     .bind(at)
-                    .execute(&mut *self.0)
+                    .execute(self.conn().await?)
                     .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -1842,7 +1990,7 @@ macro_rules! impl_tx {
                     sqlx::query("UPDATE sso_sessions SET ended_at = $2 WHERE member_id = $1 AND ended_at IS NULL")
                         .bind(member_id.to_string())
                         .bind(at)
-                        .execute(&mut *self.0)
+                        .execute(self.conn().await?)
                         .await?;
                 Ok(done.rows_affected())
             }
@@ -1854,7 +2002,7 @@ macro_rules! impl_tx {
                     "DELETE FROM sso_codes WHERE expires_at < $1",
                     "DELETE FROM sso_sessions WHERE expires_at < $1 OR ended_at < $1",
                 ] {
-                    n += sqlx::query(sql).bind(before).execute(&mut *self.0).await?.rows_affected();
+                    n += sqlx::query(sql).bind(before).execute(self.conn().await?).await?.rows_affected();
                 }
                 Ok(n)
             }
@@ -1875,7 +2023,7 @@ macro_rules! impl_tx {
                 .bind(holder)
                 .bind(until)
                 .bind(now)
-                .execute(&mut *self.0)
+                .execute(self.conn().await?)
                 .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -1886,22 +2034,25 @@ macro_rules! impl_tx {
                 } else {
                     INSERT_AUDIT
                 };
-                let before = a.before.as_ref().map(sqlx::types::Json);
-                let after = a.after.as_ref().map(sqlx::types::Json);
-                let query = sqlx::query(sql)
-                    .bind(Uuid::now_v7().to_string())
-                    .bind(a.org_id.to_string())
-                    .bind(a.actor_kind.as_str())
-                    .bind(&a.actor_id)
-                    .bind(&a.action)
-                    .bind(&a.target)
-                    .bind(before)
-                    .bind(after)
-                    .bind(&a.request_id)
-                    .bind(a.at);
-                let query = if is_event(&a.action) { query.bind(Uuid::now_v7().to_string()) } else { query };
-                query.execute(&mut *self.0).await?;
-                Ok(())
+                let a = a.clone();
+                let event = is_event(&a.action).then(|| Uuid::now_v7().to_string());
+                self.write_later(sql, |args| {
+                    args.add(Uuid::now_v7().to_string())?;
+                    args.add(a.org_id.to_string())?;
+                    args.add(a.actor_kind.as_str())?;
+                    args.add(a.actor_id)?;
+                    args.add(a.action)?;
+                    args.add(a.target)?;
+                    args.add(a.before.map(sqlx::types::Json))?;
+                    args.add(a.after.map(sqlx::types::Json))?;
+                    args.add(a.request_id)?;
+                    args.add(a.at)?;
+                    match event {
+                        Some(id) => args.add(id),
+                        None => Ok(()),
+                    }
+                })
+                .await
             }
 
             async fn list_events(&mut self, org_id: Uuid, after: i64, limit: i64) -> StoreResult<Vec<Event>> {
@@ -1913,7 +2064,7 @@ macro_rules! impl_tx {
                     .bind(org_id.to_string())
                     .bind(after)
                     .bind(limit)
-                    .fetch_all(&mut *self.0)
+                    .fetch_all(self.conn().await?)
                     .await?;
                 rows.into_iter()
                     .map(|(seq, id, kind, subject, data, at)| {
@@ -1938,7 +2089,7 @@ macro_rules! impl_tx {
                 .bind(holder)
                 .bind(next_at)
                 .bind(now)
-                .execute(&mut *self.0)
+                .execute(self.conn().await?)
                 .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -1950,7 +2101,7 @@ macro_rules! impl_tx {
                     .bind(&r.holder)
                     .bind(r.started_at)
                     .bind(r.summary.as_ref().map(sqlx::types::Json))
-                    .execute(&mut *self.0)
+                    .execute(self.conn().await?)
                     .await?;
                 Ok(())
             }
@@ -1963,7 +2114,7 @@ macro_rules! impl_tx {
                     )
                     .bind(job)
                     .bind(limit)
-                    .fetch_all(&mut *self.0)
+                    .fetch_all(self.conn().await?)
                     .await?;
                 rows.into_iter()
                     .map(|(id, job, holder, started_at, summary)| {
@@ -1983,7 +2134,7 @@ macro_rules! impl_tx {
                     for id in chunk {
                         query = query.bind(id.to_string());
                     }
-                    for row in query.fetch_all(&mut *self.0).await? {
+                    for row in query.fetch_all(self.conn().await?).await? {
                         out.push(row.into_model()?);
                     }
                 }
@@ -1994,7 +2145,7 @@ macro_rules! impl_tx {
                 let sql = format!("{MEMBER_SELECT} WHERE m.org_id = $1 AND m.status <> 'deprovisioned' ORDER BY m.id");
                 sqlx::query_as::<_, MemberRow>(&sql)
                     .bind(org_id.to_string())
-                    .fetch_all(&mut *self.0)
+                    .fetch_all(self.conn().await?)
                     .await?
                     .into_iter()
                     .map(MemberRow::into_model)
@@ -2016,7 +2167,7 @@ macro_rules! impl_tx {
                         let sql = format!(
                             "SELECT r.member_id, r.id, r.active, {roles} FROM scim_users r WHERE r.org_id = $1"
                         );
-                        users = sqlx::query_as(&sql).bind(org_id.to_string()).fetch_all(&mut *self.0).await?;
+                        users = sqlx::query_as(&sql).bind(org_id.to_string()).fetch_all(self.conn().await?).await?;
                     }
                     Some(ids) => {
                         for chunk in ids.chunks(ID_CHUNK) {
@@ -2029,7 +2180,7 @@ macro_rules! impl_tx {
                             for id in chunk {
                                 query = query.bind(id.to_string());
                             }
-                            users.extend(query.fetch_all(&mut *self.0).await?);
+                            users.extend(query.fetch_all(self.conn().await?).await?);
                         }
                     }
                 }
@@ -2051,7 +2202,7 @@ macro_rules! impl_tx {
                 match ids {
                     None => {
                         let sql = format!("{group_select} WHERE gm.org_id = $1");
-                        memberships = sqlx::query_as(&sql).bind(org_id.to_string()).fetch_all(&mut *self.0).await?;
+                        memberships = sqlx::query_as(&sql).bind(org_id.to_string()).fetch_all(self.conn().await?).await?;
                     }
                     Some(_) => {
                         for chunk in user_ids.chunks(ID_CHUNK) {
@@ -2060,7 +2211,7 @@ macro_rules! impl_tx {
                             for id in chunk {
                                 query = query.bind(id.to_string());
                             }
-                            memberships.extend(query.fetch_all(&mut *self.0).await?);
+                            memberships.extend(query.fetch_all(self.conn().await?).await?);
                         }
                     }
                 }
@@ -2081,7 +2232,7 @@ macro_rules! impl_tx {
                     None => {
                         let sql = format!("{live} AND org_id = $2 GROUP BY member_id");
                         sessions =
-                            sqlx::query_as(&sql).bind(now).bind(org_id.to_string()).fetch_all(&mut *self.0).await?;
+                            sqlx::query_as(&sql).bind(now).bind(org_id.to_string()).fetch_all(self.conn().await?).await?;
                     }
                     Some(ids) => {
                         for chunk in ids.chunks(ID_CHUNK) {
@@ -2093,7 +2244,7 @@ macro_rules! impl_tx {
                             for id in chunk {
                                 query = query.bind(id.to_string());
                             }
-                            sessions.extend(query.fetch_all(&mut *self.0).await?);
+                            sessions.extend(query.fetch_all(self.conn().await?).await?);
                         }
                     }
                 }
@@ -2112,7 +2263,7 @@ macro_rules! impl_tx {
                      WHERE gm.group_id = $1",
                 )
                 .bind(group_id.to_string())
-                .fetch_all(&mut *self.0)
+                .fetch_all(self.conn().await?)
                 .await?;
                 rows.into_iter().map(|(id,)| uuid("scim_users.member_id", &id)).collect()
             }
@@ -2128,7 +2279,7 @@ macro_rules! impl_tx {
                     for id in chunk {
                         query = query.bind(id.to_string());
                     }
-                    for (id,) in query.fetch_all(&mut *self.0).await? {
+                    for (id,) in query.fetch_all(self.conn().await?).await? {
                         out.push(uuid("scim_users.member_id", &id)?);
                     }
                 }
@@ -2141,7 +2292,7 @@ macro_rules! impl_tx {
                 );
                 sqlx::query_as::<_, RoleMappingRow>(&sql)
                     .bind(org_id.to_string())
-                    .fetch_all(&mut *self.0)
+                    .fetch_all(self.conn().await?)
                     .await?
                     .into_iter()
                     .map(RoleMappingRow::into_model)
@@ -2161,7 +2312,7 @@ macro_rules! impl_tx {
                 .bind(m.role.as_str())
                 .bind(&m.created_by)
                 .bind(m.created_at)
-                .execute(&mut *self.0)
+                .execute(self.conn().await?)
                 .await?;
                 Ok(())
             }
@@ -2171,7 +2322,7 @@ macro_rules! impl_tx {
                 sqlx::query_as::<_, RoleMappingRow>(&sql)
                     .bind(org_id.to_string())
                     .bind(id.to_string())
-                    .fetch_optional(&mut *self.0)
+                    .fetch_optional(self.conn().await?)
                     .await?
                     .map(RoleMappingRow::into_model)
                     .transpose()
@@ -2184,7 +2335,7 @@ macro_rules! impl_tx {
                 );
                 sqlx::query_as::<_, InvitationRow>(&sql)
                     .bind(org_id.to_string())
-                    .fetch_all(&mut *self.0)
+                    .fetch_all(self.conn().await?)
                     .await?
                     .into_iter()
                     .map(InvitationRow::into_model)
@@ -2196,7 +2347,7 @@ macro_rules! impl_tx {
                     .bind(org_id.to_string())
                     .bind(id.to_string())
                     .bind(token_hash)
-                    .execute(&mut *self.0)
+                    .execute(self.conn().await?)
                     .await?;
                 Ok(())
             }
@@ -2216,7 +2367,7 @@ macro_rules! impl_tx {
                     .bind(f.until)
                     .bind(f.before)
                     .bind(f.limit)
-                    .fetch_all(&mut *self.0)
+                    .fetch_all(self.conn().await?)
                     .await?
                     .into_iter()
                     .map(AuditRow::into_model)
@@ -2227,3 +2378,20 @@ macro_rules! impl_tx {
 }
 
 pub(super) use impl_tx;
+
+#[cfg(test)]
+mod tests {
+    use super::shift_parameters;
+
+    #[test]
+    fn deferred_statements_number_their_parameters_after_those_before() {
+        assert_eq!(shift_parameters("VALUES ($1, $2, $10)", 0), "VALUES ($1, $2, $10)");
+        assert_eq!(shift_parameters("VALUES ($1, $2, $10)", 12), "VALUES ($13, $14, $22)");
+        // A `$` in a literal, or with no number, is left alone.
+        assert_eq!(
+            shift_parameters("SELECT json_extract(r, '$.a$1') WHERE x = $2 AND y = '$'", 3),
+            "SELECT json_extract(r, '$.a$1') WHERE x = $5 AND y = '$'"
+        );
+        assert_eq!(shift_parameters("a $ b $", 1), "a $ b $");
+    }
+}

@@ -48,6 +48,7 @@ impl Statements for Sqlite {
     const USER_GROUPS: &'static str = "(SELECT json_group_array(json_array(g.id, g.display_name) \
         ORDER BY g.display_name_lc, g.id) FROM scim_group_members gm JOIN scim_groups g ON g.id = gm.group_id \
         WHERE gm.user_id = r.id) AS groups";
+    const SENDS_WRITES_TOGETHER: bool = true;
 }
 
 /// How often the checkpointer looks for new frames when it has caught up,
@@ -433,8 +434,23 @@ mod tests {
         read.find_user_by_email(user.email.as_ref().unwrap()).await.unwrap().is_some()
     }
 
+    /// A write waits for the transaction's next statement, which sees it,
+    /// while readers see it only once committed.
+    #[tokio::test]
+    async fn a_deferred_write_is_seen_by_its_transaction_and_committed_with_it() {
+        let (_dir, store) = migrated_store().await;
+        let new = user("new@x.com");
+        let mut tx = store.begin().await.unwrap();
+        tx.insert_user(&new).await.unwrap();
+        assert!(!visible(&store, &new).await);
+        let seen = tx.find_user_by_email(new.email.as_ref().unwrap()).await.unwrap();
+        assert_eq!(seen.map(|u| u.id), Some(new.id));
+        tx.commit().await.unwrap();
+        assert!(visible(&store, &new).await);
+    }
+
     /// Transactions that queue for the writer share a group. One that is
-    /// dropped unended, or whose statement failed, leaves nothing of its own
+    /// dropped unended, or whose write failed, leaves nothing of its own
     /// and takes nothing from the others; each commit returns once what it
     /// wrote is visible to readers.
     #[tokio::test]
@@ -458,9 +474,19 @@ mod tests {
                 let committed = match i % 4 {
                     // Dropped unended, as when a request goes away.
                     1 => false,
-                    // A statement refused: the service returns the error, dropping the transaction.
+                    // A write refused when it reaches the database, with the
+                    // next statement: the service returns the error, dropping
+                    // the transaction.
                     2 => {
-                        let refused = tx.insert_user(&taken).await;
+                        tx.insert_user(&taken).await.unwrap();
+                        let refused = tx.find_user_by_email(mine.email.as_ref().unwrap()).await;
+                        assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
+                        false
+                    }
+                    // ... or with the commit.
+                    3 => {
+                        tx.insert_user(&taken).await.unwrap();
+                        let refused = tx.commit().await;
                         assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
                         false
                     }

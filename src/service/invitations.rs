@@ -197,14 +197,13 @@ async fn check_invitable(
     email: &Email,
     now: DateTime<Utc>,
 ) -> ServiceResult<()> {
-    if let Some(user) = tx.find_user_by_email(email).await? {
-        if let Some(m) = tx.find_member_by_user(org.id, user.id).await? {
-            if m.status != MemberStatus::Deprovisioned {
-                return Err(ServiceError::Conflict(format!("{email} is already a member ({})", m.status)));
-            }
+    let person = tx.find_person(org.id, email).await?;
+    if let Some(m) = person.member {
+        if m.status != MemberStatus::Deprovisioned {
+            return Err(ServiceError::Conflict(format!("{email} is already a member ({})", m.status)));
         }
     }
-    if let Some(inv) = tx.find_pending_invitation(org.id, email).await? {
+    if let Some(inv) = person.invitation {
         if inv.expires_at > now {
             return Err(ServiceError::Conflict(format!("{email} already has a pending invitation")));
         }

@@ -67,8 +67,10 @@ impl Roster {
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
         let org = lock_org(&mut *tx, actor.org_id).await?;
+        let person = tx.find_person(org.id, &email).await?;
         let member =
-            insert_active_member(&mut *tx, actor, &org, &email, Some(role), &[], MemberSource::Admin, now).await?;
+            insert_active_member(&mut *tx, actor, &org, &email, person, Some(role), &[], MemberSource::Admin, now)
+                .await?;
         tx.commit().await?;
         Ok(member)
     }

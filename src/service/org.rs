@@ -5,7 +5,7 @@ use super::*;
 use crate::model::*;
 use crate::roles::derive_role;
 use crate::secrets::Secret;
-use crate::store::{Credential, Features, Member, Organization, SsoSettings, StoreError, User};
+use crate::store::{Credential, Features, Invitation, Member, Organization, Person, SsoSettings, StoreError, User};
 
 /// What `roster org create` asks for.
 #[derive(Debug, Clone)]
@@ -82,11 +82,13 @@ impl Roster {
         let mut tx = self.store.begin().await?;
         tx.insert_org(&org).await?;
         tx.insert_audit(&actor.audit(now, "organization.created", org.id, None::<&()>, Some(&org))).await?;
+        let person = tx.find_person(org.id, &new.owner_email).await?;
         let owner = insert_active_member(
             &mut *tx,
             &actor,
             &org,
             &new.owner_email,
+            person,
             Some(Role::Owner),
             &[],
             MemberSource::Admin,
@@ -184,7 +186,8 @@ impl Roster {
 }
 
 /// Makes `email` an active member of `org` (locked by the caller), reserving
-/// its seat, and writes the audit record. A pending invitation for the same
+/// its seat, and writes the audit record; `person` is what the caller found
+/// of the email in `org`. A pending invitation for the same
 /// email is accepted by it, so the person keeps one seat, not two, and its
 /// role becomes the member's manual (pinned) role unless `manual` names one.
 /// `sso_roles` are the tenant-claim roles of a member joining by SSO. The
@@ -196,17 +199,15 @@ pub(crate) async fn insert_active_member(
     actor: &Actor,
     org: &Organization,
     email: &Email,
+    person: Person,
     manual: Option<Role>,
     sso_roles: &[String],
     source: MemberSource,
     now: chrono::DateTime<chrono::Utc>,
 ) -> ServiceResult<Member> {
     // A new user is stored with its member, once the seat is granted.
-    let (user, new_user, existing) = match tx.find_user_by_email(email).await? {
-        Some(user) => {
-            let existing = tx.find_member_by_user(org.id, user.id).await?;
-            (user, false, existing)
-        }
+    let (user, new_user, existing) = match person.user {
+        Some(user) => (user, false, person.member),
         None => (User { id: Uuid::now_v7(), email: Some(email.clone()), created_at: now }, true, None),
     };
     if let Some(m) = &existing {
@@ -214,7 +215,7 @@ pub(crate) async fn insert_active_member(
             return Err(ServiceError::Conflict(format!("{} is already a member ({})", email, m.status)));
         }
     }
-    let invited = settle_invitation(tx, actor, org.id, email, now).await?;
+    let invited = settle_invitation(tx, actor, person.invitation, now).await?;
     let reservation = match invited {
         // The invitation's seat becomes the member's.
         Some(_) => Reservation { overage: 0 },
@@ -248,17 +249,17 @@ pub(crate) async fn insert_active_member(
     Ok(member)
 }
 
-/// Settles the pending invitation of `email`, if any, now that the person
-/// is a member: accepted while it is live (its seat becomes the member's),
-/// expired otherwise; audited. Returns the role a live invitation offered.
+/// Settles the pending invitation of an email, if it has one, now that the
+/// person is a member: accepted while it is live (its seat becomes the
+/// member's), expired otherwise; audited. Returns the role a live
+/// invitation offered.
 pub(crate) async fn settle_invitation(
     tx: &mut dyn Tx,
     actor: &Actor,
-    org_id: Uuid,
-    email: &Email,
+    pending: Option<Invitation>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> ServiceResult<Option<Role>> {
-    let Some(mut inv) = tx.find_pending_invitation(org_id, email).await? else {
+    let Some(mut inv) = pending else {
         return Ok(None);
     };
     let before = inv.clone();

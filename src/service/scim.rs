@@ -794,11 +794,12 @@ async fn scim_member(
     active: bool,
     now: DateTime<Utc>,
 ) -> ServiceResult<(Member, bool)> {
-    let Some(member) = tx.find_member_by_email(org.id, email).await? else {
+    let person = tx.find_person(org.id, email).await?;
+    let Some(member) = person.member.clone() else {
         let member = if active {
-            insert_active_member(tx, actor, org, email, None, &[], MemberSource::Scim, now).await?
+            insert_active_member(tx, actor, org, email, person, None, &[], MemberSource::Scim, now).await?
         } else {
-            let (user, new_user) = match tx.find_user_by_email(email).await? {
+            let (user, new_user) = match person.user {
                 Some(u) => (u, false),
                 None => (User { id: Uuid::now_v7(), email: Some(email.clone()), created_at: now }, true),
             };
@@ -808,7 +809,7 @@ async fn scim_member(
     };
     let member = match (member.status, active) {
         (MemberStatus::Deprovisioned, true) => {
-            insert_active_member(tx, actor, org, email, None, &[], MemberSource::Scim, now).await?
+            insert_active_member(tx, actor, org, email, person, None, &[], MemberSource::Scim, now).await?
         }
         (_, true) => transition(tx, actor, org, member, MemberStatus::Active, now).await?,
         (_, false) => transition(tx, actor, org, member, MemberStatus::Suspended, now).await?,
@@ -868,7 +869,8 @@ async fn adopt_email(
             after.user_id = user.id;
         }
     }
-    if let Some(role) = settle_invitation(tx, actor, org.id, email, now).await? {
+    let pending = tx.find_pending_invitation(org.id, email).await?;
+    if let Some(role) = settle_invitation(tx, actor, pending, now).await? {
         after.manual_role = Some(role);
         after.role_pinned = true;
     }

@@ -1031,10 +1031,8 @@ async fn resolve_membership(
     tenant_roles: &[String],
     now: DateTime<Utc>,
 ) -> Result<(Member, &'static str), LoginError> {
-    let existing = match tx.find_user_by_email(email).await? {
-        Some(user) => tx.find_member_by_user(org.id, user.id).await?,
-        None => None,
-    };
+    let person = tx.find_person(org.id, email).await?;
+    let existing = person.member.clone();
     let ask = format!("Ask an administrator of {}.", org.name);
     match existing.as_ref().map(|m| m.status) {
         Some(MemberStatus::Active) => {
@@ -1060,10 +1058,9 @@ async fn resolve_membership(
         }
         _ => {}
     }
-    let invitation = tx.find_pending_invitation(org.id, email).await?.filter(|i| i.expires_at > now);
-    if invitation.is_some() {
+    if person.invitation.as_ref().is_some_and(|i| i.expires_at > now) {
         // The invitation's role becomes the member's manual role.
-        let member = insert_active_member(tx, actor, org, email, None, tenant_roles, MemberSource::Invite, now)
+        let member = insert_active_member(tx, actor, org, email, person, None, tenant_roles, MemberSource::Invite, now)
             .await
             .map_err(|e| seat_or_internal(e, org))?;
         return Ok((member, "invitation_accepted"));
@@ -1090,7 +1087,7 @@ async fn resolve_membership(
             format!("{email} is not a member of {} and has no invitation. {ask}", org.name),
         ));
     }
-    let member = insert_active_member(tx, actor, org, email, None, tenant_roles, MemberSource::Sso, now)
+    let member = insert_active_member(tx, actor, org, email, person, None, tenant_roles, MemberSource::Sso, now)
         .await
         .map_err(|e| seat_or_internal(e, org))?;
     Ok((member, "auto_assigned"))

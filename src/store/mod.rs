@@ -215,6 +215,16 @@ pub struct JobRun {
     pub summary: Option<serde_json::Value>,
 }
 
+/// What an email is to one organization: the user who has it, that user's
+/// member of the organization (any status), and the organization's pending
+/// invitation of it (live or lapsed).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Person {
+    pub user: Option<User>,
+    pub member: Option<Member>,
+    pub invitation: Option<Invitation>,
+}
+
 /// An invitation to join an organization.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Invitation {
@@ -527,6 +537,8 @@ pub trait Tx: Send {
     async fn get_member(&mut self, org_id: Uuid, id: Uuid) -> StoreResult<Option<Member>>;
     async fn find_member_by_user(&mut self, org_id: Uuid, user_id: Uuid) -> StoreResult<Option<Member>>;
     async fn find_member_by_email(&mut self, org_id: Uuid, email: &Email) -> StoreResult<Option<Member>>;
+    /// The user, member and pending invitation of `email` in the organization, in one look-up.
+    async fn find_person(&mut self, org_id: Uuid, email: &Email) -> StoreResult<Person>;
     async fn list_members(&mut self, org_id: Uuid, filter: &MemberFilter) -> StoreResult<Vec<Member>>;
     async fn count_members(&mut self, org_id: Uuid, filter: &MemberFilter) -> StoreResult<i64>;
     async fn update_member(&mut self, member: &Member) -> StoreResult<()>;

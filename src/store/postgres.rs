@@ -43,7 +43,7 @@ impl Statements for Postgres {
     const USER_GROUPS: &'static str = "(SELECT COALESCE(json_agg(json_build_array(g.id, g.display_name) \
         ORDER BY g.display_name_lc, g.id), '[]') FROM scim_group_members gm JOIN scim_groups g ON g.id = gm.group_id \
         WHERE gm.user_id = r.id) AS groups";
-    const SENDS_WRITES_TOGETHER: bool = false;
+    const SENDS_STATEMENTS_TOGETHER: bool = false;
 }
 
 #[async_trait]

@@ -29,7 +29,7 @@ pub(super) trait Statements {
     const USER_GROUPS: &'static str;
     /// Whether a string of several statements with parameters goes to the
     /// database in one round trip, so that writes are worth deferring.
-    const SENDS_WRITES_TOGETHER: bool;
+    const SENDS_STATEMENTS_TOGETHER: bool;
 }
 
 /// A transaction on one backend, or a pooled connection whose statements
@@ -804,7 +804,7 @@ macro_rules! impl_tx {
                     self.send_deferred().await?;
                 }
                 self.deferred.push(sql, bind)?;
-                let together = <$db as $crate::store::sql::Statements>::SENDS_WRITES_TOGETHER
+                let together = <$db as $crate::store::sql::Statements>::SENDS_STATEMENTS_TOGETHER
                     && !matches!(self.conn, $crate::store::sql::Conn::Autocommit(_));
                 if !together {
                     self.send_deferred().await?;
@@ -1053,6 +1053,43 @@ macro_rules! impl_tx {
                     .await?
                     .map(MemberRow::into_model)
                     .transpose()
+            }
+
+            async fn find_person(&mut self, org_id: Uuid, email: &Email) -> StoreResult<Person> {
+                if !<$db as $crate::store::sql::Statements>::SENDS_STATEMENTS_TOGETHER {
+                    return Ok(Person {
+                        user: self.find_user_by_email(email).await?,
+                        member: self.find_member_by_email(org_id, email).await?,
+                        invitation: self.find_pending_invitation(org_id, email).await?,
+                    });
+                }
+                // The three look-ups as one string: each statement's rows,
+                // then its result, in order.
+                let sql = format!(
+                    "SELECT id, email, created_at FROM users WHERE email_normalized = $2; \
+                     {MEMBER_SELECT} WHERE m.org_id = $1 AND u.email_normalized = $2; \
+                     SELECT {INVITATION_COLUMNS} FROM invitations \
+                     WHERE org_id = $1 AND email_normalized = $2 AND status = 'pending'"
+                );
+                let (mut users, mut members, mut invitations) = (Vec::new(), Vec::new(), Vec::new());
+                let mut statement = 0;
+                let query = sqlx::query(&sql).bind(org_id.to_string()).bind(email.normalized());
+                let mut rows = sqlx::Executor::fetch_many(self.conn().await?, query);
+                while let Some(item) = futures::TryStreamExt::try_next(&mut rows).await? {
+                    match (item, statement) {
+                        (sqlx::Either::Left(_), _) => statement += 1,
+                        (sqlx::Either::Right(row), 0) => users.push(<UserRow as sqlx::FromRow<_>>::from_row(&row)?),
+                        (sqlx::Either::Right(row), 1) => members.push(<MemberRow as sqlx::FromRow<_>>::from_row(&row)?),
+                        (sqlx::Either::Right(row), _) => {
+                            invitations.push(<InvitationRow as sqlx::FromRow<_>>::from_row(&row)?)
+                        }
+                    }
+                }
+                Ok(Person {
+                    user: users.pop().map(UserRow::into_model).transpose()?,
+                    member: members.pop().map(MemberRow::into_model).transpose()?,
+                    invitation: invitations.pop().map(InvitationRow::into_model).transpose()?,
+                })
             }
 
             async fn list_members(&mut self, org_id: Uuid, f: &MemberFilter) -> StoreResult<Vec<Member>> {

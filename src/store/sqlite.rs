@@ -48,7 +48,7 @@ impl Statements for Sqlite {
     const USER_GROUPS: &'static str = "(SELECT json_group_array(json_array(g.id, g.display_name) \
         ORDER BY g.display_name_lc, g.id) FROM scim_group_members gm JOIN scim_groups g ON g.id = gm.group_id \
         WHERE gm.user_id = r.id) AS groups";
-    const SENDS_WRITES_TOGETHER: bool = true;
+    const SENDS_STATEMENTS_TOGETHER: bool = true;
 }
 
 /// How often the checkpointer looks for new frames when it has caught up,

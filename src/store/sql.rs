@@ -84,11 +84,14 @@ pub(super) struct Deferred<DB: sqlx::Database> {
     pub(super) sql: String,
     pub(super) args: DB::Arguments<'static>,
     statements: usize,
+    /// A statement whose parameters could not all be added: the ones after
+    /// it would be numbered wrong, so nothing more is sent.
+    pub(super) broken: bool,
 }
 
 impl<DB: sqlx::Database> Default for Deferred<DB> {
     fn default() -> Self {
-        Self { sql: String::new(), args: Default::default(), statements: 0 }
+        Self { sql: String::new(), args: Default::default(), statements: 0, broken: false }
     }
 }
 
@@ -99,7 +102,7 @@ const DEFERRED_PARAMETERS: usize = 2_000;
 
 impl<DB: sqlx::Database> Deferred<DB> {
     pub(super) fn is_empty(&self) -> bool {
-        self.statements == 0
+        self.statements == 0 && !self.broken
     }
 
     pub(super) fn is_full(&self) -> bool {
@@ -112,8 +115,14 @@ impl<DB: sqlx::Database> Deferred<DB> {
         sql: &str,
         bind: impl FnOnce(&mut DB::Arguments<'static>) -> Result<(), sqlx::error::BoxDynError>,
     ) -> StoreResult<()> {
+        if self.broken {
+            return Err(StoreError::Other(anyhow::anyhow!("an earlier write of the transaction could not be encoded")));
+        }
         let shifted = shift_parameters(sql, sqlx::Arguments::len(&self.args));
-        bind(&mut self.args).map_err(sqlx::Error::Encode)?;
+        if let Err(e) = bind(&mut self.args) {
+            self.broken = true;
+            return Err(sqlx::Error::Encode(e).into());
+        }
         if !self.sql.is_empty() {
             self.sql.push_str(";\n");
         }
@@ -785,6 +794,9 @@ macro_rules! impl_tx {
             async fn send_deferred(&mut self) -> StoreResult<()> {
                 if self.deferred.is_empty() {
                     return Ok(());
+                }
+                if self.deferred.broken {
+                    return Err(StoreError::Other(anyhow::anyhow!("a write of the transaction could not be encoded")));
                 }
                 let $crate::store::sql::Deferred { sql, args, .. } = std::mem::take(&mut self.deferred);
                 sqlx::query_with(&sql, args).execute(&mut *self.conn).await?;

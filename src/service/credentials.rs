@@ -85,7 +85,7 @@ impl Roster {
         cred.revoked_at = Some(now);
         tx.update_credential(&cred).await?;
         let action = format!("{kind}.revoked");
-        tx.insert_audit(&actor.audit(now, &action, cred.id, Some(&before), Some(&cred))).await?;
+        tx.insert_audit(actor.audit(now, &action, cred.id, Some(&before), Some(&cred))).await?;
         tx.commit().await?;
         Ok(cred)
     }
@@ -143,6 +143,6 @@ pub(crate) async fn insert_credential(
     };
     tx.insert_credential(&credential, &hash_token(secret.expose())).await?;
     let action = format!("{kind}.created");
-    tx.insert_audit(&actor.audit(now, &action, credential.id, None::<&()>, Some(&credential))).await?;
+    tx.insert_audit(actor.audit(now, &action, credential.id, None::<&()>, Some(&credential))).await?;
     Ok((credential, secret))
 }

@@ -122,7 +122,7 @@ impl Roster {
             }
             other => other.into(),
         })?;
-        tx.insert_audit(&actor.audit(now, "domain.added", domain.id, None::<&()>, Some(&domain))).await?;
+        tx.insert_audit(actor.audit(now, "domain.added", domain.id, None::<&()>, Some(&domain))).await?;
         tx.commit().await?;
         Ok(self.view(domain))
     }
@@ -156,7 +156,7 @@ impl Roster {
         lock_org(&mut *tx, actor.org_id).await?;
         let domain = tx.get_domain(actor.org_id, id).await?.ok_or(ServiceError::NotFound("domain"))?;
         tx.delete_domain(actor.org_id, id).await?;
-        tx.insert_audit(&actor.audit(now, "domain.removed", domain.id, Some(&domain), None::<&()>)).await?;
+        tx.insert_audit(actor.audit(now, "domain.removed", domain.id, Some(&domain), None::<&()>)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -202,7 +202,7 @@ impl Roster {
             other => other.into(),
         })?;
         if let Some(action) = action {
-            tx.insert_audit(&actor.audit(now, action, next.id, Some(&current), Some(&next))).await?;
+            tx.insert_audit(actor.audit(now, action, next.id, Some(&current), Some(&next))).await?;
         }
         tx.commit().await?;
         let message = next.last_result.clone().unwrap_or_default();

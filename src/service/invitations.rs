@@ -96,7 +96,7 @@ impl Roster {
             };
             tx.insert_invitation(&invitation, &hash_token(token.expose())).await?;
             let after = audit_with_overage(&invitation, reservation);
-            tx.insert_audit(&actor.audit(now, "invitation.created", invitation.id, None::<&()>, Some(&after))).await?;
+            tx.insert_audit(actor.audit(now, "invitation.created", invitation.id, None::<&()>, Some(&after))).await?;
             created.push(CreatedInvitation { invitation, token });
         }
         tx.commit().await?;
@@ -143,7 +143,7 @@ impl Roster {
         inv.status = InvitationStatus::Revoked;
         inv.updated_at = now;
         tx.update_invitation(&inv).await?;
-        tx.insert_audit(&actor.audit(now, "invitation.revoked", inv.id, Some(&before), Some(&inv))).await?;
+        tx.insert_audit(actor.audit(now, "invitation.revoked", inv.id, Some(&before), Some(&inv))).await?;
         tx.commit().await?;
         Ok(inv)
     }
@@ -183,7 +183,7 @@ impl Roster {
         tx.update_invitation(&inv).await?;
         tx.set_invitation_token(org.id, inv.id, &hash_token(token.expose())).await?;
         let after = audit_with_overage(&inv, reservation);
-        tx.insert_audit(&actor.audit(now, "invitation.resent", inv.id, Some(&before), Some(&after))).await?;
+        tx.insert_audit(actor.audit(now, "invitation.resent", inv.id, Some(&before), Some(&after))).await?;
         tx.commit().await?;
         Ok(CreatedInvitation { invitation: inv, token })
     }
@@ -213,7 +213,7 @@ async fn check_invitable(
         expired.status = InvitationStatus::Expired;
         expired.updated_at = now;
         tx.update_invitation(&expired).await?;
-        tx.insert_audit(&actor.audit(now, "invitation.expired", expired.id, Some(&before), Some(&expired))).await?;
+        tx.insert_audit(actor.audit(now, "invitation.expired", expired.id, Some(&before), Some(&expired))).await?;
     }
     Ok(())
 }

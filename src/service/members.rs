@@ -194,7 +194,7 @@ impl Roster {
         if member.status != MemberStatus::Active {
             tx.end_member_sessions(member.id, now).await?;
         }
-        tx.insert_audit(&actor.audit(now, action, member.id, Some(&before), Some(&member))).await?;
+        tx.insert_audit(actor.audit(now, action, member.id, Some(&before), Some(&member))).await?;
         tx.commit().await?;
         Ok(member)
     }

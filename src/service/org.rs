@@ -81,7 +81,7 @@ impl Roster {
         };
         let mut tx = self.store.begin().await?;
         tx.insert_org(&org).await?;
-        tx.insert_audit(&actor.audit(now, "organization.created", org.id, None::<&()>, Some(&org))).await?;
+        tx.insert_audit(actor.audit(now, "organization.created", org.id, None::<&()>, Some(&org))).await?;
         let person = tx.find_person(org.id, &new.owner_email).await?;
         let owner = insert_active_member(
             &mut *tx,
@@ -166,7 +166,7 @@ impl Roster {
             }
             other => other.into(),
         })?;
-        tx.insert_audit(&actor.audit(now, action, org.id, Some(&before), Some(&org))).await?;
+        tx.insert_audit(actor.audit(now, action, org.id, Some(&before), Some(&org))).await?;
         tx.commit().await?;
         Ok(org)
     }
@@ -179,7 +179,7 @@ impl Roster {
         let mut tx = self.store.begin().await?;
         let org = lock_org(&mut *tx, actor.org_id).await?;
         tx.delete_org(org.id).await?;
-        tx.insert_audit(&actor.audit(now, "organization.deleted", org.id, Some(&org), None::<&()>)).await?;
+        tx.insert_audit(actor.audit(now, "organization.deleted", org.id, Some(&org), None::<&()>)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -236,14 +236,14 @@ pub(crate) async fn insert_active_member(
     match existing {
         Some(old) => {
             tx.update_member(&member).await?;
-            tx.insert_audit(&actor.audit(now, "member.reprovisioned", member.id, Some(&old), Some(&after))).await?;
+            tx.insert_audit(actor.audit(now, "member.reprovisioned", member.id, Some(&old), Some(&after))).await?;
         }
         None => {
             if new_user {
                 tx.insert_user(&user).await?;
             }
             tx.insert_member(&member).await?;
-            tx.insert_audit(&actor.audit(now, "member.added", member.id, None::<&()>, Some(&after))).await?;
+            tx.insert_audit(actor.audit(now, "member.added", member.id, None::<&()>, Some(&after))).await?;
         }
     }
     Ok(member)
@@ -268,7 +268,7 @@ pub(crate) async fn settle_invitation(
     inv.updated_at = now;
     tx.update_invitation(&inv).await?;
     let action = if live { "invitation.accepted" } else { "invitation.expired" };
-    tx.insert_audit(&actor.audit(now, action, inv.id, Some(&before), Some(&inv))).await?;
+    tx.insert_audit(actor.audit(now, action, inv.id, Some(&before), Some(&inv))).await?;
     Ok(live.then_some(inv.role))
 }
 

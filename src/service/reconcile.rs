@@ -351,7 +351,7 @@ async fn apply_in(
                 let inv = Invitation { status, updated_at: now, ..before.clone() };
                 tx.update_invitation(&inv).await?;
                 let after = with_reason(&inv, change);
-                tx.insert_audit(&actor.audit(now, action, inv.id, Some(&before), Some(&after))).await?;
+                tx.insert_audit(actor.audit(now, action, inv.id, Some(&before), Some(&after))).await?;
             }
             PlannedChange::SuspendMember { member, .. } => {
                 let before = tx.get_member(org.id, *member).await?.ok_or(ServiceError::NotFound("member"))?;
@@ -359,7 +359,7 @@ async fn apply_in(
                 tx.update_member(&m).await?;
                 tx.end_member_sessions(m.id, now).await?;
                 let after = with_reason(&m, change);
-                tx.insert_audit(&actor.audit(now, "member.suspended", m.id, Some(&before), Some(&after))).await?;
+                tx.insert_audit(actor.audit(now, "member.suspended", m.id, Some(&before), Some(&after))).await?;
             }
             PlannedChange::ChangeRole { member, to, source, .. } => {
                 let before = tx.get_member(org.id, *member).await?.ok_or(ServiceError::NotFound("member"))?;
@@ -368,12 +368,12 @@ async fn apply_in(
                 m.updated_at = now;
                 tx.update_member(&m).await?;
                 let after = with_reason(&m, change);
-                tx.insert_audit(&actor.audit(now, "member.role_changed", m.id, Some(&before), Some(&after))).await?;
+                tx.insert_audit(actor.audit(now, "member.role_changed", m.id, Some(&before), Some(&after))).await?;
             }
             PlannedChange::EndSessions { member, sessions, .. } => {
                 tx.end_member_sessions(*member, now).await?;
                 let after = serde_json::json!({ "sessions_ended": sessions, "reason": reason_of(change) });
-                tx.insert_audit(&actor.audit(now, "member.sessions_ended", member, None::<&()>, Some(&after))).await?;
+                tx.insert_audit(actor.audit(now, "member.sessions_ended", member, None::<&()>, Some(&after))).await?;
             }
         }
     }
@@ -448,7 +448,7 @@ impl Roster {
                 "fingerprint": plan.fingerprint,
                 "left_for_an_admin": left.len(),
             });
-            tx.insert_audit(&actor.audit(now, "reconcile.applied", org.id, None::<&()>, Some(&summary))).await?;
+            tx.insert_audit(actor.audit(now, "reconcile.applied", org.id, None::<&()>, Some(&summary))).await?;
         }
         tx.commit().await?;
         metrics::gauge!("roster_seats_overage", "org" => org.id.to_string()).set(plan.seats.overage_after as f64);

@@ -70,7 +70,7 @@ pub(crate) async fn recompute_roles(
         member.set_role(&d);
         member.updated_at = now;
         tx.update_member(&member).await?;
-        tx.insert_audit(&actor.audit(now, "member.role_changed", member.id, Some(&before), Some(&member))).await?;
+        tx.insert_audit(actor.audit(now, "member.role_changed", member.id, Some(&before), Some(&member))).await?;
         changed.push(member);
     }
     Ok(changed)
@@ -118,7 +118,7 @@ impl Roster {
             }
             other => other.into(),
         })?;
-        tx.insert_audit(&actor.audit(now, "role_mapping.created", mapping.id, None::<&()>, Some(&mapping))).await?;
+        tx.insert_audit(actor.audit(now, "role_mapping.created", mapping.id, None::<&()>, Some(&mapping))).await?;
         tx.commit().await?;
         Ok(mapping)
     }
@@ -130,7 +130,7 @@ impl Roster {
         let mut tx = self.store.begin().await?;
         lock_org(&mut *tx, actor.org_id).await?;
         let gone = tx.delete_role_mapping(actor.org_id, id).await?.ok_or(ServiceError::NotFound("role mapping"))?;
-        tx.insert_audit(&actor.audit(now, "role_mapping.deleted", gone.id, Some(&gone), None::<&()>)).await?;
+        tx.insert_audit(actor.audit(now, "role_mapping.deleted", gone.id, Some(&gone), None::<&()>)).await?;
         tx.commit().await?;
         Ok(gone)
     }

@@ -341,7 +341,7 @@ impl Roster {
             }
             let after =
                 serde_json::json!({ "userName": record.user_name, "member": member.id, "active": record.active });
-            tx.insert_audit(&actor.audit(now, "scim.user.created", record.id, None::<&()>, Some(&after))).await?;
+            tx.insert_audit(actor.audit(now, "scim.user.created", record.id, None::<&()>, Some(&after))).await?;
             tx.commit().await?;
             Ok(ScimUser { record, groups: Vec::new() })
         }
@@ -458,7 +458,7 @@ impl Roster {
                 serde_json::json!({ "userName": before.user_name, "active": before.active, "version": before.version });
             let new =
                 serde_json::json!({ "userName": record.user_name, "active": record.active, "version": record.version });
-            tx.insert_audit(&actor.audit(now, action, record.id, Some(&old), Some(&new))).await?;
+            tx.insert_audit(actor.audit(now, action, record.id, Some(&old), Some(&new))).await?;
             tx.commit().await?;
             Ok(ScimUser { record, groups })
         }
@@ -480,7 +480,7 @@ impl Roster {
         }
         tx.delete_scim_user(org.id, id).await?;
         let old = serde_json::json!({ "userName": before.user_name, "member": before.member_id });
-        tx.insert_audit(&actor.audit(now, "scim.user.deleted", id, Some(&old), None::<&()>)).await?;
+        tx.insert_audit(actor.audit(now, "scim.user.deleted", id, Some(&old), None::<&()>)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -498,7 +498,7 @@ impl Roster {
         let detail = serde_json::json!({ "userName": user_name, "purchased": purchased, "used": used });
         let write = async {
             let mut tx = self.store.begin().await?;
-            tx.insert_audit(&actor.audit(now, "scim.user.refused_seat_limit", user_name, None::<&()>, Some(&detail)))
+            tx.insert_audit(actor.audit(now, "scim.user.refused_seat_limit", user_name, None::<&()>, Some(&detail)))
                 .await?;
             tx.commit().await
         };
@@ -575,7 +575,7 @@ impl Roster {
             recompute_roles(&mut *tx, actor, &org, &affected, now).await?;
         }
         let after = serde_json::json!({ "displayName": record.display_name, "members": members.len() });
-        tx.insert_audit(&actor.audit(now, "scim.group.created", record.id, None::<&()>, Some(&after))).await?;
+        tx.insert_audit(actor.audit(now, "scim.group.created", record.id, None::<&()>, Some(&after))).await?;
         let listed = tx.group_members(record.id).await?;
         tx.commit().await?;
         Ok(ScimGroup { record, members: Some(listed) })
@@ -702,7 +702,7 @@ impl Roster {
             "members_added": added,
             "members_removed": removed,
         });
-        tx.insert_audit(&actor.audit(now, action, record.id, Some(&old), Some(&new))).await?;
+        tx.insert_audit(actor.audit(now, action, record.id, Some(&old), Some(&new))).await?;
         tx.commit().await?;
         Ok(ScimGroup { record, members: None })
     }
@@ -727,7 +727,7 @@ impl Roster {
             recompute_roles(&mut *tx, actor, org, &affected, now).await?;
         }
         let old = serde_json::json!({ "displayName": before.display_name });
-        tx.insert_audit(&actor.audit(now, "scim.group.deleted", id, Some(&old), None::<&()>)).await?;
+        tx.insert_audit(actor.audit(now, "scim.group.deleted", id, Some(&old), None::<&()>)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -838,7 +838,7 @@ async fn insert_scim_member(
     member.set_role(&derive_member(&member, None, &[], org));
     tx.insert_member(&member).await?;
     let after = audit_with_overage(&member, reservation);
-    tx.insert_audit(&actor.audit(now, "member.added", member.id, None::<&()>, Some(&after))).await?;
+    tx.insert_audit(actor.audit(now, "member.added", member.id, None::<&()>, Some(&after))).await?;
     Ok(member)
 }
 
@@ -878,7 +878,7 @@ async fn adopt_email(
     if after.user_id != member.user_id {
         tx.delete_user(member.user_id).await?;
     }
-    tx.insert_audit(&actor.audit(now, "member.email_set", after.id, Some(&member), Some(&after))).await?;
+    tx.insert_audit(actor.audit(now, "member.email_set", after.id, Some(&member), Some(&after))).await?;
     if after.manual_role != member.manual_role {
         recompute_roles(tx, actor, org, &[after.id], now).await?;
         return tx.get_member(org.id, after.id).await?.ok_or(ServiceError::NotFound("User"));
@@ -918,7 +918,7 @@ async fn transition(
         tx.end_member_sessions(after.id, now).await?;
     }
     let audited = audit_with_overage(&after, reservation);
-    tx.insert_audit(&actor.audit(now, action, after.id, Some(&member), Some(&audited))).await?;
+    tx.insert_audit(actor.audit(now, action, after.id, Some(&member), Some(&audited))).await?;
     Ok(after)
 }
 

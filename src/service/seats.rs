@@ -124,7 +124,7 @@ impl Roster {
             "policy": before.seat_policy,
             "enforcement": before.seat_enforcement,
         });
-        tx.insert_audit(&actor.audit(now, "seats.updated", org.id, Some(&old), Some(&seats))).await?;
+        tx.insert_audit(actor.audit(now, "seats.updated", org.id, Some(&old), Some(&seats))).await?;
         tx.commit().await?;
         metrics::gauge!("roster_seats_overage", "org" => org.id.to_string()).set(seats.overage as f64);
         Ok(seats)

@@ -253,7 +253,7 @@ impl Roster {
         lock_org(&mut *tx, actor.org_id).await?;
         let (client, secret) = new_client(Some(actor.org_id), new.name.as_str(), uris, &actor.id, now);
         tx.insert_sso_client(&client, &hash_token(secret.expose())).await?;
-        tx.insert_audit(&actor.audit(now, "sso_client.created", client.id, None::<&()>, Some(&client))).await?;
+        tx.insert_audit(actor.audit(now, "sso_client.created", client.id, None::<&()>, Some(&client))).await?;
         tx.commit().await?;
         Ok(CreatedSsoClient { client, secret })
     }
@@ -300,7 +300,7 @@ impl Roster {
         }
         tx.revoke_sso_client(id, now).await?;
         let after = SsoClient { revoked_at: Some(now), ..before.clone() };
-        tx.insert_audit(&actor.audit(now, "sso_client.revoked", id, Some(&before), Some(&after))).await?;
+        tx.insert_audit(actor.audit(now, "sso_client.revoked", id, Some(&before), Some(&after))).await?;
         tx.commit().await?;
         Ok(after)
     }
@@ -380,7 +380,7 @@ impl Roster {
         tx.upsert_sso_connection(&record).await?;
         let before_view = before.map(DirectConnectionView::from);
         let view = DirectConnectionView::from(record);
-        tx.insert_audit(&actor.audit(now, "sso_connection.set", actor.org_id, before_view.as_ref(), Some(&view)))
+        tx.insert_audit(actor.audit(now, "sso_connection.set", actor.org_id, before_view.as_ref(), Some(&view)))
             .await?;
         tx.commit().await?;
         Ok(view)
@@ -410,7 +410,7 @@ impl Roster {
         }
         tx.delete_sso_connection(org.id).await?;
         let view = DirectConnectionView::from(before);
-        tx.insert_audit(&actor.audit(now, "sso_connection.removed", org.id, Some(&view), None::<&()>)).await?;
+        tx.insert_audit(actor.audit(now, "sso_connection.removed", org.id, Some(&view), None::<&()>)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -786,7 +786,7 @@ impl Roster {
             "role": member.role,
             "client_id": attempt.client_id,
         });
-        tx.insert_audit(&actor.audit(now, "sso.login", member.id, None::<&()>, Some(&detail))).await?;
+        tx.insert_audit(actor.audit(now, "sso.login", member.id, None::<&()>, Some(&detail))).await?;
         tx.commit().await?;
         let mut redirect = url::Url::parse(&attempt.redirect_uri)
             .map_err(|_| LoginError::new(500, "internal", "The registered redirect URI is not valid."))?;
@@ -829,7 +829,7 @@ impl Roster {
         let target = email.unwrap_or("unknown").to_lowercase();
         let write = async {
             let mut tx = self.store.begin().await?;
-            tx.insert_audit(&actor.audit(now, "sso.login_refused", target, None::<&()>, Some(&detail))).await?;
+            tx.insert_audit(actor.audit(now, "sso.login_refused", target, None::<&()>, Some(&detail))).await?;
             tx.commit().await
         };
         if let Err(e) = write.await {
@@ -934,7 +934,7 @@ impl Roster {
                 role: Role::Read,
                 request_id: None,
             };
-            tx.insert_audit(&actor.audit(now, "sso.logout", session.member_id, None::<&()>, None::<&()>)).await?;
+            tx.insert_audit(actor.audit(now, "sso.logout", session.member_id, None::<&()>, None::<&()>)).await?;
         }
         tx.commit().await?;
         let provider_logout = match (&self.settings.sso, ended) {

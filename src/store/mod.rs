@@ -704,7 +704,7 @@ pub trait Tx: Send {
     ) -> StoreResult<bool>;
 
     // Audit log.
-    async fn insert_audit(&mut self, entry: &NewAudit) -> StoreResult<()>;
+    async fn insert_audit(&mut self, entry: NewAudit) -> StoreResult<()>;
     async fn list_audit(&mut self, org_id: Uuid, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>>;
 }
 

@@ -2077,13 +2077,12 @@ macro_rules! impl_tx {
                 Ok(done.rows_affected() == 1)
             }
 
-            async fn insert_audit(&mut self, a: &NewAudit) -> StoreResult<()> {
+            async fn insert_audit(&mut self, a: NewAudit) -> StoreResult<()> {
                 let sql = if is_event(&a.action) {
                     <$db as $crate::store::sql::Statements>::INSERT_AUDIT_AND_EVENT
                 } else {
                     INSERT_AUDIT
                 };
-                let a = a.clone();
                 let event = is_event(&a.action).then(|| Uuid::now_v7().to_string());
                 self.write_later(sql, |args| {
                     args.add(Uuid::now_v7().to_string())?;

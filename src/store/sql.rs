@@ -28,7 +28,8 @@ pub(super) trait Statements {
     /// of its groups, by display name, `[]` for none.
     const USER_GROUPS: &'static str;
     /// Whether a string of several statements with parameters goes to the
-    /// database in one round trip, so that writes are worth deferring.
+    /// database in one round trip: then writes are [`Deferred`] and sent
+    /// together, and look-ups of one use case (`find_person`) share a string.
     const SENDS_STATEMENTS_TOGETHER: bool;
 }
 

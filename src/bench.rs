@@ -24,6 +24,9 @@ pub struct BenchOptions {
     pub batch: usize,
     /// A prefix that keeps this run's userNames apart from earlier runs'.
     pub run_id: String,
+    /// The server's process on this machine, whose CPU time each phase
+    /// reports per request (Linux).
+    pub server_pid: Option<u32>,
 }
 
 /// The figures of one phase.
@@ -36,6 +39,9 @@ pub struct PhaseReport {
     pub per_second: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// The server process's CPU time (user and system) per request, when
+    /// its pid was given.
+    pub server_cpu_ms: Option<f64>,
 }
 
 impl std::fmt::Display for PhaseReport {
@@ -44,7 +50,11 @@ impl std::fmt::Display for PhaseReport {
             f,
             "{:<22} {:>8} req {:>6} err {:>9.1} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms",
             self.phase, self.requests, self.errors, self.per_second, self.p50_ms, self.p99_ms
-        )
+        )?;
+        match self.server_cpu_ms {
+            Some(cpu) => write!(f, "  server cpu {cpu:>6.3} ms/req"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -81,14 +91,33 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)].as_secs_f64() * 1000.0
 }
 
+/// The CPU time, user and system, process `pid` has used so far: fields 14
+/// and 15 of `/proc/<pid>/stat`, in clock ticks of 1/100 s (Linux's
+/// `USER_HZ`).
+fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it don't.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
 /// Runs `n` requests made by `make`, `concurrency` at a time; a request
-/// whose status is not `expected` is an error.
-async fn phase<F, Fut>(name: &str, n: usize, concurrency: usize, make: F) -> (PhaseReport, Vec<Value>)
+/// whose status is not `expected` is an error. With `server_pid`, reports
+/// that process's CPU time per request.
+async fn phase<F, Fut>(
+    name: &str,
+    n: usize,
+    concurrency: usize,
+    server_pid: Option<u32>,
+    make: F,
+) -> (PhaseReport, Vec<Value>)
 where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = (bool, Value, Duration)>,
 {
     let errors = AtomicUsize::new(0);
+    let cpu_before = server_pid.and_then(process_cpu);
     let start = Instant::now();
     let results: Vec<(Value, Duration)> = stream::iter(0..n)
         .map(|i| {
@@ -106,6 +135,11 @@ where
         .collect()
         .await;
     let seconds = start.elapsed().as_secs_f64();
+    let cpu_after = server_pid.and_then(process_cpu);
+    let server_cpu_ms = match (cpu_before, cpu_after) {
+        (Some(before), Some(after)) if n > 0 => Some((after - before).as_secs_f64() * 1000.0 / n as f64),
+        _ => None,
+    };
     let mut latencies: Vec<Duration> = results.iter().map(|(_, l)| *l).collect();
     latencies.sort();
     let report = PhaseReport {
@@ -116,6 +150,7 @@ where
         per_second: if seconds > 0.0 { n as f64 / seconds } else { 0.0 },
         p50_ms: percentile(&latencies, 0.50),
         p99_ms: percentile(&latencies, 0.99),
+        server_cpu_ms,
     };
     (report, results.into_iter().map(|(b, _)| b).collect())
 }
@@ -128,11 +163,12 @@ pub async fn run(opts: BenchOptions, print: impl Fn(&PhaseReport)) -> anyhow::Re
         Arc::new(Target { client, url: opts.url.trim_end_matches('/').to_string(), token: opts.token.clone() });
     let n = opts.users;
     let c = opts.concurrency;
+    let pid = opts.server_pid;
     let name = |i: usize| format!("bench-{}-{i}@bench.example", opts.run_id);
     let mut reports = Vec::new();
     let ok = |s: Option<StatusCode>, want: StatusCode| s == Some(want);
 
-    let (r, created) = phase("create users", n, c, |i| {
+    let (r, created) = phase("create users", n, c, pid, |i| {
         let t = target.clone();
         let body = json!({
             "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
@@ -155,7 +191,7 @@ pub async fn run(opts: BenchOptions, print: impl Fn(&PhaseReport)) -> anyhow::Re
     }
 
     let reads = opts.reads;
-    let (r, _) = phase("userName eq lookups", reads, c, |i| {
+    let (r, _) = phase("userName eq lookups", reads, c, pid, |i| {
         let t = target.clone();
         let path = format!("/Users?filter=userName%20eq%20%22{}%22", urlencode(&name(i % n)));
         async move {
@@ -167,7 +203,7 @@ pub async fn run(opts: BenchOptions, print: impl Fn(&PhaseReport)) -> anyhow::Re
     print(&r);
     reports.push(r);
 
-    let (r, _) = phase("get by id", reads, c, |i| {
+    let (r, _) = phase("get by id", reads, c, pid, |i| {
         let t = target.clone();
         let path = format!("/Users/{}", ids[i % ids.len()]);
         async move {
@@ -180,7 +216,7 @@ pub async fn run(opts: BenchOptions, print: impl Fn(&PhaseReport)) -> anyhow::Re
     reports.push(r);
 
     let pages = (reads / 10).max(1);
-    let (r, _) = phase("list pages of 100", pages, c, |i| {
+    let (r, _) = phase("list pages of 100", pages, c, pid, |i| {
         let t = target.clone();
         let start = (i * 100) % ids.len().max(1) + 1;
         let path = format!("/Users?startIndex={start}&count=100");
@@ -201,7 +237,7 @@ pub async fn run(opts: BenchOptions, print: impl Fn(&PhaseReport)) -> anyhow::Re
     let gid = g["id"].as_str().unwrap_or_default().to_string();
     let batches: Vec<Vec<String>> = ids.chunks(opts.batch.max(1)).map(|c| c.to_vec()).collect();
     // Batches go one at a time, as a provider pushes one group's members.
-    let (r, _) = phase(&format!("group add x{}", opts.batch), batches.len(), 1, |i| {
+    let (r, _) = phase(&format!("group add x{}", opts.batch), batches.len(), 1, pid, |i| {
         let t = target.clone();
         let members: Vec<Value> = batches[i].iter().map(|id| json!({"value": id})).collect();
         let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
@@ -217,7 +253,7 @@ pub async fn run(opts: BenchOptions, print: impl Fn(&PhaseReport)) -> anyhow::Re
     reports.push(r);
 
     // The whole group, every member listed: usable at any size.
-    let (r, _) = phase("get the group with its members", 10, 1, |_| {
+    let (r, _) = phase("get the group with its members", 10, 1, pid, |_| {
         let t = target.clone();
         let path = format!("/Groups/{gid}");
         let want = ids.len();
@@ -231,7 +267,7 @@ pub async fn run(opts: BenchOptions, print: impl Fn(&PhaseReport)) -> anyhow::Re
     print(&r);
     reports.push(r);
 
-    let (r, _) = phase("deactivate", ids.len(), c, |i| {
+    let (r, _) = phase("deactivate", ids.len(), c, pid, |i| {
         let t = target.clone();
         let path = format!("/Users/{}", ids[i]);
         let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
@@ -245,7 +281,7 @@ pub async fn run(opts: BenchOptions, print: impl Fn(&PhaseReport)) -> anyhow::Re
     print(&r);
     reports.push(r);
 
-    let (r, _) = phase("delete", ids.len(), c, |i| {
+    let (r, _) = phase("delete", ids.len(), c, pid, |i| {
         let t = target.clone();
         let path = format!("/Users/{}", ids[i]);
         async move {

@@ -167,6 +167,10 @@ pub enum BenchCommand {
         /// Members per group PATCH.
         #[arg(long, default_value_t = 50)]
         batch: usize,
+        /// The server's process id on this machine: each phase then reports
+        /// the server's CPU time per request.
+        #[arg(long)]
+        server_pid: Option<u32>,
     },
 }
 
@@ -274,7 +278,8 @@ pub async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
-    if let Command::Bench(BenchCommand::Scim { url, token, users, concurrency, reads, batch }) = cli.command {
+    if let Command::Bench(BenchCommand::Scim { url, token, users, concurrency, reads, batch, server_pid }) = cli.command
+    {
         // The load generator needs no configuration or database of its own.
         let opts = crate::bench::BenchOptions {
             url,
@@ -283,6 +288,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             concurrency,
             reads: reads.unwrap_or(users),
             batch,
+            server_pid,
             run_id: Uuid::new_v4().simple().to_string()[..8].to_string(),
         };
         let as_json = cli.json;

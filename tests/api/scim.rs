@@ -813,8 +813,13 @@ async fn the_load_tool_runs_every_phase_without_errors() {
         reads: 20,
         batch: 7,
         run_id: "t".into(),
+        // The server runs in this process.
+        server_pid: Some(std::process::id()),
     };
     let reports = roster::bench::run(opts, |_| {}).await.unwrap();
+    // Every phase reads the server's CPU time; together they used some.
+    let cpu: Option<f64> = reports.iter().map(|r| r.server_cpu_ms.map(|ms| ms * r.requests as f64)).sum();
+    assert!(cpu.is_some_and(|ms| ms > 0.0), "{reports:?}");
     let got: Vec<(&str, usize, usize)> = reports.iter().map(|r| (r.phase.as_str(), r.requests, r.errors)).collect();
     assert_eq!(
         got,

@@ -9,6 +9,7 @@
 mod postgres;
 mod sql;
 mod sqlite;
+mod sqlite_statistics;
 
 use crate::model::*;
 pub use crate::roles::{RoleMapping, RoleSource};
@@ -494,9 +495,10 @@ pub trait Store: Send + Sync + 'static {
     async fn migrate(&self) -> StoreResult<()>;
     /// Checks the database answers.
     async fn ping(&self) -> StoreResult<()>;
-    /// Refreshes the planner's statistics where they went stale, so look-ups
-    /// keep choosing the selective index as tables grow (SQLite; PostgreSQL's
-    /// autovacuum does this itself).
+    /// Refreshes the planner's statistics of the tables that outgrew them,
+    /// so look-ups keep choosing the selective index as tables grow (SQLite,
+    /// whose statistics are never taken from tables smaller than a seed;
+    /// PostgreSQL's autovacuum does this itself).
     async fn optimize(&self) -> StoreResult<()> {
         Ok(())
     }

@@ -40,10 +40,19 @@ impl Statements for Postgres {
         seq AS (UPDATE organizations SET event_seq = event_seq + 1 WHERE id = $2 RETURNING event_seq) \
         INSERT INTO events (org_id, seq, id, kind, subject, data, at) \
         SELECT $2, seq.event_seq, $11, $5, $6, COALESCE($8, $7), $10 FROM seq";
+    // Each group by its primary key, whatever the statistics: joined, the
+    // planner with statistics of empty tables hashes every group of the
+    // deployment for each user. `OFFSET 0` keeps the lateral subquery from
+    // being merged into a join, so it runs per membership, on the key.
     const USER_GROUPS: &'static str = "(SELECT COALESCE(json_agg(json_build_array(g.id, g.display_name) \
-        ORDER BY g.display_name_lc, g.id), '[]') FROM scim_group_members gm JOIN scim_groups g ON g.id = gm.group_id \
+        ORDER BY g.display_name_lc, g.id), '[]') FROM scim_group_members gm CROSS JOIN LATERAL \
+        (SELECT id, display_name, display_name_lc FROM scim_groups WHERE id = gm.group_id OFFSET 0) g \
         WHERE gm.user_id = r.id) AS groups";
     const SENDS_STATEMENTS_TOGETHER: bool = false;
+
+    fn id_among(subquery: &str) -> String {
+        format!("r.id = ANY(ARRAY({subquery}))")
+    }
 }
 
 #[async_trait]

@@ -31,6 +31,13 @@ pub(super) trait Statements {
     /// database in one round trip: then writes are [`Deferred`] and sent
     /// together, and look-ups of one use case (`find_person`) share a string.
     const SENDS_STATEMENTS_TOGETHER: bool;
+    /// `r.id` among the ids `subquery` picks (a page's, picked first, then
+    /// their rows by primary key). PostgreSQL takes them as an array
+    /// computed once before the rows: as `IN`, its generic plan (which does
+    /// not know the LIMIT) may hash the page against a scan of the table.
+    fn id_among(subquery: &str) -> String {
+        format!("r.id IN ({subquery})")
+    }
 }
 
 /// A transaction on one backend, or a pooled connection whose statements
@@ -1560,11 +1567,11 @@ macro_rules! impl_tx {
             ) -> StoreResult<Vec<(ScimUserRecord, UserGroups)>> {
                 let (filter, order, next) = scim_page_sql(q);
                 let groups = <$db as $crate::store::sql::Statements>::USER_GROUPS;
-                let sql = format!(
-                    "SELECT {SCIM_USER_COLUMNS}, {groups} FROM scim_users r WHERE r.id IN (SELECT r.id FROM scim_users r \
-                     WHERE r.org_id = $1{filter} ORDER BY {order} LIMIT ${next} OFFSET ${}) ORDER BY {order}",
+                let page = <$db as $crate::store::sql::Statements>::id_among(&format!(
+                    "SELECT r.id FROM scim_users r WHERE r.org_id = $1{filter} ORDER BY {order} LIMIT ${next} OFFSET ${}",
                     next + 1
-                );
+                ));
+                let sql = format!("SELECT {SCIM_USER_COLUMNS}, {groups} FROM scim_users r WHERE {page} ORDER BY {order}");
                 let query = sqlx::query_as::<_, ScimUserGroupsRow>(&sql).bind(org_id.to_string());
                 let query = bind_fragment!(query, q.filter.as_ref());
                 let query = bind_fragment!(query, q.order.as_ref());
@@ -1681,11 +1688,11 @@ macro_rules! impl_tx {
 
             async fn list_scim_groups(&mut self, org_id: Uuid, q: &ScimQuery) -> StoreResult<Vec<ScimGroupRecord>> {
                 let (filter, order, next) = scim_page_sql(q);
-                let sql = format!(
-                    "SELECT {SCIM_GROUP_COLUMNS} FROM scim_groups r WHERE r.id IN (SELECT r.id FROM scim_groups r \
-                     WHERE r.org_id = $1{filter} ORDER BY {order} LIMIT ${next} OFFSET ${}) ORDER BY {order}",
+                let page = <$db as $crate::store::sql::Statements>::id_among(&format!(
+                    "SELECT r.id FROM scim_groups r WHERE r.org_id = $1{filter} ORDER BY {order} LIMIT ${next} OFFSET ${}",
                     next + 1
-                );
+                ));
+                let sql = format!("SELECT {SCIM_GROUP_COLUMNS} FROM scim_groups r WHERE {page} ORDER BY {order}");
                 let query = sqlx::query_as::<_, ScimGroupRow>(&sql).bind(org_id.to_string());
                 let query = bind_fragment!(query, q.filter.as_ref());
                 let query = bind_fragment!(query, q.order.as_ref());
@@ -1750,9 +1757,11 @@ macro_rules! impl_tx {
             }
 
             async fn group_members(&mut self, group_id: Uuid) -> StoreResult<Vec<(Uuid, Option<String>)>> {
+                // Each member's name by its primary key, whatever the planner
+                // believes of the group's size (see `groups_of_user`).
                 let rows: Vec<(String, Option<String>)> = sqlx::query_as(
-                    "SELECT gm.user_id, u.display_name FROM scim_group_members gm \
-                     JOIN scim_users u ON u.id = gm.user_id WHERE gm.group_id = $1 ORDER BY gm.user_id",
+                    "SELECT gm.user_id, (SELECT u.display_name FROM scim_users u WHERE u.id = gm.user_id) \
+                     FROM scim_group_members gm WHERE gm.group_id = $1 ORDER BY gm.user_id",
                 )
                 .bind(group_id.to_string())
                 .fetch_all(self.conn().await?)
@@ -1768,13 +1777,15 @@ macro_rules! impl_tx {
             ) -> StoreResult<Vec<(Uuid, Option<String>)>> {
                 // The page's ids first, then their names: joined before the
                 // LIMIT, PostgreSQL merge-joins from the first user on every
-                // page, which makes walking a large group quadratic. Ids are
+                // page, which makes walking a large group quadratic; joined
+                // after it, a generic plan may hash the page against every
+                // user. Each name is looked up by its key instead. Ids are
                 // TEXT on both backends and every id sorts after the empty
                 // string, so the first page needs no statement of its own.
                 let rows: Vec<(String, Option<String>)> = sqlx::query_as(
-                    "SELECT gm.user_id, u.display_name FROM (SELECT user_id FROM scim_group_members \
-                     WHERE group_id = $1 AND user_id > $2 ORDER BY user_id LIMIT $3) gm \
-                     JOIN scim_users u ON u.id = gm.user_id ORDER BY gm.user_id",
+                    "SELECT gm.user_id, (SELECT u.display_name FROM scim_users u WHERE u.id = gm.user_id) \
+                     FROM (SELECT user_id FROM scim_group_members \
+                     WHERE group_id = $1 AND user_id > $2 ORDER BY user_id LIMIT $3) gm ORDER BY gm.user_id",
                 )
                 .bind(group_id.to_string())
                 .bind(after.map(|id| id.to_string()).unwrap_or_default())
@@ -1785,9 +1796,15 @@ macro_rules! impl_tx {
             }
 
             async fn groups_of_user(&mut self, user_id: Uuid) -> StoreResult<Vec<(Uuid, String)>> {
+                // Each group by its primary key. As a join, PostgreSQL
+                // planning from statistics gathered while the tables were
+                // empty expects twenty groups a user and hashes every group
+                // of the deployment instead; a subquery in the select list
+                // is always run per row, on the key.
                 let rows: Vec<(String, String)> = sqlx::query_as(
-                    "SELECT g.id, g.display_name FROM scim_group_members gm \
-                     JOIN scim_groups g ON g.id = gm.group_id WHERE gm.user_id = $1 ORDER BY g.display_name_lc, g.id",
+                    "SELECT gm.group_id, (SELECT g.display_name FROM scim_groups g WHERE g.id = gm.group_id) \
+                     FROM scim_group_members gm WHERE gm.user_id = $1 \
+                     ORDER BY (SELECT g.display_name_lc FROM scim_groups g WHERE g.id = gm.group_id), gm.group_id",
                 )
                 .bind(user_id.to_string())
                 .fetch_all(self.conn().await?)

@@ -28,6 +28,7 @@
 //! which bounds it (and every reader's search of it).
 
 use super::sql::{impl_tx, Held, SqlTx, *};
+use super::sqlite_statistics as statistics;
 use super::*;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Sqlite, SqliteConnection, SqlitePool};
@@ -59,6 +60,9 @@ const CHECKPOINT_BEHIND: Duration = Duration::from_millis(5);
 /// The log's size in frames (pages) at which a commit finishes the
 /// checkpoint itself and the next write restarts the log: about 16 MB.
 const WAL_AUTOCHECKPOINT_FRAMES: &str = "4000";
+
+/// Rows `ANALYZE` reads of each index when a grown table is analyzed.
+const ANALYSIS_LIMIT: u32 = 1000;
 
 /// The SQLite store.
 #[derive(Clone)]
@@ -342,7 +346,11 @@ impl Store for SqliteStore {
         sqlx::migrate!("./migrations/sqlite")
             .run_direct(&mut writer.conn)
             .await
-            .map_err(|e| StoreError::Other(e.into()))
+            .map_err(|e| StoreError::Other(e.into()))?;
+        // Statistics before the first reader opens: a fresh database plans
+        // as a large one from its first statement.
+        let refresh = statistics::plan(&mut writer.conn).await?;
+        Ok(statistics::apply(&mut writer.conn, &refresh, ANALYSIS_LIMIT).await?)
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -351,12 +359,14 @@ impl Store for SqliteStore {
     }
 
     async fn optimize(&self) -> StoreResult<()> {
-        // 0x10002: analyze every table whose statistics are missing or far
-        // off (not only those this connection queried), each within the limit.
+        // Counting runs on a reader; the writer is taken only for a change.
+        let refresh = statistics::plan(&mut *self.reader.acquire().await?).await?;
+        if refresh.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(seeded = ?refresh.seed, analyzed = ?refresh.analyze, "refreshing planner statistics");
         let mut writer = self.writer_alone().await;
-        sqlx::query("PRAGMA analysis_limit = 1000").execute(&mut writer.conn).await?;
-        sqlx::query("PRAGMA optimize = 0x10002").execute(&mut writer.conn).await?;
-        Ok(())
+        Ok(statistics::apply(&mut writer.conn, &refresh, ANALYSIS_LIMIT).await?)
     }
 
     fn dialect(&self) -> crate::scim::filter::Dialect {

@@ -31,11 +31,11 @@ use super::sql::{impl_tx, Held, SqlTx, *};
 use super::sqlite_statistics as statistics;
 use super::*;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{ConnectOptions, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{ConnectOptions, Sqlite, SqliteConnection, SqlitePool, TransactionManager as _};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::{watch, Mutex, OwnedMutexGuard};
+use tokio::sync::{watch, Mutex, OwnedMutexGuard, Semaphore};
 
 impl_tx!(Sqlite);
 
@@ -68,7 +68,7 @@ const ANALYSIS_LIMIT: u32 = 1000;
 #[derive(Clone)]
 pub struct SqliteStore {
     writer: Arc<Mutex<Writer>>,
-    reader: SqlitePool,
+    readers: Arc<Readers>,
     /// The checkpointer runs while any clone of the store is alive.
     _alive: Arc<()>,
 }
@@ -96,15 +96,11 @@ impl SqliteStore {
         });
         // A connection to a local file cannot drop: no health check on acquire.
         let checkpointer = SqlitePoolOptions::new().max_connections(1).connect_lazy_with(options.clone());
-        let reader = SqlitePoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .test_before_acquire(false)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_lazy_with(options.read_only(true));
+        let readers = Readers::new(options.read_only(true), max_connections.max(1) as usize);
         let alive = Arc::new(());
         tokio::spawn(checkpoint_wal(checkpointer, Arc::downgrade(&alive)));
         let writer = Writer { conn: writer, rollbacks, group: None, ended: Ended::Settled, groups: 0 };
-        Ok(Self { writer: Arc::new(Mutex::new(writer)), reader, _alive: alive })
+        Ok(Self { writer: Arc::new(Mutex::new(writer)), readers: Arc::new(readers), _alive: alive })
     }
 
     /// A write transaction: a member of the writer's open group, or of one
@@ -127,7 +123,111 @@ impl SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("reader", &self.reader).finish_non_exhaustive()
+        f.debug_struct("SqliteStore")
+            .field("readers", &self.readers.permits.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The read-only connections, each lent whole to one read or look-up.
+///
+/// Not sqlx's pool: it pings a connection every time one is returned (a
+/// round trip to the connection's worker thread, and a task to run it),
+/// which was a quarter of the hand-overs between threads of a SCIM GET. A
+/// returned reader goes straight back to the idle list; a read transaction
+/// left unfinished is rolled back by a command queued on the connection's
+/// worker, which runs before any later one.
+struct Readers {
+    options: SqliteConnectOptions,
+    /// Idle connections, each with the generation it was opened in.
+    idle: std::sync::Mutex<Vec<(u64, SqliteConnection)>>,
+    permits: Arc<Semaphore>,
+    /// Bumped when the planner's statistics change: a connection loads them
+    /// when it opens, so older ones are closed as they come back.
+    generation: AtomicU64,
+}
+
+/// A reader's transactions, as sqlx keeps them (so that a dropped one can
+/// be rolled back without waiting).
+type ReaderTx = <Sqlite as sqlx::Database>::TransactionManager;
+
+/// How long a read waits for a connection before it fails.
+const READER_WAIT: Duration = Duration::from_secs(30);
+
+impl Readers {
+    fn new(options: SqliteConnectOptions, max: usize) -> Self {
+        let permits = Arc::new(Semaphore::new(max));
+        Self { options, idle: std::sync::Mutex::new(Vec::new()), permits, generation: AtomicU64::new(0) }
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<(u64, SqliteConnection)>> {
+        // Nothing panics while holding the lock; a poisoned list is still a list.
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn acquire(self: &Arc<Self>) -> StoreResult<Reader> {
+        let permit = tokio::time::timeout(READER_WAIT, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| StoreError::Other(anyhow::anyhow!("no database reader was free for {READER_WAIT:?}")))?
+            .map_err(|_| StoreError::Other(anyhow::anyhow!("the store is closed")))?;
+        let generation = self.generation.load(Ordering::Acquire);
+        let idle = self.idle().pop();
+        let conn = match idle {
+            Some((opened, conn)) if opened == generation => conn,
+            _ => self.options.connect().await?,
+        };
+        Ok(Reader { conn: Some(conn), generation, readers: self.clone(), _permit: permit })
+    }
+
+    /// Closes the idle connections, and the lent ones as they return.
+    fn renew(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.idle().clear();
+    }
+}
+
+/// A reader lent to one read or look-up, back to the idle list when dropped.
+struct Reader {
+    conn: Option<SqliteConnection>,
+    generation: u64,
+    readers: Arc<Readers>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Reader {
+    fn conn_mut(&mut self) -> &mut SqliteConnection {
+        self.conn.as_mut().expect("a lent reader holds its connection until dropped")
+    }
+}
+
+#[async_trait]
+impl Held<Sqlite> for Reader {
+    fn conn(&self) -> &SqliteConnection {
+        self.conn.as_ref().expect("a lent reader holds its connection until dropped")
+    }
+
+    fn conn_mut(&mut self) -> &mut SqliteConnection {
+        Reader::conn_mut(self)
+    }
+
+    async fn commit(mut self: Box<Self>) -> StoreResult<()> {
+        let conn = self.conn_mut();
+        if ReaderTx::get_transaction_depth(conn) > 0 {
+            ReaderTx::commit(conn).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else { return };
+        if ReaderTx::get_transaction_depth(&conn) > 0 {
+            ReaderTx::start_rollback(&mut conn);
+        }
+        if self.generation == self.readers.generation.load(Ordering::Acquire) {
+            self.readers.idle().push((self.generation, conn));
+        }
     }
 }
 
@@ -334,11 +434,13 @@ impl Store for SqliteStore {
     }
 
     async fn read(&self) -> StoreResult<Box<dyn Tx>> {
-        Ok(Box::new(SqlTx::tx(self.reader.begin().await?)))
+        let mut reader = self.readers.acquire().await?;
+        ReaderTx::begin(reader.conn_mut(), None).await?;
+        Ok(Box::new(SqlTx::held(Box::new(reader))))
     }
 
     async fn lookup(&self) -> StoreResult<Box<dyn Tx>> {
-        Ok(Box::new(SqlTx::autocommit(self.reader.acquire().await?)))
+        Ok(Box::new(SqlTx::held(Box::new(self.readers.acquire().await?))))
     }
 
     async fn migrate(&self) -> StoreResult<()> {
@@ -354,19 +456,22 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        sqlx::query("SELECT 1").execute(self.readers.acquire().await?.conn_mut()).await?;
         Ok(())
     }
 
     async fn optimize(&self) -> StoreResult<()> {
         // Counting runs on a reader; the writer is taken only for a change.
-        let refresh = statistics::plan(&mut *self.reader.acquire().await?).await?;
+        let refresh = statistics::plan(self.readers.acquire().await?.conn_mut()).await?;
         if refresh.is_empty() {
             return Ok(());
         }
         tracing::info!(seeded = ?refresh.seed, analyzed = ?refresh.analyze, "refreshing planner statistics");
         let mut writer = self.writer_alone().await;
-        Ok(statistics::apply(&mut writer.conn, &refresh, ANALYSIS_LIMIT).await?)
+        statistics::apply(&mut writer.conn, &refresh, ANALYSIS_LIMIT).await?;
+        // Connections load statistics when they open.
+        self.readers.renew();
+        Ok(())
     }
 
     fn dialect(&self) -> crate::scim::filter::Dialect {
@@ -409,7 +514,10 @@ mod tests {
             .unwrap();
             tx.commit().await.unwrap();
             drop(writer);
-            let _: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM blobs").fetch_one(&store.reader).await.unwrap();
+            let _: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM blobs")
+                .fetch_one(store.readers.acquire().await.unwrap().conn_mut())
+                .await
+                .unwrap();
             largest = largest.max(std::fs::metadata(&wal).unwrap().len());
         }
         // A frame is a 4 KiB page and its 24-byte header. A commit whose
@@ -417,6 +525,32 @@ mod tests {
         // a later one, so the log may pass the threshold by a few commits.
         let bound = 2 * frames * (4096 + 24) + 32;
         assert!(largest <= bound, "the log reached {largest} bytes (bound {bound})");
+    }
+
+    /// A read transaction dropped unfinished gives its connection back at
+    /// once; the rollback queued on the connection's worker runs before
+    /// the next reader's first statement, which therefore sees what was
+    /// committed since, not the dropped transaction's snapshot.
+    #[tokio::test]
+    async fn a_reader_dropped_inside_its_transaction_does_not_pass_its_snapshot_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("roster.db").display());
+        // One reader, so the second read gets the first one's connection.
+        let store = SqliteStore::connect(&url, 1).await.unwrap();
+        store.migrate().await.unwrap();
+        let count = "SELECT COUNT(*) FROM leases";
+        let mut first = store.readers.acquire().await.unwrap();
+        ReaderTx::begin(first.conn_mut(), None).await.unwrap();
+        let (n,): (i64,) = sqlx::query_as(count).fetch_one(first.conn_mut()).await.unwrap();
+        assert_eq!(n, 0);
+        drop(first);
+        sqlx::query("INSERT INTO leases (name, holder, expires_at) VALUES ('l', 'h', '2026-01-01')")
+            .execute(&mut store.writer_alone().await.conn)
+            .await
+            .unwrap();
+        let mut second = store.readers.acquire().await.unwrap();
+        let (n,): (i64,) = sqlx::query_as(count).fetch_one(second.conn_mut()).await.unwrap();
+        assert_eq!(n, 1, "the second read saw the first one's snapshot");
     }
 
     /// A store on `roster.db` in a directory of its own, kept while the test runs.
@@ -558,7 +692,10 @@ mod tests {
         tx.insert_user(&next).await.unwrap();
         tx.commit().await.unwrap();
         assert!(visible(&store, &next).await);
-        let members: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM members").fetch_one(&store.reader).await.unwrap();
+        let members: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM members")
+            .fetch_one(store.readers.acquire().await.unwrap().conn_mut())
+            .await
+            .unwrap();
         assert_eq!(members.0, 0);
     }
 
@@ -654,8 +791,12 @@ mod tests {
         let parsed = filter::parse(r#"emails.value eq "e42@x.com""#).unwrap();
         let frag = filter::to_sql(&parsed, ResourceKind::User, filter::Dialect::Sqlite, 2).unwrap();
         let sql = format!("EXPLAIN QUERY PLAN SELECT r.id FROM scim_users r WHERE r.org_id = $1 AND {}", frag.sql);
-        let plan: Vec<(i64, i64, i64, String)> =
-            sqlx::query_as(&sql).bind("o").bind("e42@x.com").fetch_all(&store.reader).await.unwrap();
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(&sql)
+            .bind("o")
+            .bind("e42@x.com")
+            .fetch_all(store.readers.acquire().await.unwrap().conn_mut())
+            .await
+            .unwrap();
         let steps: Vec<&str> = plan.iter().map(|p| p.3.as_str()).collect();
         assert!(steps.iter().any(|s| s.contains("scim_user_emails_value")), "{steps:?}");
         assert!(!steps.iter().any(|s| s.contains("scim_users_active")), "the users were scanned: {steps:?}");

@@ -689,8 +689,9 @@ pub trait Tx: Send {
     async fn insert_sso_session(&mut self, s: &SsoSession, token_hash: &str) -> StoreResult<()>;
     async fn find_sso_session(&mut self, token_hash: &str) -> StoreResult<Option<SsoSession>>;
     async fn end_sso_session(&mut self, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool>;
-    /// Ends every live session of the member; returns how many.
-    async fn end_member_sessions(&mut self, member_id: Uuid, at: DateTime<Utc>) -> StoreResult<u64>;
+    /// Ends every live session of the member (a write that may go with the
+    /// transaction's next statement, see `store::sql`).
+    async fn end_member_sessions(&mut self, member_id: Uuid, at: DateTime<Utc>) -> StoreResult<()>;
     /// Deletes attempts, codes and ended or expired sessions that expired before `before`.
     async fn purge_sso(&mut self, before: DateTime<Utc>) -> StoreResult<u64>;
 

@@ -1495,10 +1495,10 @@ macro_rules! impl_tx {
                 if done.rows_affected() == 0 {
                     return Err(StoreError::NotFound);
                 }
-                sqlx::query("DELETE FROM scim_user_emails WHERE user_id = $1")
-                    .bind(u.id.to_string())
-                    .execute(self.conn().await?)
-                    .await?;
+                // The emails are written again, with the transaction's next
+                // statement: nothing reads them back before.
+                let id = u.id.to_string();
+                self.write_later("DELETE FROM scim_user_emails WHERE user_id = $1", |args| args.add(id)).await?;
                 self.set_scim_emails(u, emails).await
             }
 
@@ -2052,14 +2052,14 @@ macro_rules! impl_tx {
                 Ok(done.rows_affected() == 1)
             }
 
-            async fn end_member_sessions(&mut self, member_id: Uuid, at: DateTime<Utc>) -> StoreResult<u64> {
-                let done =
-                    sqlx::query("UPDATE sso_sessions SET ended_at = $2 WHERE member_id = $1 AND ended_at IS NULL")
-                        .bind(member_id.to_string())
-                        .bind(at)
-                        .execute(self.conn().await?)
-                        .await?;
-                Ok(done.rows_affected())
+            async fn end_member_sessions(&mut self, member_id: Uuid, at: DateTime<Utc>) -> StoreResult<()> {
+                // Nothing reads back how many ended.
+                let member_id = member_id.to_string();
+                self.write_later("UPDATE sso_sessions SET ended_at = $2 WHERE member_id = $1 AND ended_at IS NULL", |args| {
+                    args.add(member_id)?;
+                    args.add(at)
+                })
+                .await
             }
 
             async fn purge_sso(&mut self, before: DateTime<Utc>) -> StoreResult<u64> {

@@ -287,6 +287,42 @@ async fn a_user_without_an_email_holds_a_seat_and_takes_its_email_when_one_arriv
     assert_eq!(app.seats(&org.owner_key).await["used"], 4);
 }
 
+/// An unfiltered page's `totalResults` is the organization's count of SCIM
+/// Users kept in its row: it follows creates and deletes, and counts no
+/// other organization's Users.
+#[tokio::test]
+async fn the_total_of_an_unfiltered_page_follows_creates_and_deletes() {
+    let app = TestApp::spawn().await;
+    let org = app.org("Counted", 20).await;
+    let other = app.org("Elsewhere", 20).await;
+    let token = scim_token(&app, &org).await;
+    let other_token = scim_token(&app, &other).await;
+    let total = |token: String| {
+        let app = &app;
+        async move {
+            // A page of one does not end the results, so the total is counted.
+            let (s, _, page) = scim(app, &token, Method::GET, "/Users?count=1", None).await;
+            assert_eq!(s, StatusCode::OK, "{page}");
+            let filtered = "/Users?count=1&filter=userName%20pr";
+            let (_, _, all) = scim(app, &token, Method::GET, filtered, None).await;
+            assert_eq!(page["totalResults"], all["totalResults"], "kept and counted totals differ");
+            page["totalResults"].as_i64().unwrap()
+        }
+    };
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(id_of(&create(&app, &token, &format!("u{i}@counted.com")).await));
+    }
+    create(&app, &other_token, "x@elsewhere.com").await;
+    assert_eq!(total(token.clone()).await, 4);
+    for id in &ids[..3] {
+        let (s, _, body) = scim(&app, &token, Method::DELETE, &format!("/Users/{id}"), None).await;
+        assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
+    }
+    assert_eq!(total(token.clone()).await, 1);
+    assert_eq!(total(other_token).await, 1);
+}
+
 #[tokio::test]
 async fn filters_paging_sorting_and_projection() {
     let app = TestApp::spawn().await;

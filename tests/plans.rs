@@ -19,10 +19,8 @@
 #[allow(dead_code)]
 mod helpers;
 
-use helpers::{TestApp, TestDb, TestOrg};
+use helpers::{scim_token, TestApp, TestDb, TestOrg};
 use reqwest::{Method, StatusCode};
-use roster::model::CredentialKind;
-use roster::service::{Actor, NewCredential};
 use serde_json::{json, Value};
 use sqlx::Connection;
 use std::collections::BTreeSet;
@@ -451,16 +449,6 @@ async fn gather_statistics(app: &TestApp, db: &TestDb) {
     } else {
         app.roster.store().optimize().await.unwrap();
     }
-}
-
-async fn scim_token(app: &TestApp, org: &TestOrg) -> String {
-    let new = NewCredential {
-        kind: CredentialKind::ScimToken,
-        name: roster::model::Name::parse("idp").unwrap(),
-        role: None,
-        expires_in_days: None,
-    };
-    app.roster.create_credential(&Actor::cli(org.id), new).await.unwrap().secret.expose().to_string()
 }
 
 /// Statistics gathered on empty, small and large tables; then the tables

@@ -133,7 +133,7 @@ impl std::fmt::Debug for SqliteStore {
 ///
 /// Not sqlx's pool: it pings a connection every time one is returned (a
 /// round trip to the connection's worker thread, and a task to run it),
-/// which was a quarter of the hand-overs between threads of a SCIM GET. A
+/// which made a SCIM GET four round trips to worker threads where two do. A
 /// returned reader goes straight back to the idle list; a read transaction
 /// left unfinished is rolled back by a command queued on the connection's
 /// worker, which runs before any later one.

@@ -289,3 +289,14 @@ pub async fn audit_log(http: &reqwest::Client, base: &str, key: &str) -> Vec<Val
         }
     }
 }
+
+/// A new SCIM token of `org`.
+pub async fn scim_token(app: &TestApp, org: &TestOrg) -> String {
+    let new = NewCredential {
+        kind: CredentialKind::ScimToken,
+        name: Name::parse("idp").unwrap(),
+        role: None,
+        expires_in_days: None,
+    };
+    app.roster.create_credential(&Actor::cli(org.id), new).await.unwrap().secret.expose().to_string()
+}

@@ -3,19 +3,9 @@
 
 use crate::helpers::*;
 use reqwest::{Method, StatusCode};
-use roster::model::CredentialKind;
-use roster::service::{Actor, NewCredential};
 use serde_json::{json, Value};
 
-pub async fn scim_token(app: &TestApp, org: &TestOrg) -> String {
-    let new = NewCredential {
-        kind: CredentialKind::ScimToken,
-        name: roster::model::Name::parse("idp").unwrap(),
-        role: None,
-        expires_in_days: None,
-    };
-    app.roster.create_credential(&Actor::cli(org.id), new).await.unwrap().secret.expose().to_string()
-}
+pub use crate::helpers::scim_token;
 
 /// A SCIM call: status, headers and JSON body. Error answers must be SCIM errors.
 pub async fn scim(

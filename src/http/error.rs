@@ -104,6 +104,80 @@ impl From<ServiceError> for Problem {
     }
 }
 
+/// Whether a request is a SCIM one: its errors are SCIM error bodies.
+fn is_scim(uri: &axum::http::Uri) -> bool {
+    let path = uri.path();
+    path == "/scim/v2" || path.starts_with("/scim/v2/")
+}
+
+/// Keeps every error in its route's dialect, whatever produced it: under
+/// `/scim/v2` a SCIM error body (RFC 7644 §3.12), elsewhere
+/// `application/problem+json`. Errors raised before a handler runs (a path
+/// that is not UTF-8, a timeout, a body over the limit) come as plain text or
+/// empty; the admin API's fallback answers `/scim/v2/` as a problem. Bodies
+/// a route chose itself (HTML pages, OAuth error JSON) are left alone.
+///
+/// It also refuses a query string holding an encoded NUL (`%00`) in either
+/// dialect: Roster refuses the character everywhere (see
+/// [`super::extract::nul_at`]). Path segments name resources by UUID: one
+/// holding it names nothing (404).
+pub async fn error_dialect(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let scim = is_scim(req.uri());
+    if req.uri().query().is_some_and(|q| q.contains("%00")) {
+        let detail = "the query string holds an encoded NUL character (%00)";
+        return match scim {
+            true => crate::scim::ScimError::invalid_value(detail).into_response(),
+            false => Problem::bad_request(detail).into_response(),
+        };
+    }
+    let res = next.run(req).await;
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let content_type = res.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let plain = essence.is_empty() || essence == "text/plain";
+    let problem = essence == "application/problem+json";
+    if !(plain || (scim && problem)) {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let detail = match (status.is_server_error(), problem) {
+        (true, _) => None,
+        (false, true) => serde_json::from_slice::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| Some(v.get("detail")?.as_str()?.to_string())),
+        (false, false) => std::str::from_utf8(&text).ok().map(str::trim).filter(|t| !t.is_empty()).map(str::to_string),
+    }
+    .unwrap_or_else(|| match status {
+        StatusCode::REQUEST_TIMEOUT => "the request took longer than the server allows".to_string(),
+        s if s.is_server_error() => "an internal error occurred; see the server log".to_string(),
+        s => s.canonical_reason().unwrap_or("Error").to_string(),
+    });
+    let mut answer = match scim {
+        true => crate::scim::ScimError::new(status, None, detail).into_response(),
+        false => {
+            let kind = match status {
+                StatusCode::REQUEST_TIMEOUT => "request-timeout",
+                StatusCode::PAYLOAD_TOO_LARGE => "payload-too-large",
+                StatusCode::NOT_FOUND => "not-found",
+                s if s.is_server_error() => "internal",
+                _ => "invalid-request",
+            };
+            Problem::new(status, kind, detail).into_response()
+        }
+    };
+    // Headers the status needs (`Retry-After`, `Allow`, `WWW-Authenticate`) stay.
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    answer
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

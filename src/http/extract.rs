@@ -22,10 +22,27 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => Err(json_problem(rejection)),
+        let value = match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(v)) => v,
+            Err(rejection) => return Err(json_problem(rejection)),
+        };
+        if let Some(at) = nul_at(&value) {
+            let at = if at.is_empty() { "/" } else { &at };
+            let mut problem = Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation",
+                format!("the body holds the NUL character (\\u0000) at `{at}`"),
+            );
+            problem.field = Some(at.trim_start_matches('/').replace('/', "."));
+            return Err(problem);
         }
+        serde_path_to_error::deserialize(value).map(ApiJson).map_err(|e| {
+            Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation",
+                format!("Failed to deserialize the JSON body into the target type: {e}"),
+            )
+        })
     }
 }
 
@@ -90,6 +107,26 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
 /// The request id the request-id layer set (or the client sent).
 pub fn request_id(parts: &Parts) -> Option<String> {
     parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+/// Where a JSON document holds a U+0000 character, in a key or a string, as
+/// a JSON pointer (`/emails/0/value`); `None` when it holds none. Roster
+/// refuses the character everywhere: PostgreSQL cannot store it, and no
+/// identifier, name or address needs it.
+pub fn nul_at(value: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    let escape = |key: &str| key.replace('~', "~0").replace('/', "~1");
+    match value {
+        Value::String(s) => s.contains('\0').then(String::new),
+        Value::Array(items) => {
+            items.iter().enumerate().find_map(|(i, item)| nul_at(item).map(|rest| format!("/{i}{rest}")))
+        }
+        Value::Object(object) => object.iter().find_map(|(key, item)| match key.contains('\0') {
+            true => Some(format!("/{}", escape(key))),
+            false => nul_at(item).map(|rest| format!("/{}{rest}", escape(key))),
+        }),
+        _ => None,
+    }
 }
 
 /// The bearer token of a request, if it has one.

@@ -3,11 +3,11 @@
 //! and shape the answer as `application/scim+json`, with `ETag`s, paging,
 //! `attributes`/`excludedAttributes`, `/.search`, `/Bulk` and discovery.
 
-use super::extract::{bearer_token, request_id};
+use super::extract::{bearer_token, nul_at, request_id};
 use super::AppState;
 use crate::model::CredentialKind;
 use crate::scim::error::SCIM_JSON;
-use crate::scim::schema::{registry, ResourceKind, ScimLimits};
+use crate::scim::schema::{registry, resource_limits, ResourceKind, ScimLimits};
 use crate::scim::{ScimError, ScimType};
 use crate::service::{
     etag, Actor, GroupMemberPages, ScimGroup, ScimListParams, ScimPage, ScimUser, ServiceError, SCIM_MAX_RESULTS,
@@ -22,7 +22,7 @@ use axum::Router;
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use serde_json::{json, Map, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 const LIST_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
@@ -110,9 +110,15 @@ impl<S: Send + Sync> FromRequest<S> for ScimBody {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(ScimBody(json!({})));
         }
-        serde_json::from_slice(&bytes)
-            .map(ScimBody)
-            .map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))
+        let body: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))?;
+        match nul_at(&body) {
+            Some(at) => Err(ScimError::invalid_value(format!(
+                "the body holds the NUL character (\\u0000) at `{}`",
+                if at.is_empty() { "/" } else { &at }
+            ))),
+            None => Ok(ScimBody(body)),
+        }
     }
 }
 
@@ -338,12 +344,28 @@ struct Projection {
 }
 
 impl Projection {
-    fn from_strings(attributes: Option<&str>, excluded: Option<&str>) -> Self {
-        let split = |s: Option<&str>| {
-            s.map(|s| s.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_string).collect())
-                .unwrap_or_default()
+    /// Each list without repeats (names are case-insensitive), and at most
+    /// [`resource_limits::MAX_ATTRIBUTE_NAMES`] long: `invalidValue`.
+    fn from_strings(attributes: Option<&str>, excluded: Option<&str>) -> ScimResult<Self> {
+        let split = |s: Option<&str>, param: &str| {
+            let mut seen = HashSet::new();
+            let names: Vec<String> = s
+                .into_iter()
+                .flat_map(|s| s.split(','))
+                .map(str::trim)
+                .filter(|a| !a.is_empty() && seen.insert(a.to_ascii_lowercase()))
+                .map(str::to_string)
+                .collect();
+            match names.len() > resource_limits::MAX_ATTRIBUTE_NAMES {
+                true => Err(ScimError::invalid_value(format!(
+                    "{param} names {} attributes: at most {} are taken",
+                    names.len(),
+                    resource_limits::MAX_ATTRIBUTE_NAMES
+                ))),
+                false => Ok(names),
+            }
         };
-        Self { attributes: split(attributes), excluded: split(excluded) }
+        Ok(Self { attributes: split(attributes, "attributes")?, excluded: split(excluded, "excludedAttributes")? })
     }
 
     fn apply(&self, kind: ResourceKind, value: &Value) -> Value {
@@ -380,6 +402,13 @@ fn int_param(raw: Option<&String>, name: &str) -> ScimResult<Option<i64>> {
 
 /// List parameters from a query string or a SearchRequest body.
 fn list_params(p: &HashMap<String, String>) -> ScimResult<(ScimListParams, Projection)> {
+    if let Some((key, _)) = p.iter().find(|(_, v)| v.contains('\0')) {
+        let detail = format!("`{key}` contains the NUL character");
+        return Err(match key.eq_ignore_ascii_case("filter") {
+            true => ScimError::invalid_filter(detail),
+            false => ScimError::invalid_value(detail),
+        });
+    }
     let get = |k: &str| p.iter().find(|(key, _)| key.eq_ignore_ascii_case(k)).map(|(_, v)| v);
     let descending = match get("sortOrder").map(|s| s.to_ascii_lowercase()) {
         None => false,
@@ -390,7 +419,7 @@ fn list_params(p: &HashMap<String, String>) -> ScimResult<(ScimListParams, Proje
         }
     };
     let projection =
-        Projection::from_strings(get("attributes").map(String::as_str), get("excludedAttributes").map(String::as_str));
+        Projection::from_strings(get("attributes").map(String::as_str), get("excludedAttributes").map(String::as_str))?;
     let params = ScimListParams {
         filter: get("filter").cloned(),
         sort_by: get("sortBy").cloned(),
@@ -991,7 +1020,7 @@ mod tests {
             (None, Some("members.display,members.$ref")),
             (None, Some("members.value,members.$ref,members.type,members.display")),
         ] {
-            let projection = Projection::from_strings(attributes, excluded);
+            let projection = Projection::from_strings(attributes, excluded).unwrap();
             for head in [group.clone(), json!({})] {
                 let mut in_memory = head.clone();
                 in_memory["members"] = whole

@@ -37,6 +37,8 @@
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 
 use axum::http::StatusCode;
 use chrono::DateTime;
@@ -44,7 +46,9 @@ use scim_v2::filter::{AttrExp, AttrPath, CompValue, CompareOp, PatchPath, ValFil
 use serde_json::{Map, Value};
 
 use super::error::ScimError;
-use super::schema::{parse_attr_path, registry, AttrType, Attribute, Mutability, Registry, ResolvedAttr, ResourceKind};
+use super::schema::{
+    parse_attr_path, registry, resource_limits, AttrType, Attribute, Mutability, Registry, ResolvedAttr, ResourceKind,
+};
 
 /// The URN a PATCH body's `schemas` must contain (RFC 7644 §3.5.2).
 pub const PATCH_OP_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
@@ -194,40 +198,73 @@ impl MemberChanges {
         self.add.is_empty() && self.remove.is_empty() && self.replace_all.is_none()
     }
 
-    fn add(&mut self, ids: Vec<String>) {
-        let list = match &mut self.replace_all {
-            Some(all) => all,
-            None => {
-                self.remove.retain(|id| !ids.contains(id));
-                &mut self.add
+}
+
+/// [`MemberChanges`] as the operations build it: each id named so far,
+/// whether it ends added or removed, and when that last changed (the order
+/// the lists keep). Each operation costs what it names, however many came
+/// before it.
+#[derive(Debug, Default)]
+struct MemberFold {
+    /// A `replace` (or a `remove` of all members) came: the members become
+    /// exactly the ids left added.
+    replace_all: bool,
+    ids: HashMap<String, (bool, u64)>,
+    next: u64,
+}
+
+impl MemberFold {
+    fn add(&mut self, ids: Vec<String>) -> Result<(), ScimError> {
+        ids.into_iter().try_for_each(|id| self.set(id, true))
+    }
+
+    fn remove(&mut self, ids: Vec<String>) -> Result<(), ScimError> {
+        ids.into_iter().try_for_each(|id| self.set(id, false))
+    }
+
+    fn replace(&mut self, ids: Vec<String>) -> Result<(), ScimError> {
+        self.ids.clear();
+        self.replace_all = true;
+        self.add(ids)
+    }
+
+    /// An id already in the state asked keeps its place; one that changes
+    /// state moves to the end.
+    fn set(&mut self, id: String, added: bool) -> Result<(), ScimError> {
+        let next = self.next;
+        match self.ids.entry(id) {
+            Entry::Occupied(e) if e.get().0 == added => return Ok(()),
+            Entry::Occupied(mut e) => {
+                e.insert((added, next));
             }
-        };
-        for id in ids {
-            if !list.contains(&id) {
-                list.push(id);
+            Entry::Vacant(e) => {
+                e.insert((added, next));
             }
+        }
+        self.next += 1;
+        match self.ids.len() > resource_limits::MAX_MEMBERS {
+            true => Err(too_many_members()),
+            false => Ok(()),
         }
     }
 
-    fn remove(&mut self, ids: Vec<String>) {
-        match &mut self.replace_all {
-            Some(all) => all.retain(|id| !ids.contains(id)),
-            None => {
-                self.add.retain(|id| !ids.contains(id));
-                for id in ids {
-                    if !self.remove.contains(&id) {
-                        self.remove.push(id);
-                    }
-                }
-            }
+    fn finish(self) -> MemberChanges {
+        let mut named: Vec<(u64, bool, String)> = self.ids.into_iter().map(|(id, (added, at))| (at, added, id)).collect();
+        named.sort_unstable_by_key(|(at, _, _)| *at);
+        let (added, removed): (Vec<_>, Vec<_>) = named.into_iter().partition(|(_, added, _)| *added);
+        let ids = |list: Vec<(u64, bool, String)>| list.into_iter().map(|(_, _, id)| id).collect::<Vec<_>>();
+        match self.replace_all {
+            true => MemberChanges { add: Vec::new(), remove: Vec::new(), replace_all: Some(ids(added)) },
+            false => MemberChanges { add: ids(added), remove: ids(removed), replace_all: None },
         }
     }
+}
 
-    fn replace(&mut self, ids: Vec<String>) {
-        self.add.clear();
-        self.remove.clear();
-        self.replace_all = Some(ids);
-    }
+fn too_many_members() -> ScimError {
+    ScimError::invalid_value(format!(
+        "a request may name at most {} members; send the rest in another request",
+        resource_limits::MAX_MEMBERS
+    ))
 }
 
 /// Applies the operations, in order, to `resource` (a stored representation of
@@ -277,7 +314,7 @@ fn apply_with<L: AttrLookup + ?Sized>(
         ));
     };
     let mut doc = original.clone();
-    let mut patcher = Patcher { lookup, kind, members: MemberChanges::default(), touched: Vec::new() };
+    let mut patcher = Patcher { lookup, kind, members: MemberFold::default(), touched: Vec::new() };
     for (i, operation) in request.operations.iter().enumerate() {
         patcher.operation(&mut doc, operation).map_err(|e| at_operation(e, i))?;
     }
@@ -286,14 +323,14 @@ fn apply_with<L: AttrLookup + ?Sized>(
     if changed {
         *resource = Value::Object(doc);
     }
-    Ok(PatchOutcome { changed, members: patcher.members })
+    Ok(PatchOutcome { changed, members: patcher.members.finish() })
 }
 
 /// Applies operations to one working copy of a resource.
 struct Patcher<'l, L: ?Sized> {
     lookup: &'l L,
     kind: ResourceKind,
-    members: MemberChanges,
+    members: MemberFold,
     /// Attributes written or removed, tidied and checked at the end.
     touched: Vec<Touched<'l>>,
 }
@@ -479,17 +516,17 @@ impl<'l, L: AttrLookup + ?Sized> Patcher<'l, L> {
         match (op, target.filter, target.sub) {
             (PatchOp::Add, None, None) => {
                 if let Some(value) = value {
-                    self.members.add(member_ids(value)?);
+                    self.members.add(member_ids(value)?)?;
                 }
             }
             (PatchOp::Replace, None, None) => {
-                self.members.replace(value.map(member_ids).transpose()?.unwrap_or_default())
+                self.members.replace(value.map(member_ids).transpose()?.unwrap_or_default())?
             }
             // Entra removes members with `"path":"members","value":[{"value":id}]`:
             // only those go. Without a value, all members go (RFC 7644 §3.5.2.2).
             (PatchOp::Remove, None, None) => match value {
-                Some(value) => self.members.remove(member_ids(value)?),
-                None => self.members.replace(Vec::new()),
+                Some(value) => self.members.remove(member_ids(value)?)?,
+                None => self.members.replace(Vec::new())?,
             },
             (PatchOp::Remove, Some(filter), None) => {
                 let ids = member_ids_in_filter(filter).ok_or_else(|| {
@@ -497,7 +534,7 @@ impl<'l, L: AttrLookup + ?Sized> Patcher<'l, L> {
                         "members[{filter}]: only members[value eq \"…\"] filters are supported"
                     ))
                 })?;
-                self.members.remove(ids);
+                self.members.remove(ids)?;
             }
             _ => {
                 return Err(ScimError::invalid_path(
@@ -583,7 +620,7 @@ fn add(doc: &mut Map<String, Value>, target: &Target<'_, '_>, value: &Value) -> 
         (None, None) if attr.multi_valued => {
             let incoming = normalize_multi(attr, value)?;
             let elements = array_slot(container, &attr.name);
-            let touched = merge_elements(attr, elements, incoming);
+            let touched = merge_elements(attr, elements, incoming)?;
             enforce_primary(attr, elements, &touched)
         }
         (None, None) if attr.kind == AttrType::Complex => {
@@ -610,7 +647,7 @@ fn replace(doc: &mut Map<String, Value>, target: &Target<'_, '_>, value: &Value)
         (None, None) if attr.multi_valued => {
             let incoming = normalize_multi(attr, value)?;
             let mut elements = Vec::new();
-            let touched = merge_elements(attr, &mut elements, incoming);
+            let touched = merge_elements(attr, &mut elements, incoming)?;
             enforce_primary(attr, &mut elements, &touched)?;
             container.insert(attr.name.clone(), Value::Array(elements));
             Ok(())
@@ -754,7 +791,9 @@ fn set_filtered(
 
 /// Appends `incoming` to `elements`, merging each into an existing element
 /// it duplicates (see [`same_element`]). Returns the indices written.
-fn merge_elements(attr: &Attribute, elements: &mut Vec<Value>, incoming: Vec<Value>) -> Vec<usize> {
+/// Both lists are bounded by [`resource_limits::MAX_VALUES`], and so is the
+/// result: the search for duplicates stays small.
+fn merge_elements(attr: &Attribute, elements: &mut Vec<Value>, incoming: Vec<Value>) -> Result<Vec<usize>, ScimError> {
     let mut touched = Vec::new();
     for new in incoming {
         let i = match elements.iter().position(|e| same_element(attr, e, &new)) {
@@ -773,7 +812,16 @@ fn merge_elements(attr: &Attribute, elements: &mut Vec<Value>, incoming: Vec<Val
             touched.push(i);
         }
     }
-    touched
+    check_value_count(attr, elements.len())?;
+    Ok(touched)
+}
+
+fn check_value_count(attr: &Attribute, count: usize) -> Result<(), ScimError> {
+    let most = resource_limits::MAX_VALUES;
+    match count > most {
+        true => Err(ScimError::invalid_value(format!("`{}` would hold {count} values: at most {most} are taken", attr.name))),
+        false => Ok(()),
+    }
 }
 
 /// RFC 7643 §2.4: "The primary attribute value "true" MUST appear no more
@@ -887,6 +935,7 @@ fn normalize_multi(attr: &Attribute, value: &Value) -> Result<Vec<Value>, ScimEr
         Value::Array(items) => items.as_slice(),
         other => std::slice::from_ref(other),
     };
+    check_value_count(attr, items.len())?;
     let mut values = Vec::with_capacity(items.len());
     for item in items {
         let mut item = normalize_one(attr, item)?;
@@ -1180,7 +1229,11 @@ fn member_ids(value: &Value) -> Result<Vec<String>, ScimError> {
         Value::Array(items) => items.as_slice(),
         other => std::slice::from_ref(other),
     };
+    if items.len() > resource_limits::MAX_MEMBERS {
+        return Err(too_many_members());
+    }
     let mut ids: Vec<String> = Vec::with_capacity(items.len());
+    let mut seen: HashSet<&str> = HashSet::with_capacity(items.len());
     for item in items {
         let id = match item {
             Value::String(id) => id,
@@ -1194,7 +1247,7 @@ fn member_ids(value: &Value) -> Result<Vec<String>, ScimError> {
         if id.is_empty() {
             return Err(ScimError::invalid_value("a member value is empty"));
         }
-        if !ids.iter().any(|known| known == id) {
+        if seen.insert(id) {
             ids.push(id.to_string());
         }
     }
@@ -1211,9 +1264,10 @@ fn member_ids_in_filter(filter: &ValFilter) -> Option<Vec<String>> {
         }
         ValFilter::Or(items) => {
             let mut ids: Vec<String> = Vec::new();
+            let mut seen: HashSet<String> = HashSet::new();
             for item in items.iter() {
                 for id in member_ids_in_filter(item)? {
-                    if !ids.contains(&id) {
+                    if seen.insert(id.clone()) {
                         ids.push(id);
                     }
                 }
@@ -1894,6 +1948,53 @@ mod tests {
             assert!(!outcome.changed, "{name}");
             assert_eq!(outcome.members, expected, "{name}");
         }
+    }
+
+    #[test]
+    fn member_operations_cost_what_they_name_up_to_the_limit() {
+        // 10,000 operations, each adding one member and removing the one
+        // added before: folding them one list scan at a time is quadratic.
+        let ids: Vec<String> = (0..10_000).map(|i| format!("u{i}")).collect();
+        let ops: Vec<Value> = ids
+            .iter()
+            .enumerate()
+            .flat_map(|(i, id)| {
+                let add = json!({"op": "add", "path": "members", "value": [{"value": id}]});
+                match i {
+                    0 => vec![add],
+                    _ => vec![add, json!({"op": "remove", "path": format!("members[value eq \"{}\"]", ids[i - 1])})],
+                }
+            })
+            .collect();
+        let (_, outcome) = run(Group, &group(), Value::Array(ops)).unwrap();
+        assert_eq!(outcome.members.add, [ids[9_999].clone()]);
+        assert_eq!(outcome.members.remove, ids[..9_999]);
+
+        // One more id, in any operation, is too many.
+        let mut ops = vec![json!({"op": "add", "path": "members", "value": ids.iter().map(|id| json!({"value": id})).collect::<Vec<_>>()})];
+        ops.push(json!({"op": "remove", "path": "members[value eq \"u10000\"]"}));
+        let err = run(Group, &group(), Value::Array(ops)).unwrap_err();
+        assert_eq!((err.status, err.scim_type), (StatusCode::BAD_REQUEST, Some(ScimType::InvalidValue)));
+        assert!(err.detail.contains("at most 10000 members"), "{}", err.detail);
+        let all: Vec<Value> = (0..=10_000).map(|i| json!({"value": format!("u{i}")})).collect();
+        let err = run(Group, &group(), json!([{"op": "replace", "path": "members", "value": all}])).unwrap_err();
+        assert!(err.detail.contains("at most 10000 members"), "{}", err.detail);
+    }
+
+    #[test]
+    fn multi_valued_attributes_stay_within_the_limit() {
+        let emails = |from: usize, n: usize| -> Vec<Value> {
+            (from..from + n).map(|i| json!({"value": format!("u{i}@example.com")})).collect()
+        };
+        let (after, _) = run(User, &user(), json!([{"op": "replace", "path": "emails", "value": emails(0, 100)}])).unwrap();
+        assert_eq!(after["emails"].as_array().map(Vec::len), Some(100));
+        let err = run(User, &after, json!([{"op": "add", "path": "emails", "value": emails(100, 1)}])).unwrap_err();
+        assert!(err.detail.contains("at most 100"), "{}", err.detail);
+        let err = run(User, &user(), json!([{"op": "add", "path": "emails", "value": emails(0, 101)}])).unwrap_err();
+        assert!(err.detail.contains("at most 100"), "{}", err.detail);
+        // A duplicate of a value held is not one more.
+        let (again, _) = run(User, &after, json!([{"op": "add", "path": "emails", "value": emails(99, 1)}])).unwrap();
+        assert_eq!(again, after);
     }
 
     #[test]

@@ -30,6 +30,8 @@
 use scim_v2::filter::{AttrPath, PatchPath};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 
 use crate::scim::ScimError;
 
@@ -287,6 +289,32 @@ impl WriteMode {
         }
     }
 }
+
+/// What one resource or request may hold, the same on both backends: they
+/// keep every stored value indexable (PostgreSQL refuses a B-tree entry over
+/// 2,704 bytes) and every check on a request linear and bounded. Advertised
+/// in `/ServiceProviderConfig` under [`RESOURCE_LIMITS_URN`].
+pub mod resource_limits {
+    /// Characters of a value Roster looks resources up by: `userName`,
+    /// `externalId`, `displayName` and `emails.value`.
+    pub const MAX_INDEXED_CHARS: usize = 512;
+    /// Characters of any other string or binary (base64) value.
+    pub const MAX_STRING_CHARS: usize = 8_192;
+    /// Values of one multi-valued attribute (`emails`, `roles`, …) other
+    /// than a Group's `members`.
+    pub const MAX_VALUES: usize = 100;
+    /// Member ids one request may name: in a Group's `members`, or in all
+    /// the operations of one PATCH together.
+    pub const MAX_MEMBERS: usize = 10_000;
+    /// Names in `attributes` or `excludedAttributes`.
+    pub const MAX_ATTRIBUTE_NAMES: usize = 100;
+    /// The attributes held to [`MAX_INDEXED_CHARS`], as validation paths
+    /// name them.
+    pub(super) const INDEXED: [&str; 4] = ["userName", "externalId", "displayName", "emails.value"];
+}
+
+/// The `/ServiceProviderConfig` extension that states [`resource_limits`].
+pub const RESOURCE_LIMITS_URN: &str = "urn:roster:params:scim:ServiceProviderConfig:limits";
 
 /// The limits `/ServiceProviderConfig` advertises (RFC 7643 §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -873,7 +901,15 @@ fn validate_attr(attr: &Attribute, value: &Value, path: &str) -> Result<Option<V
             "attribute `{path}` is multi-valued: its value must be an array"
         )));
     };
+    let most = if attr.name == "members" { resource_limits::MAX_MEMBERS } else { resource_limits::MAX_VALUES };
+    if items.len() > most {
+        return Err(ScimError::invalid_value(format!(
+            "attribute `{path}` holds {} values: at most {most} are taken",
+            items.len()
+        )));
+    }
     let mut values: Vec<Value> = Vec::with_capacity(items.len());
+    let mut index: HashMap<ElementKey, usize> = HashMap::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         if item.is_array() {
             return Err(ScimError::invalid_value(format!("`{path}[{i}]` must not be an array")));
@@ -881,13 +917,16 @@ fn validate_attr(attr: &Attribute, value: &Value, path: &str) -> Result<Option<V
         let Some(item) = validate_single(attr, item, &format!("{path}[{i}]"))? else {
             continue;
         };
-        match values.iter_mut().find(|v| same_value(attr, v, &item)) {
-            Some(kept) => {
-                if let (true, Some(kept)) = (is_primary(&item), kept.as_object_mut()) {
+        match index.entry(ElementKey::of(attr, &item)) {
+            Entry::Occupied(kept) => {
+                if let (true, Some(kept)) = (is_primary(&item), values[*kept.get()].as_object_mut()) {
                     kept.insert("primary".into(), Value::Bool(true));
                 }
             }
-            None => values.push(item),
+            Entry::Vacant(slot) => {
+                slot.insert(values.len());
+                values.push(item);
+            }
         }
     }
     if values.iter().filter(|v| is_primary(v)).count() > 1 {
@@ -896,30 +935,59 @@ fn validate_attr(attr: &Attribute, value: &Value, path: &str) -> Result<Option<V
     Ok((!values.is_empty()).then_some(Value::Array(values)))
 }
 
+/// What makes two elements of a multi-valued attribute the same value, as a
+/// hash key (checking a list for duplicates is linear): complex ones by
+/// `value` (per its `caseExact`) and `type` (any case), others (or complex
+/// ones without `value`) by equality.
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum ElementKey {
+    /// A complex element's `value` (folded when not `caseExact`) and `type` (folded).
+    ValueAndType(String, Option<String>),
+    /// Any other element, whole.
+    Whole(String),
+}
+
+impl ElementKey {
+    fn of(attr: &Attribute, element: &Value) -> Self {
+        let scalar = |case_exact: bool, v: &Value| match v.as_str() {
+            Some(s) if !case_exact => s.to_lowercase(),
+            _ => v.to_string(),
+        };
+        match (element.get("value"), attr.sub_attribute("value")) {
+            (Some(value), Some(value_attr)) => ElementKey::ValueAndType(
+                scalar(value_attr.case_exact, value),
+                element.get("type").and_then(Value::as_str).map(str::to_lowercase),
+            ),
+            _ if attr.kind != AttrType::Complex => ElementKey::Whole(scalar(attr.case_exact, element)),
+            _ => ElementKey::Whole(element.to_string()),
+        }
+    }
+}
+
+/// The most characters a string at `path` (`emails[2].value`) may hold.
+fn max_chars(path: &str) -> usize {
+    let segments = path.split('.').map(|s| s.split_once('[').map_or(s, |(name, _)| name));
+    match resource_limits::INDEXED.iter().any(|indexed| indexed.split('.').eq(segments.clone())) {
+        true => resource_limits::MAX_INDEXED_CHARS,
+        false => resource_limits::MAX_STRING_CHARS,
+    }
+}
+
+/// A string value within its attribute's limit.
+fn bounded_text(s: &str, path: &str) -> Result<(), ScimError> {
+    let most = max_chars(path);
+    // Characters are at most 4 bytes: only long strings need counting.
+    if s.len() > most && s.chars().count() > most {
+        return Err(ScimError::invalid_value(format!("attribute `{path}` is longer than {most} characters")));
+    }
+    if s.contains('\0') {
+        return Err(ScimError::invalid_value(format!("attribute `{path}` contains the NUL character")));
+    }
+    Ok(())
+}
+
 fn is_primary(value: &Value) -> bool {
     value.get("primary") == Some(&Value::Bool(true))
-}
-
-/// Whether two elements of a multi-valued attribute are the same value:
-/// complex ones by `value` (per its `caseExact`) and `type` (any case),
-/// others (or complex ones without `value`) by equality.
-fn same_value(attr: &Attribute, a: &Value, b: &Value) -> bool {
-    let value_attr = attr.sub_attribute("value");
-    match (a.get("value"), b.get("value"), value_attr) {
-        (Some(x), Some(y), Some(value_attr)) => {
-            let type_of = |v: &Value| v.get("type").and_then(Value::as_str).map(str::to_lowercase);
-            scalar_eq(value_attr.case_exact, x, y) && type_of(a) == type_of(b)
-        }
-        _ if attr.kind != AttrType::Complex => scalar_eq(attr.case_exact, a, b),
-        _ => a == b,
-    }
-}
-
-fn scalar_eq(case_exact: bool, a: &Value, b: &Value) -> bool {
-    match (a.as_str(), b.as_str()) {
-        (Some(x), Some(y)) if !case_exact => x.to_lowercase() == y.to_lowercase(),
-        _ => a == b,
-    }
 }
 
 /// Validates one value (an element, for a multi-valued attribute).
@@ -933,11 +1001,12 @@ fn validate_single(attr: &Attribute, value: &Value, path: &str) -> Result<Option
     }
     let valid = match attr.kind {
         AttrType::String | AttrType::Reference => {
-            text("a string")?;
+            bounded_text(text("a string")?, path)?;
             value.clone()
         }
         AttrType::Binary => {
             let s = text("a base64-encoded string")?;
+            bounded_text(s, path)?;
             base64::Engine::decode(&base64::engine::general_purpose::STANDARD, s)
                 .map_err(|_| wrong("a base64-encoded string"))?;
             value.clone()
@@ -1059,7 +1128,7 @@ impl Registry {
     /// sort and ETags supported, password change not; OAuth bearer tokens.
     pub fn service_provider_config(&self, limits: &ScimLimits, base_url: &str) -> Value {
         json!({
-            "schemas": [SERVICE_PROVIDER_CONFIG_SCHEMA],
+            "schemas": [SERVICE_PROVIDER_CONFIG_SCHEMA, RESOURCE_LIMITS_URN],
             "patch": { "supported": true },
             "bulk": {
                 "supported": true,
@@ -1077,6 +1146,16 @@ impl Registry {
                 "specUri": "https://www.rfc-editor.org/info/rfc6750",
                 "primary": true,
             }],
+            RESOURCE_LIMITS_URN: {
+                "maxCharacters": {
+                    "indexed": resource_limits::MAX_INDEXED_CHARS,
+                    "indexedAttributes": resource_limits::INDEXED,
+                    "other": resource_limits::MAX_STRING_CHARS,
+                },
+                "maxValuesPerAttribute": resource_limits::MAX_VALUES,
+                "maxMembersPerRequest": resource_limits::MAX_MEMBERS,
+                "maxAttributeNames": resource_limits::MAX_ATTRIBUTE_NAMES,
+            },
             "meta": {
                 "resourceType": "ServiceProviderConfig",
                 "location": format!("{base_url}/ServiceProviderConfig"),
@@ -1598,6 +1677,69 @@ mod tests {
     }
 
     #[test]
+    fn validation_holds_values_to_the_limits_on_every_backend() {
+        let long = |n: usize, c: char| std::iter::repeat_n(c, n).collect::<String>();
+        let accepted = |kind, body: Value| registry().validate(kind, &body, WriteMode::Create).map(|_| ());
+        let refused = |kind, body: Value, words: &str| {
+            let err = registry().validate(kind, &body, WriteMode::Create).expect_err(words);
+            assert_eq!((err.status, err.scim_type), (axum::http::StatusCode::BAD_REQUEST, Some(ScimType::InvalidValue)));
+            assert!(err.detail.contains(words), "{:?} lacks {words:?}", err.detail);
+        };
+        let user = ResourceKind::User;
+        // 512 four-byte characters are 2,048 bytes: still indexable.
+        accepted(user, user_body(json!({ "userName": long(512, '𝔘') }))).unwrap();
+        refused(user, user_body(json!({ "userName": long(513, 'a') })), "longer than 512 characters");
+        refused(user, user_body(json!({ "externalId": long(513, 'a') })), "`externalId`");
+        refused(user, user_body(json!({ "displayName": long(513, 'a') })), "`displayName`");
+        refused(user, user_body(json!({ "emails": [{ "value": long(513, 'a') }] })), "`emails[0].value`");
+        let group = |extra: Value| {
+            let mut body = json!({ "schemas": [GROUP_SCHEMA], "displayName": "g" });
+            body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            body
+        };
+        refused(ResourceKind::Group, group(json!({ "displayName": long(513, 'g') })), "`displayName`");
+        // Other strings may be longer, up to 8,192.
+        accepted(user, user_body(json!({ "title": long(8_192, 't'), "phoneNumbers": [{ "value": long(600, '1') }] })))
+            .unwrap();
+        refused(user, user_body(json!({ "title": long(8_193, 't') })), "longer than 8192 characters");
+        refused(user, user_body(json!({ ENT: { "department": long(8_193, 'd') } })), "`department`");
+        refused(user, user_body(json!({ "name": { "givenName": "a\u{0}b" } })), "NUL");
+
+        let emails = |n: usize| (0..n).map(|i| json!({ "value": format!("u{i}@example.com") })).collect::<Vec<_>>();
+        accepted(user, user_body(json!({ "emails": emails(100) }))).unwrap();
+        refused(user, user_body(json!({ "emails": emails(101) })), "at most 100");
+        let members = |n: usize| (0..n).map(|_| json!({ "value": uuid::Uuid::new_v4().to_string() })).collect::<Vec<_>>();
+        accepted(ResourceKind::Group, group(json!({ "members": members(10_000) }))).unwrap();
+        refused(ResourceKind::Group, group(json!({ "members": members(10_001) })), "at most 10000");
+    }
+
+    #[test]
+    fn duplicates_collapse_in_one_pass_over_a_long_list() {
+        // 5,000 members, each sent twice: a quadratic check compares 50
+        // million pairs.
+        let ids: Vec<String> = (0..5_000).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+        let members: Vec<Value> = ids.iter().chain(&ids).map(|id| json!({ "value": id })).collect();
+        let body = json!({ "schemas": [GROUP_SCHEMA], "displayName": "g", "members": members });
+        let valid = registry().validate(ResourceKind::Group, &body, WriteMode::Create).unwrap();
+        let kept: Vec<&str> = valid["members"].as_array().unwrap().iter().map(|m| m["value"].as_str().unwrap()).collect();
+        assert_eq!(kept, ids);
+
+        // Emails fold by case; a duplicate's `primary` moves to the kept value.
+        let twice: Vec<Value> = ids[..50]
+            .iter()
+            .enumerate()
+            .flat_map(|(i, id)| {
+                [json!({ "value": format!("{id}@Example.com") }), json!({ "value": format!("{id}@example.COM"), "primary": i == 7 })]
+            })
+            .collect();
+        let valid = registry().validate(ResourceKind::User, &user_body(json!({ "emails": twice })), WriteMode::Create).unwrap();
+        let emails = valid["emails"].as_array().unwrap();
+        assert_eq!(emails.len(), 50);
+        assert_eq!(emails[7], json!({ "value": format!("{}@Example.com", ids[7]), "primary": true }));
+        assert_eq!(emails.iter().filter(|e| e.get("primary").is_some()).count(), 1);
+    }
+
+    #[test]
     fn validation_types() {
         // Type checks per attribute type, on a schema that has them all.
         let attr = |name: &str, kind| Attribute::simple(name, kind, false, Mutability::ReadWrite, "");
@@ -1686,7 +1828,20 @@ mod tests {
 
         let limits = ScimLimits { max_results: 200, max_operations: 100, max_payload_size: 1_048_576 };
         let config = r.service_provider_config(&limits, base);
-        assert_eq!(config["schemas"], json!([SERVICE_PROVIDER_CONFIG_SCHEMA]));
+        assert_eq!(config["schemas"], json!([SERVICE_PROVIDER_CONFIG_SCHEMA, RESOURCE_LIMITS_URN]));
+        assert_eq!(
+            config[RESOURCE_LIMITS_URN],
+            json!({
+                "maxCharacters": {
+                    "indexed": 512,
+                    "indexedAttributes": ["userName", "externalId", "displayName", "emails.value"],
+                    "other": 8192,
+                },
+                "maxValuesPerAttribute": 100,
+                "maxMembersPerRequest": 10_000,
+                "maxAttributeNames": 100,
+            })
+        );
         assert_eq!(config["patch"], json!({ "supported": true }));
         assert_eq!(config["bulk"], json!({ "supported": true, "maxOperations": 100, "maxPayloadSize": 1_048_576 }));
         assert_eq!(config["filter"], json!({ "supported": true, "maxResults": 200 }));

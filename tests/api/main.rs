@@ -11,6 +11,7 @@ mod cli;
 mod dns_server;
 mod domains;
 mod events;
+mod hardening;
 mod invitations;
 mod members;
 mod oidc_provider;

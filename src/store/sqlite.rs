@@ -105,19 +105,43 @@ impl SqliteStore {
 
     /// A write transaction: a member of the writer's open group, or of one
     /// it begins.
+    ///
+    /// The statements that start it change the writer's state along with
+    /// its connection's, so they run to the end in a task of their own even
+    /// when the caller goes away (a client disconnects, a timeout passes):
+    /// a member whose caller is gone is then dropped, which abandons it.
     async fn member(&self) -> StoreResult<GroupMember> {
         let mut writer = self.writer.clone().lock_owned().await;
-        if let Some(group) = writer.join().await? {
-            commit_group_later(self.writer.clone(), group);
-        }
-        Ok(GroupMember { writer, committed: false })
+        let store_writer = self.writer.clone();
+        run_to_end(async move {
+            if let Some(group) = writer.join().await? {
+                commit_group_later(store_writer, group);
+            }
+            Ok(GroupMember { writer, committed: false })
+        })
+        .await?
     }
 
-    /// The writer, with no group open on it, for statements of the store's own.
-    async fn writer_alone(&self) -> tokio::sync::MutexGuard<'_, Writer> {
-        let mut writer = self.writer.lock().await;
-        writer.finish_group().await;
-        writer
+    /// The writer, with no group open on it, for statements of the store's
+    /// own. The group's commit runs to the end, as in [`Self::member`].
+    async fn writer_alone(&self) -> StoreResult<OwnedMutexGuard<Writer>> {
+        let mut writer = self.writer.clone().lock_owned().await;
+        run_to_end(async move {
+            writer.finish_group().await;
+            writer
+        })
+        .await
+    }
+
+    /// Runs `work` on the writer with no group open, to the end even when
+    /// the caller goes away: a transaction it opens is always closed.
+    async fn on_writer_alone<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> futures::future::BoxFuture<'c, StoreResult<T>> + Send + 'static,
+    {
+        let mut writer = self.writer_alone().await?;
+        run_to_end(async move { work(&mut writer.conn).await }).await?
     }
 }
 
@@ -346,6 +370,11 @@ impl Writer {
     }
 }
 
+/// Runs `work` in a task of its own, to the end even when the caller goes away.
+async fn run_to_end<T: Send + 'static>(work: impl std::future::Future<Output = T> + Send + 'static) -> StoreResult<T> {
+    tokio::spawn(work).await.map_err(|e| StoreError::Other(anyhow::anyhow!("a task on the writer failed: {e}")))
+}
+
 /// Commits group `id` once every transaction that queued for the writer
 /// before this task has joined it and finished.
 fn commit_group_later(writer: Arc<Mutex<Writer>>, id: u64) {
@@ -444,15 +473,16 @@ impl Store for SqliteStore {
     }
 
     async fn migrate(&self) -> StoreResult<()> {
-        let mut writer = self.writer_alone().await;
-        sqlx::migrate!("./migrations/sqlite")
-            .run_direct(&mut writer.conn)
-            .await
-            .map_err(|e| StoreError::Other(e.into()))?;
-        // Statistics before the first reader opens: a fresh database plans
-        // as a large one from its first statement.
-        let refresh = statistics::plan(&mut writer.conn).await?;
-        Ok(statistics::apply(&mut writer.conn, &refresh, ANALYSIS_LIMIT).await?)
+        self.on_writer_alone(|conn| {
+            Box::pin(async move {
+                sqlx::migrate!("./migrations/sqlite").run_direct(&mut *conn).await.map_err(|e| StoreError::Other(e.into()))?;
+                // Statistics before the first reader opens: a fresh database
+                // plans as a large one from its first statement.
+                let refresh = statistics::plan(&mut *conn).await?;
+                Ok(statistics::apply(conn, &refresh, ANALYSIS_LIMIT).await?)
+            })
+        })
+        .await
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -467,8 +497,10 @@ impl Store for SqliteStore {
             return Ok(());
         }
         tracing::info!(seeded = ?refresh.seed, analyzed = ?refresh.analyze, "refreshing planner statistics");
-        let mut writer = self.writer_alone().await;
-        statistics::apply(&mut writer.conn, &refresh, ANALYSIS_LIMIT).await?;
+        self.on_writer_alone(move |conn| {
+            Box::pin(async move { Ok(statistics::apply(conn, &refresh, ANALYSIS_LIMIT).await?) })
+        })
+        .await?;
         // Connections load statistics when they open.
         self.readers.renew();
         Ok(())
@@ -497,13 +529,13 @@ mod tests {
     #[tokio::test]
     async fn the_write_ahead_log_stays_bounded_under_steady_writes() {
         let (dir, store) = store_in_temp_dir().await;
-        sqlx::query("CREATE TABLE blobs (b BLOB)").execute(&mut store.writer_alone().await.conn).await.unwrap();
+        sqlx::query("CREATE TABLE blobs (b BLOB)").execute(&mut store.writer_alone().await.unwrap().conn).await.unwrap();
         let wal = dir.path().join("roster.db-wal");
         let frames: u64 = WAL_AUTOCHECKPOINT_FRAMES.parse().unwrap();
         let mut largest = 0;
         // 40 commits of ~250 pages each: 2.5 times the threshold, with reads between.
         for _ in 0..40 {
-            let mut writer = store.writer_alone().await;
+            let mut writer = store.writer_alone().await.unwrap();
             let mut tx = sqlx::Connection::begin(&mut writer.conn).await.unwrap();
             sqlx::query(
                 "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 250) \
@@ -545,7 +577,7 @@ mod tests {
         assert_eq!(n, 0);
         drop(first);
         sqlx::query("INSERT INTO leases (name, holder, expires_at) VALUES ('l', 'h', '2026-01-01')")
-            .execute(&mut store.writer_alone().await.conn)
+            .execute(&mut store.writer_alone().await.unwrap().conn)
             .await
             .unwrap();
         let mut second = store.readers.acquire().await.unwrap();
@@ -652,6 +684,58 @@ mod tests {
         assert!(groups < transactions, "no two transactions shared a group ({groups} groups)");
     }
 
+    /// Requests go away at any moment (a client disconnects, the request
+    /// timeout passes), so a write transaction can be dropped at any await:
+    /// while its `BEGIN` or its savepoint is in flight, mid-statement, or
+    /// waiting for its group. None of that may leave the writer out of step
+    /// with its connection: every transaction that runs to the end commits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_cancelled_at_any_point_leave_the_writer_in_step() {
+        let (_dir, store) = migrated_store().await;
+        // Four writers, each trying transactions one after another with a
+        // deadline that sweeps the length of a transaction, so that it
+        // passes at every step of one; one try in four has no deadline.
+        let mut tasks = Vec::new();
+        for w in 0..4u64 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut committed = Vec::new();
+                for i in 0..600u64 {
+                    let mine = user(&format!("c{w}-{i}@x.com"));
+                    let write = async {
+                        let mut tx = store.begin().await?;
+                        tx.insert_user(&mine).await?;
+                        tx.find_user_by_email(mine.email.as_ref().unwrap()).await?;
+                        tx.commit().await
+                    };
+                    let deadline = match i % 4 {
+                        0 => std::time::Duration::from_secs(60),
+                        _ => std::time::Duration::from_micros((i * 37 + w * 11) % 600),
+                    };
+                    match tokio::time::timeout(deadline, write).await {
+                        Ok(Ok(())) => committed.push(mine),
+                        Ok(Err(e)) => panic!("transaction {w}-{i} failed: {e:#}"),
+                        Err(_) => {}
+                    }
+                }
+                committed
+            }));
+        }
+        let mut committed = Vec::new();
+        for task in tasks {
+            committed.extend(task.await.unwrap());
+        }
+        assert!(committed.len() >= 600, "{} committed", committed.len());
+        for mine in &committed {
+            assert!(visible(&store, mine).await, "{:?} committed but is not visible", mine.email);
+        }
+        let next = user("after@x.com");
+        let mut tx = store.begin().await.unwrap();
+        tx.insert_user(&next).await.unwrap();
+        tx.commit().await.unwrap();
+        assert!(visible(&store, &next).await);
+    }
+
     /// A group whose commit fails fails the commit of every transaction in
     /// it, keeps none of their changes, and leaves the writer ready for the
     /// next. The first transaction breaks a foreign key checked only at the
@@ -726,7 +810,7 @@ mod tests {
         let rebuild = all.migrations.iter().position(|m| m.description == "users without email").unwrap();
         let mut before = sqlx::migrate!("./migrations/sqlite");
         before.migrations = all.migrations[..rebuild].to_vec().into();
-        let mut writer = store.writer_alone().await;
+        let mut writer = store.writer_alone().await.unwrap();
         let conn = &mut writer.conn;
         before.run_direct(&mut *conn).await.unwrap();
         let seed = [
@@ -779,7 +863,7 @@ mod tests {
             "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 5000) \
              INSERT INTO scim_user_emails (user_id, org_id, value_lc) SELECT 'u' || i, 'o', 'e' || i || '@x.com' FROM c",
         ];
-        let mut writer = store.writer_alone().await;
+        let mut writer = store.writer_alone().await.unwrap();
         let conn = &mut writer.conn;
         // One member row stands behind every user of this fixture.
         sqlx::query("DROP INDEX scim_users_member").execute(&mut *conn).await.unwrap();

@@ -306,6 +306,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     let config = Config::load(cli.config.as_deref()).map_err(|e| CliError::Input(e.to_string()))?;
     let serving = matches!(cli.command, Command::Serve);
     crate::telemetry::init(config.log_format, if serving { "info" } else { "warn" });
+    let unknown = Config::unknown_variables();
+    if !unknown.is_empty() {
+        tracing::warn!(variables = ?unknown, "ignoring ROSTER_* environment variables that name no setting");
+    }
     match cli.command {
         Command::Serve => serve(config).await,
         Command::Migrate => {

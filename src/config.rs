@@ -192,6 +192,67 @@ pub struct Config {
     pub tenant_connection: Option<TenantConnection>,
 }
 
+/// `ROSTER_*` variables that are not settings: the configuration file and
+/// the load tool's token.
+pub const OWN_VARIABLES: [&str; 2] = ["ROSTER_CONFIG", "ROSTER_BENCH_TOKEN"];
+
+/// Settings whose values are text, taken from the environment exactly as
+/// written even when they look like numbers or booleans.
+const TEXT_KEYS: [&str; 11] = [
+    "listen",
+    "public_base_url",
+    "database_url",
+    "database_url_file",
+    "domain_challenge_prefix",
+    "tenant_connection.issuer",
+    "tenant_connection.client_id",
+    "tenant_connection.client_secret",
+    "tenant_connection.client_secret_file",
+    "tenant_connection.tenant_param",
+    "tenant_connection.tenant_claim",
+];
+
+/// Every setting's key (`tenant_connection.client_id`), from the settings' own fields.
+fn setting_keys() -> std::collections::HashSet<String> {
+    let mut keys = std::collections::HashSet::new();
+    if let Ok(serde_json::Value::Object(top)) = serde_json::to_value(RawConfig::default()) {
+        keys.extend(top.keys().cloned());
+    }
+    let tenant = RawTenantConnection {
+        issuer: String::new(),
+        client_id: String::new(),
+        client_secret: None,
+        client_secret_file: None,
+        scopes: default_scopes(),
+        tenant_param: default_tenant_param(),
+        tenant_claim: default_tenant_claim(),
+        require_email_verified: true,
+    };
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(tenant) {
+        keys.extend(fields.keys().map(|k| format!("tenant_connection.{k}")));
+    }
+    keys
+}
+
+/// `ROSTER_*` environment variables, each with the setting key it would
+/// name (`ROSTER_TENANT_CONNECTION__CLIENT_ID` → `tenant_connection.client_id`).
+fn roster_variables() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().filter_map(|(name, _)| {
+        let name = name.into_string().ok()?;
+        let key = name.strip_prefix("ROSTER_")?.to_ascii_lowercase().replace("__", ".");
+        Some((name, key))
+    })
+}
+
+/// The text settings set in the environment, with their values as written.
+fn settings_in_environment() -> Vec<(String, String)> {
+    let keys = setting_keys();
+    roster_variables()
+        .filter(|(_, key)| keys.contains(key.as_str()))
+        .filter_map(|(name, key)| Some((key, std::env::var(&name).ok()?)))
+        .collect()
+}
+
 /// The embedded default database: a SQLite file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://roster.db?mode=rwc";
 
@@ -217,9 +278,34 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(Env::prefixed("ROSTER_").ignore(&["config"]).split("__"));
+        // Text settings are taken as written (`…CLIENT_ID=012345` stays a
+        // string with its zero); the others are parsed as TOML values.
+        for (key, value) in settings_in_environment() {
+            if TEXT_KEYS.contains(&key.as_str()) {
+                figment = figment.merge((key, value));
+            }
+        }
+        let keys = setting_keys();
+        figment = figment.merge(Env::prefixed("ROSTER_").split("__").filter(move |key| {
+            let key = key.as_str().to_ascii_lowercase();
+            keys.contains(&key) && !TEXT_KEYS.contains(&key.as_str())
+        }));
         let raw: RawConfig = figment.extract().map_err(Box::new)?;
         Self::resolve(raw)
+    }
+
+    /// `ROSTER_*` environment variables that are neither settings nor
+    /// Roster's own (see [`OWN_VARIABLES`]): ignored, and worth a warning,
+    /// as a misspelt setting is. (An orchestrator may set some: Kubernetes
+    /// sets `ROSTER_PORT` for a service named `roster`.)
+    pub fn unknown_variables() -> Vec<String> {
+        let keys = setting_keys();
+        let mut unknown: Vec<String> = roster_variables()
+            .filter(|(name, key)| !OWN_VARIABLES.contains(&name.as_str()) && !keys.contains(key.as_str()))
+            .map(|(name, _)| name)
+            .collect();
+        unknown.sort();
+        unknown
     }
 
     fn resolve(raw: RawConfig) -> Result<Self, ConfigError> {
@@ -459,6 +545,29 @@ mod tests {
             jail.set_env("ROSTER_DATABASE_URL", "mysql://x");
             let err = Config::load(None).unwrap_err().to_string();
             assert!(err.contains("database_url"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn roster_variables_that_are_not_settings_are_ignored_and_text_stays_text() {
+        Jail::expect_with(|jail| {
+            jail.create_file("roster.toml", "[tenant_connection]\nissuer = \"https://idp.example.com\"\n")?;
+            jail.set_env("ROSTER_BENCH_TOKEN", "roster_scim_x");
+            jail.set_env("ROSTER_CONFIG", "elsewhere.toml");
+            jail.set_env("ROSTER_PORT", "tcp://10.0.0.1:8080");
+            jail.set_env("ROSTER_REQUEST_TIMEOUT_SEC", "7");
+            jail.set_env("ROSTER_TENANT_CONNECTION__CLIENT_ID", "012345");
+            jail.set_env("ROSTER_TENANT_CONNECTION__CLIENT_SECRET", "true");
+            jail.set_env("ROSTER_DOMAIN_CHALLENGE_PREFIX", "2024");
+            jail.set_env("ROSTER_REQUEST_TIMEOUT_SECS", "9");
+            let c = Config::load(Some(Path::new("roster.toml"))).expect("loads");
+            let t = c.tenant_connection.expect("a tenant connection");
+            assert_eq!(t.client_id, "012345");
+            assert_eq!(t.client_secret.expose(), "true");
+            assert_eq!(c.domain_challenge_prefix, "2024");
+            assert_eq!(c.request_timeout_secs, 9);
+            assert_eq!(Config::unknown_variables(), ["ROSTER_PORT", "ROSTER_REQUEST_TIMEOUT_SEC"]);
             Ok(())
         });
     }

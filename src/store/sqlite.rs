@@ -74,15 +74,20 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// Connects to the database `url` names. Commits are durable
+    /// (`synchronous = FULL`: a commit is on disk when it returns, through
+    /// a power loss); `synchronous=normal` in the URL's query trades that
+    /// for speed (a power loss may drop the last commits, never corrupt).
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
-        let options = SqliteConnectOptions::from_str(url)
+        let (url, synchronous) = synchronous_of(url)?;
+        let options = SqliteConnectOptions::from_str(&url)
             .map_err(|e| StoreError::Other(anyhow::anyhow!("invalid SQLite URL: {e}")))?
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let mut writer = options
             .clone()
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(synchronous)
             .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_FRAMES)
             // A savepoint keeps the pages it changes in a journal of its own; in
             // memory, not a temporary file written with every group member.
@@ -143,6 +148,34 @@ impl SqliteStore {
         let mut writer = self.writer_alone().await?;
         run_to_end(async move { work(&mut writer.conn).await }).await?
     }
+}
+
+/// The URL without Roster's own `synchronous` parameter, and the mode it
+/// asks for (`full` when absent).
+fn synchronous_of(url: &str) -> StoreResult<(String, SqliteSynchronous)> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), SqliteSynchronous::Full));
+    };
+    let mut synchronous = SqliteSynchronous::Full;
+    let mut kept = Vec::new();
+    for param in query.split('&') {
+        match param.split_once('=') {
+            Some((key, value)) if key.eq_ignore_ascii_case("synchronous") => {
+                synchronous = match value.to_ascii_lowercase().as_str() {
+                    "full" => SqliteSynchronous::Full,
+                    "normal" => SqliteSynchronous::Normal,
+                    other => {
+                        return Err(StoreError::Other(anyhow::anyhow!(
+                            "invalid SQLite URL: synchronous={other}: use full (the default) or normal"
+                        )))
+                    }
+                };
+            }
+            _ => kept.push(param),
+        }
+    }
+    let url = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
+    Ok((url, synchronous))
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -608,6 +641,27 @@ mod tests {
     async fn visible(store: &SqliteStore, user: &User) -> bool {
         let mut read = store.read().await.unwrap();
         read.find_user_by_email(user.email.as_ref().unwrap()).await.unwrap().is_some()
+    }
+
+    #[test]
+    fn commits_are_durable_unless_the_url_says_otherwise() {
+        let full = synchronous_of("sqlite://r.db?mode=rwc").unwrap();
+        assert_eq!(full.0, "sqlite://r.db?mode=rwc");
+        assert!(matches!(full.1, SqliteSynchronous::Full));
+        let normal = synchronous_of("sqlite://r.db?synchronous=NORMAL&mode=rwc").unwrap();
+        assert_eq!(normal.0, "sqlite://r.db?mode=rwc");
+        assert!(matches!(normal.1, SqliteSynchronous::Normal));
+        assert_eq!(synchronous_of("sqlite://r.db?synchronous=full").unwrap().0, "sqlite://r.db");
+        let err = synchronous_of("sqlite://r.db?synchronous=off").unwrap_err().to_string();
+        assert!(err.contains("synchronous=off"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_writer_commits_with_synchronous_full() {
+        let (_dir, store) = store_in_temp_dir().await;
+        let mode: (i64,) =
+            sqlx::query_as("PRAGMA synchronous").fetch_one(&mut store.writer_alone().await.unwrap().conn).await.unwrap();
+        assert_eq!(mode.0, 2, "2 is FULL");
     }
 
     /// A write waits for the transaction's next statement, which sees it,

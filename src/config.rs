@@ -26,6 +26,8 @@ struct RawConfig {
     log_format: LogFormat,
     request_body_limit_bytes: usize,
     request_timeout_secs: u64,
+    header_read_timeout_secs: u64,
+    max_connections: usize,
     invitation_ttl_days: u32,
     dns_name_servers: Vec<SocketAddr>,
     dns_timeout_ms: u64,
@@ -107,6 +109,8 @@ impl Default for RawConfig {
             log_format: LogFormat::Text,
             request_body_limit_bytes: 1024 * 1024,
             request_timeout_secs: 30,
+            header_read_timeout_secs: 10,
+            max_connections: 1024,
             invitation_ttl_days: 14,
             dns_name_servers: Vec::new(),
             dns_timeout_ms: 5000,
@@ -154,6 +158,11 @@ pub struct Config {
     pub log_format: LogFormat,
     pub request_body_limit_bytes: usize,
     pub request_timeout_secs: u64,
+    /// How long a connection may take to send a request's headers, from
+    /// opening or from its last answer (idle keep-alive connections too).
+    pub header_read_timeout_secs: u64,
+    /// Connections served at once (a few more are kept for health checks).
+    pub max_connections: usize,
     pub invitation_ttl_days: u32,
     /// DNS servers for domain verification (`ip:port`); empty means the system's.
     pub dns_name_servers: Vec<SocketAddr>,
@@ -357,6 +366,8 @@ impl Config {
         positive("database_max_connections", raw.database_max_connections.into())?;
         positive("request_body_limit_bytes", raw.request_body_limit_bytes as u64)?;
         positive("request_timeout_secs", raw.request_timeout_secs)?;
+        positive("header_read_timeout_secs", raw.header_read_timeout_secs)?;
+        positive("max_connections", raw.max_connections as u64)?;
         positive("invitation_ttl_days", raw.invitation_ttl_days.into())?;
         positive("dns_timeout_ms", raw.dns_timeout_ms)?;
         positive("dns_attempts", raw.dns_attempts as u64)?;
@@ -393,6 +404,8 @@ impl Config {
             log_format: raw.log_format,
             request_body_limit_bytes: raw.request_body_limit_bytes,
             request_timeout_secs: raw.request_timeout_secs,
+            header_read_timeout_secs: raw.header_read_timeout_secs,
+            max_connections: raw.max_connections,
             invitation_ttl_days: raw.invitation_ttl_days,
             dns_name_servers: raw.dns_name_servers,
             dns_timeout_ms: raw.dns_timeout_ms,

@@ -143,11 +143,124 @@ async fn record_metrics(req: Request, next: Next) -> Response {
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, then finishes the requests in flight.
+///
+/// Each connection must send a request's headers within
+/// `header_read_timeout_secs` of opening or of its last answer (slow or idle
+/// clients are cut off), and at most `max_connections` are served at once.
+/// Beyond that, [`OVERFLOW_CONNECTIONS`] more are answered for health checks
+/// only (`/healthz`, `/readyz`; anything else 503 with `Retry-After`) and
+/// closed after one request; further ones are closed at once. An orchestrator's
+/// probes thus keep their answer while idle clients crowd the server.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     ops::install_metrics();
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    let header_timeout = Duration::from_secs(state.config.header_read_timeout_secs);
+    let max_connections = within_descriptor_limit(state.config.max_connections);
+    let app = router(state);
+    let served = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let overflow = Arc::new(tokio::sync::Semaphore::new(OVERFLOW_CONNECTIONS));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors, or the peer left before the accept:
+                    // pause rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let (permit, health_only) = match served.clone().try_acquire_owned() {
+            Ok(permit) => (permit, false),
+            Err(_) => match overflow.clone().try_acquire_owned() {
+                Ok(permit) => (permit, true),
+                Err(_) => {
+                    metrics::counter!("roster_http_connections_refused_total").increment(1);
+                    drop(stream);
+                    continue;
+                }
+            },
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            let app = app.clone();
+            async move {
+                if health_only && !matches!(req.uri().path(), "/healthz" | "/readyz") {
+                    return Ok::<_, std::convert::Infallible>(over_capacity());
+                }
+                tower::ServiceExt::oneshot(app, req.map(axum::body::Body::new)).await
+            }
+        });
+        let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .keep_alive(!health_only);
+        builder.http2().timer(hyper_util::rt::TokioTimer::new()).keep_alive_interval(header_timeout);
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _permit = permit;
+            // The protocol is told by the first bytes, which hyper waits for
+            // with no timer of its own: a connection that sends nothing is
+            // cut off here.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let connection = watcher.watch(builder.serve_connection_with_upgrades(io, service).into_owned());
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// `wanted` connections, or fewer when the process may not open that many
+/// descriptors (the database, the log and the overflow need some too).
+fn within_descriptor_limit(wanted: usize) -> usize {
+    let soft_limit = std::fs::read_to_string("/proc/self/limits").ok().and_then(|limits| {
+        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+        line.split_whitespace().nth(3)?.parse::<usize>().ok()
+    });
+    match soft_limit {
+        Some(limit) if wanted + OVERFLOW_CONNECTIONS + 128 > limit => {
+            let fitted = limit.saturating_sub(OVERFLOW_CONNECTIONS + 128).max(1);
+            tracing::warn!(
+                max_connections = wanted,
+                descriptor_limit = limit,
+                serving = fitted,
+                "max_connections exceeds what the descriptor limit allows (raise it with ulimit -n)"
+            );
+            fitted
+        }
+        _ => wanted,
+    }
+}
+
+/// Connections answered for health checks only once `max_connections` are served.
+pub const OVERFLOW_CONNECTIONS: usize = 32;
+
+fn over_capacity() -> Response {
+    let mut res = axum::response::IntoResponse::into_response(error::Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "over-capacity",
+        "the server is serving as many connections as it takes; try again shortly",
+    ));
+    res.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+    res
 }

@@ -84,6 +84,9 @@ impl FromRequestParts<AppState> for ScimAuth {
     }
 }
 
+/// Bodies larger than this are parsed off the async workers.
+const LARGE_BODY: usize = 64 * 1024;
+
 /// A SCIM request body: `application/scim+json` or `application/json`.
 pub struct ScimBody(pub Value);
 
@@ -110,8 +113,20 @@ impl<S: Send + Sync> FromRequest<S> for ScimBody {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(ScimBody(json!({})));
         }
-        let body: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))?;
+        let bytes_len = bytes.len();
+        let parse = move || -> ScimResult<Value> {
+            serde_json::from_slice(&bytes)
+                .map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))
+        };
+        // A large body is parsed on the blocking pool: the async workers
+        // keep answering other requests (health checks among them).
+        let body = if bytes_len > LARGE_BODY {
+            tokio::task::spawn_blocking(parse)
+                .await
+                .map_err(|_| ScimError::new(StatusCode::INTERNAL_SERVER_ERROR, None, "the body could not be read"))??
+        } else {
+            parse()?
+        };
         match nul_at(&body) {
             Some(at) => Err(ScimError::invalid_value(format!(
                 "the body holds the NUL character (\\u0000) at `{}`",

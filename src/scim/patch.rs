@@ -197,7 +197,6 @@ impl MemberChanges {
     pub fn is_empty(&self) -> bool {
         self.add.is_empty() && self.remove.is_empty() && self.replace_all.is_none()
     }
-
 }
 
 /// [`MemberChanges`] as the operations build it: each id named so far,
@@ -249,7 +248,8 @@ impl MemberFold {
     }
 
     fn finish(self) -> MemberChanges {
-        let mut named: Vec<(u64, bool, String)> = self.ids.into_iter().map(|(id, (added, at))| (at, added, id)).collect();
+        let mut named: Vec<(u64, bool, String)> =
+            self.ids.into_iter().map(|(id, (added, at))| (at, added, id)).collect();
         named.sort_unstable_by_key(|(at, _, _)| *at);
         let (added, removed): (Vec<_>, Vec<_>) = named.into_iter().partition(|(_, added, _)| *added);
         let ids = |list: Vec<(u64, bool, String)>| list.into_iter().map(|(_, _, id)| id).collect::<Vec<_>>();
@@ -819,7 +819,10 @@ fn merge_elements(attr: &Attribute, elements: &mut Vec<Value>, incoming: Vec<Val
 fn check_value_count(attr: &Attribute, count: usize) -> Result<(), ScimError> {
     let most = resource_limits::MAX_VALUES;
     match count > most {
-        true => Err(ScimError::invalid_value(format!("`{}` would hold {count} values: at most {most} are taken", attr.name))),
+        true => Err(ScimError::invalid_value(format!(
+            "`{}` would hold {count} values: at most {most} are taken",
+            attr.name
+        ))),
         false => Ok(()),
     }
 }
@@ -1971,7 +1974,9 @@ mod tests {
         assert_eq!(outcome.members.remove, ids[..9_999]);
 
         // One more id, in any operation, is too many.
-        let mut ops = vec![json!({"op": "add", "path": "members", "value": ids.iter().map(|id| json!({"value": id})).collect::<Vec<_>>()})];
+        let mut ops = vec![
+            json!({"op": "add", "path": "members", "value": ids.iter().map(|id| json!({"value": id})).collect::<Vec<_>>()}),
+        ];
         ops.push(json!({"op": "remove", "path": "members[value eq \"u10000\"]"}));
         let err = run(Group, &group(), Value::Array(ops)).unwrap_err();
         assert_eq!((err.status, err.scim_type), (StatusCode::BAD_REQUEST, Some(ScimType::InvalidValue)));
@@ -1986,7 +1991,8 @@ mod tests {
         let emails = |from: usize, n: usize| -> Vec<Value> {
             (from..from + n).map(|i| json!({"value": format!("u{i}@example.com")})).collect()
         };
-        let (after, _) = run(User, &user(), json!([{"op": "replace", "path": "emails", "value": emails(0, 100)}])).unwrap();
+        let (after, _) =
+            run(User, &user(), json!([{"op": "replace", "path": "emails", "value": emails(0, 100)}])).unwrap();
         assert_eq!(after["emails"].as_array().map(Vec::len), Some(100));
         let err = run(User, &after, json!([{"op": "add", "path": "emails", "value": emails(100, 1)}])).unwrap_err();
         assert!(err.detail.contains("at most 100"), "{}", err.detail);

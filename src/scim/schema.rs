@@ -1682,7 +1682,10 @@ mod tests {
         let accepted = |kind, body: Value| registry().validate(kind, &body, WriteMode::Create).map(|_| ());
         let refused = |kind, body: Value, words: &str| {
             let err = registry().validate(kind, &body, WriteMode::Create).expect_err(words);
-            assert_eq!((err.status, err.scim_type), (axum::http::StatusCode::BAD_REQUEST, Some(ScimType::InvalidValue)));
+            assert_eq!(
+                (err.status, err.scim_type),
+                (axum::http::StatusCode::BAD_REQUEST, Some(ScimType::InvalidValue))
+            );
             assert!(err.detail.contains(words), "{:?} lacks {words:?}", err.detail);
         };
         let user = ResourceKind::User;
@@ -1708,7 +1711,8 @@ mod tests {
         let emails = |n: usize| (0..n).map(|i| json!({ "value": format!("u{i}@example.com") })).collect::<Vec<_>>();
         accepted(user, user_body(json!({ "emails": emails(100) }))).unwrap();
         refused(user, user_body(json!({ "emails": emails(101) })), "at most 100");
-        let members = |n: usize| (0..n).map(|_| json!({ "value": uuid::Uuid::new_v4().to_string() })).collect::<Vec<_>>();
+        let members =
+            |n: usize| (0..n).map(|_| json!({ "value": uuid::Uuid::new_v4().to_string() })).collect::<Vec<_>>();
         accepted(ResourceKind::Group, group(json!({ "members": members(10_000) }))).unwrap();
         refused(ResourceKind::Group, group(json!({ "members": members(10_001) })), "at most 10000");
     }
@@ -1721,7 +1725,8 @@ mod tests {
         let members: Vec<Value> = ids.iter().chain(&ids).map(|id| json!({ "value": id })).collect();
         let body = json!({ "schemas": [GROUP_SCHEMA], "displayName": "g", "members": members });
         let valid = registry().validate(ResourceKind::Group, &body, WriteMode::Create).unwrap();
-        let kept: Vec<&str> = valid["members"].as_array().unwrap().iter().map(|m| m["value"].as_str().unwrap()).collect();
+        let kept: Vec<&str> =
+            valid["members"].as_array().unwrap().iter().map(|m| m["value"].as_str().unwrap()).collect();
         assert_eq!(kept, ids);
 
         // Emails fold by case; a duplicate's `primary` moves to the kept value.
@@ -1729,10 +1734,14 @@ mod tests {
             .iter()
             .enumerate()
             .flat_map(|(i, id)| {
-                [json!({ "value": format!("{id}@Example.com") }), json!({ "value": format!("{id}@example.COM"), "primary": i == 7 })]
+                [
+                    json!({ "value": format!("{id}@Example.com") }),
+                    json!({ "value": format!("{id}@example.COM"), "primary": i == 7 }),
+                ]
             })
             .collect();
-        let valid = registry().validate(ResourceKind::User, &user_body(json!({ "emails": twice })), WriteMode::Create).unwrap();
+        let valid =
+            registry().validate(ResourceKind::User, &user_body(json!({ "emails": twice })), WriteMode::Create).unwrap();
         let emails = valid["emails"].as_array().unwrap();
         assert_eq!(emails.len(), 50);
         assert_eq!(emails[7], json!({ "value": format!("{}@Example.com", ids[7]), "primary": true }));

@@ -508,7 +508,10 @@ impl Store for SqliteStore {
     async fn migrate(&self) -> StoreResult<()> {
         self.on_writer_alone(|conn| {
             Box::pin(async move {
-                sqlx::migrate!("./migrations/sqlite").run_direct(&mut *conn).await.map_err(|e| StoreError::Other(e.into()))?;
+                sqlx::migrate!("./migrations/sqlite")
+                    .run_direct(&mut *conn)
+                    .await
+                    .map_err(|e| StoreError::Other(e.into()))?;
                 // Statistics before the first reader opens: a fresh database
                 // plans as a large one from its first statement.
                 let refresh = statistics::plan(&mut *conn).await?;
@@ -562,7 +565,10 @@ mod tests {
     #[tokio::test]
     async fn the_write_ahead_log_stays_bounded_under_steady_writes() {
         let (dir, store) = store_in_temp_dir().await;
-        sqlx::query("CREATE TABLE blobs (b BLOB)").execute(&mut store.writer_alone().await.unwrap().conn).await.unwrap();
+        sqlx::query("CREATE TABLE blobs (b BLOB)")
+            .execute(&mut store.writer_alone().await.unwrap().conn)
+            .await
+            .unwrap();
         let wal = dir.path().join("roster.db-wal");
         let frames: u64 = WAL_AUTOCHECKPOINT_FRAMES.parse().unwrap();
         let mut largest = 0;
@@ -659,8 +665,10 @@ mod tests {
     #[tokio::test]
     async fn the_writer_commits_with_synchronous_full() {
         let (_dir, store) = store_in_temp_dir().await;
-        let mode: (i64,) =
-            sqlx::query_as("PRAGMA synchronous").fetch_one(&mut store.writer_alone().await.unwrap().conn).await.unwrap();
+        let mode: (i64,) = sqlx::query_as("PRAGMA synchronous")
+            .fetch_one(&mut store.writer_alone().await.unwrap().conn)
+            .await
+            .unwrap();
         assert_eq!(mode.0, 2, "2 is FULL");
     }
 

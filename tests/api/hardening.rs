@@ -33,14 +33,9 @@ async fn the_nul_character_is_refused_everywhere_and_changes_nothing() {
     let (s, _, ada) = scim(&app, &token, Method::POST, "/Users", Some(user("ada@nul.example.com"))).await;
     assert_eq!(s, StatusCode::CREATED, "{ada}");
     let ada_id = id_of(&ada);
-    let (s, _, group) = scim(
-        &app,
-        &token,
-        Method::POST,
-        "/Groups",
-        Some(json!({ "schemas": [GROUP_SCHEMA], "displayName": "Ops" })),
-    )
-    .await;
+    let (s, _, group) =
+        scim(&app, &token, Method::POST, "/Groups", Some(json!({ "schemas": [GROUP_SCHEMA], "displayName": "Ops" })))
+            .await;
     assert_eq!(s, StatusCode::CREATED, "{group}");
     let group_id = id_of(&group);
     let before = totals(&app, &token).await;
@@ -213,9 +208,7 @@ async fn long_lists_are_capped_and_checked_in_linear_time() {
     assert_eq!((s, answer["scimType"].clone()), (StatusCode::BAD_REQUEST, json!("invalidValue")), "{answer}");
 
     // 8,000 names in `attributes` (the most a URL holds is less: a search).
-    let search = |key: &str, names: Vec<String>| {
-        json!({ "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], key: names })
-    };
+    let search = |key: &str, names: Vec<String>| json!({ "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], key: names });
     let names: Vec<String> = (0..8_000).map(|i| format!("x{i}")).collect();
     let (s, _, answer) = scim(&app, &token, Method::POST, "/Users/.search", Some(search("attributes", names))).await;
     assert_eq!((s, answer["scimType"].clone()), (StatusCode::BAD_REQUEST, json!("invalidValue")), "{answer}");
@@ -276,4 +269,141 @@ async fn every_error_keeps_its_routes_dialect() {
     assert!(head.contains("content-type: application/problem+json"), "{head}");
     let body: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["status"], 408);
+}
+
+#[tokio::test]
+async fn slow_and_idle_connections_are_cut_off_and_health_checks_answer_at_the_cap() {
+    let app = TestApp::spawn_with(
+        TestDb::new().await,
+        |c| {
+            c.header_read_timeout_secs = 1;
+            c.max_connections = 3;
+        },
+        clock(),
+    )
+    .await;
+    let org = app.org("Crowded", 3).await;
+
+    // A header byte every 300 ms never completes in time: the server hangs up.
+    let mut slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaa".iter().cycle().take(200) {
+        if slow.write_all(&[*byte]).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let mut probe = [0u8; 1];
+        if let Ok(Ok(0)) = tokio::time::timeout(std::time::Duration::from_millis(1), slow.read(&mut probe)).await {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "a client sending one header byte at a time held its connection");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "{:?}", started.elapsed());
+
+    // Three connections that send nothing fill the server; while they are
+    // open, health checks still answer and other requests get 503.
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(tokio::net::TcpStream::connect(app.addr).await.unwrap());
+    }
+    // The server takes them in order: wait until the last one holds its slot.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (status, head, _) = raw(&app, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(status, 200, "{head}");
+    let request = format!(
+        "GET /api/v1/organization HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {}\r\n\r\n",
+        org.owner_key
+    );
+    let (status, head, body) = raw(&app, request.as_bytes()).await;
+    assert_eq!(status, 503, "{head}\n{body}");
+    assert!(head.contains("retry-after: 1"), "{head}");
+    assert!(head.contains("content-type: application/problem+json"), "{head}");
+
+    // Idle connections are cut off after the header timeout too, and the
+    // server takes requests again.
+    let mut answered = false;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let (status, _, _) = raw(&app, request.as_bytes()).await;
+        if status == 200 {
+            answered = true;
+            break;
+        }
+    }
+    assert!(answered, "idle connections kept their slots");
+    for mut stream in idle {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+        assert!(matches!(read, Ok(Ok(_)) | Ok(Err(_))), "an idle connection stayed open");
+    }
+}
+
+/// Two clients send the largest bodies the server takes, over and over,
+/// while a probe polls `/healthz`: every probe is answered within 100 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_answer_while_the_largest_requests_are_checked() {
+    let app = TestApp::spawn_with(TestDb::new().await, |c| c.request_body_limit_bytes = 1 << 20, clock()).await;
+    let org = app.org("Heavy", 10).await;
+    let token = scim_token(&app, &org).await;
+    let (s, _, group) =
+        scim(&app, &token, Method::POST, "/Groups", Some(json!({ "schemas": [GROUP_SCHEMA], "displayName": "G" })))
+            .await;
+    assert_eq!(s, StatusCode::CREATED, "{group}");
+    let group_id = id_of(&group);
+
+    // Near 1 MiB each: a new Group naming 10,000 members (none of them
+    // Users), and a PATCH of 10,000 operations each adding one.
+    let members: Vec<Value> = (0..10_000).map(|_| json!({ "value": uuid::Uuid::new_v4() })).collect();
+    let create = json!({ "schemas": [GROUP_SCHEMA], "displayName": "Big", "members": members }).to_string();
+    let ops: Vec<Value> = (0..10_000)
+        .map(|_| json!({ "op": "add", "path": "members", "value": [{ "value": uuid::Uuid::new_v4() }] }))
+        .collect();
+    let patch = json!({ "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops }).to_string();
+    assert!(create.len() > 400_000 && create.len() < 1 << 20, "{}", create.len());
+    assert!(patch.len() > 800_000 && patch.len() < 1 << 20, "{}", patch.len());
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for (method, path, body) in [
+        (Method::POST, "/scim/v2/Groups".to_string(), create),
+        (Method::PATCH, format!("/scim/v2/Groups/{group_id}"), patch),
+    ] {
+        let (client, url, token, stop) = (reqwest::Client::new(), app.url(&path), token.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let mut sent = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let res = client
+                    .request(method.clone(), &url)
+                    .bearer_auth(&token)
+                    .header("content-type", "application/scim+json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{method} {url}");
+                sent += 1;
+            }
+            sent
+        }));
+    }
+    let probe = reqwest::Client::new();
+    let mut slowest = std::time::Duration::ZERO;
+    for _ in 0..40 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let started = std::time::Instant::now();
+        let res = probe.get(app.url("/healthz")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        slowest = slowest.max(started.elapsed());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut sent = 0;
+    for task in load {
+        sent += task.await.unwrap();
+    }
+    assert!(sent >= 2, "the large requests did not run alongside the probes");
+    eprintln!("{sent} large requests; slowest health check {slowest:?}");
+    assert!(slowest < std::time::Duration::from_millis(100), "a health check took {slowest:?}");
 }

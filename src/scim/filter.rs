@@ -46,6 +46,11 @@
 //!   comparison with `null` (use `not (x pr)`) are `invalidFilter`.
 //! - Attributes never returned (`password`) can neither filter nor sort:
 //!   filtering on them would reveal them one guess at a time.
+//! - A value path followed by a sub-attribute and a comparison,
+//!   `emails[type eq "work"].value eq "a@x.com"` (Microsoft Entra ID
+//!   queries Users so; RFC 7644's filter grammar allows `.sub` after a value
+//!   path only in PATCH paths), means `emails[type eq "work" and value eq
+//!   "a@x.com"]` and is read so.
 //! - Filters with more than [`MAX_COMPARISONS`] comparisons or nested deeper
 //!   than [`MAX_DEPTH`] are `invalidFilter` ("too complex").
 //! - Sorting by a multi-valued attribute uses its primary value, else its
@@ -99,9 +104,115 @@ pub fn parse(raw: &str) -> Result<Filter, ScimError> {
     if raw.trim().is_empty() {
         return Err(ScimError::invalid_filter("invalid filter: the filter is empty"));
     }
+    let raw = fold_value_path_comparisons(raw);
     let filter: Filter = raw.parse().map_err(|e| ScimError::invalid_filter(parse_error_detail(&e)))?;
     check_complexity(&filter)?;
     Ok(filter)
+}
+
+const OPERATORS: [&str; 10] = ["eq", "ne", "co", "sw", "ew", "gt", "ge", "lt", "le", "pr"];
+
+/// Rewrites `attr[filter].sub op value` as `attr[(filter) and sub op value]`
+/// (see the module's notes); anything else is left as it is, for the parser
+/// to judge. Quoted strings are copied whole, so brackets in them count for
+/// nothing.
+fn fold_value_path_comparisons(raw: &str) -> std::borrow::Cow<'_, str> {
+    if !raw.contains("].") {
+        return raw.into();
+    }
+    let bytes = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len() + 16);
+    // Where, in `out`, each open `[`'s filter begins.
+    let mut open: Vec<usize> = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                let end = string_end(bytes, i);
+                out.push_str(&raw[i..end]);
+                i = end;
+                continue;
+            }
+            b'[' => {
+                out.push('[');
+                open.push(out.len());
+            }
+            b']' => {
+                let start = open.pop();
+                match (start, comparison_after(raw, i + 1)) {
+                    (Some(start), Some((comparison, end))) => {
+                        out.insert(start, '(');
+                        out.push_str(") and ");
+                        out.push_str(comparison);
+                        out.push(']');
+                        i = end;
+                        continue;
+                    }
+                    _ => out.push(']'),
+                }
+            }
+            _ => {
+                // Copy up to the next delimiter (keeps multi-byte characters whole).
+                let next = raw[i..].find(['"', '[', ']']).map_or(raw.len(), |n| i + n);
+                out.push_str(&raw[i..next]);
+                i = next;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    out.into()
+}
+
+/// The end (exclusive) of the quoted string starting at `start`.
+fn string_end(bytes: &[u8], start: usize) -> usize {
+    let mut i = start + 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'"' => return i + 1,
+            _ => i += 1,
+        }
+    }
+    bytes.len()
+}
+
+/// `.sub op value` (or `.sub pr`) starting at `at`: the comparison without
+/// its dot, and where it ends.
+fn comparison_after(raw: &str, at: usize) -> Option<(&str, usize)> {
+    let bytes = raw.as_bytes();
+    if bytes.get(at) != Some(&b'.') {
+        return None;
+    }
+    let name_end = at
+        + 1
+        + raw[at + 1..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .unwrap_or(raw.len() - at - 1);
+    if name_end == at + 1 || !bytes[at + 1].is_ascii_alphabetic() {
+        return None;
+    }
+    let op_start = name_end + raw[name_end..].find(|c: char| c != ' ')?;
+    if op_start == name_end {
+        return None;
+    }
+    let op_end = op_start + raw[op_start..].find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(raw.len() - op_start);
+    let op = raw[op_start..op_end].to_ascii_lowercase();
+    if !OPERATORS.contains(&op.as_str()) {
+        return None;
+    }
+    if op == "pr" {
+        return Some((&raw[at + 1..op_end], op_end));
+    }
+    let value_start = op_end + raw[op_end..].find(|c: char| c != ' ')?;
+    if value_start == op_end {
+        return None;
+    }
+    let value_end = match bytes[value_start] {
+        b'"' => string_end(bytes, value_start),
+        _ => value_start + raw[value_start..].find([' ', ')', ']']).unwrap_or(raw.len() - value_start),
+    };
+    Some((&raw[at + 1..value_end], value_end))
 }
 
 /// Translates `filter` into a boolean SQL expression over the resource table aliased `r`
@@ -2067,6 +2178,10 @@ mod tests {
             (r#"EMAILS[TYPE eq "WORK" and Primary eq true]"#.into(), vec![1, 2, 3]),
             (r#"emails[type eq "work" and value co "@acme.com"]"#.into(), vec![2, 3, 10]),
             (r#"emails[type eq "home" and value co "@acme.com"]"#.into(), vec![3]),
+            // Entra's form: a value path, then a sub-attribute comparison.
+            (r#"emails[type eq "work"].value co "@acme.com""#.into(), vec![2, 3, 10]),
+            (r#"emails[type eq "home"].value co "@acme.com" or userName eq "nobody""#.into(), vec![3]),
+            (r#"not (emails[type eq "work" or type eq "home"].value pr)"#.into(), but(&[1, 2, 3, 5, 6, 9, 10])),
             (r#"emails.type eq "home" and emails.value co "@acme.com""#.into(), vec![3, 10]),
             ("emails[primary eq true]".into(), vec![1, 2, 3, 6, 7, 10]),
             ("emails[not (primary eq true)]".into(), vec![1, 3, 5, 6, 7, 9, 10, 11]),
@@ -2162,6 +2277,33 @@ mod tests {
             (r#"groups.value ne "g1""#.into(), but(&[1, 3])),
         ];
         cases.into_iter().map(|(f, ns)| (f, ids(&ns))).collect()
+    }
+
+    #[test]
+    fn a_sub_attribute_comparison_after_a_value_path_folds_into_it() {
+        let folds = [
+            (r#"emails[type eq "work"].value eq "a@x.com""#, r#"emails[(type eq "work") and value eq "a@x.com"]"#),
+            (
+                r#"emails[type eq "work" or type eq "home"].VALUE Co "]." and active eq true"#,
+                r#"emails[(type eq "work" or type eq "home") and VALUE Co "]."] and active eq true"#,
+            ),
+            (r#"(emails[value sw "x"].type pr)"#, r#"(emails[(value sw "x") and type pr])"#),
+            (r#"emails[type eq "wo\"rk]."].display eq 7"#, r#"emails[(type eq "wo\"rk].") and display eq 7]"#),
+        ];
+        for (raw, folded) in folds {
+            assert_eq!(fold_value_path_comparisons(raw), folded, "{raw}");
+        }
+        // Anything else is left for the parser to judge.
+        for raw in [
+            r#"userName eq "a].b eq c""#,
+            r#"emails[type eq "work"].value"#,
+            r#"emails[type eq "w"].value zz 1"#,
+            "x].",
+        ] {
+            assert_eq!(fold_value_path_comparisons(raw), raw);
+        }
+        let e = parse(r#"emails[type eq "work"].value"#).unwrap_err();
+        assert_eq!(e.scim_type, Some(crate::scim::ScimType::InvalidFilter));
     }
 
     fn group_cases() -> Vec<(String, Vec<String>)> {

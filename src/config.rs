@@ -28,6 +28,9 @@ struct RawConfig {
     request_timeout_secs: u64,
     header_read_timeout_secs: u64,
     max_connections: usize,
+    rate_limit_failed_auth_per_minute: u32,
+    rate_limit_sign_in_per_minute: u32,
+    trust_forwarded_for: bool,
     invitation_ttl_days: u32,
     dns_name_servers: Vec<SocketAddr>,
     dns_timeout_ms: u64,
@@ -111,6 +114,9 @@ impl Default for RawConfig {
             request_timeout_secs: 30,
             header_read_timeout_secs: 10,
             max_connections: 1024,
+            rate_limit_failed_auth_per_minute: 30,
+            rate_limit_sign_in_per_minute: 60,
+            trust_forwarded_for: false,
             invitation_ttl_days: 14,
             dns_name_servers: Vec::new(),
             dns_timeout_ms: 5000,
@@ -163,6 +169,12 @@ pub struct Config {
     pub header_read_timeout_secs: u64,
     /// Connections served at once (a few more are kept for health checks).
     pub max_connections: usize,
+    /// Failed authentications a client address (or SSO client) may make a minute; 0: no limit.
+    pub rate_limit_failed_auth_per_minute: u32,
+    /// Sign-ins a client address may start or finish a minute; 0: no limit.
+    pub rate_limit_sign_in_per_minute: u32,
+    /// Take the client address from the last `X-Forwarded-For` entry (behind a proxy that sets it).
+    pub trust_forwarded_for: bool,
     pub invitation_ttl_days: u32,
     /// DNS servers for domain verification (`ip:port`); empty means the system's.
     pub dns_name_servers: Vec<SocketAddr>,
@@ -406,6 +418,9 @@ impl Config {
             request_timeout_secs: raw.request_timeout_secs,
             header_read_timeout_secs: raw.header_read_timeout_secs,
             max_connections: raw.max_connections,
+            rate_limit_failed_auth_per_minute: raw.rate_limit_failed_auth_per_minute,
+            rate_limit_sign_in_per_minute: raw.rate_limit_sign_in_per_minute,
+            trust_forwarded_for: raw.trust_forwarded_for,
             invitation_ttl_days: raw.invitation_ttl_days,
             dns_name_servers: raw.dns_name_servers,
             dns_timeout_ms: raw.dns_timeout_ms,

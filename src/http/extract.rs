@@ -3,6 +3,7 @@
 //! the API-key authentication that turns a bearer token into an [`Actor`].
 
 use super::error::Problem;
+use super::limits::Limited;
 use super::AppState;
 use crate::model::CredentialKind;
 use crate::service::Actor;
@@ -10,6 +11,7 @@ use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, Que
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
@@ -104,6 +106,11 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
     }
 }
 
+/// 429 in the admin API's dialect, with `Retry-After`.
+pub fn too_many_requests(limited: Limited) -> Response {
+    limited.answer(Problem::new(StatusCode::TOO_MANY_REQUESTS, "too-many-requests", limited.detail()))
+}
+
 /// The request id the request-id layer set (or the client sent).
 pub fn request_id(parts: &Parts) -> Option<String> {
     parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string)
@@ -141,18 +148,27 @@ pub fn bearer_token(parts: &Parts) -> Option<&str> {
 pub struct AdminActor(pub Actor);
 
 impl FromRequestParts<AppState> for AdminActor {
-    type Rejection = Problem;
+    type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+    /// An address whose failed authentications used up
+    /// `rate_limit_failed_auth_per_minute` gets 429 before any look-up.
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
         let token = bearer_token(parts)
-            .ok_or_else(|| Problem::unauthorized("send an API key as `Authorization: Bearer <key>`"))?;
-        let cred = state
+            .ok_or_else(|| Problem::unauthorized("send an API key as `Authorization: Bearer <key>`").into_response())?;
+        let client = state.limits.client(parts);
+        state.limits.failed_auth.check(&client).map_err(too_many_requests)?;
+        let found = state
             .roster
             .authenticate(CredentialKind::ApiKey, token)
             .await
-            .map_err(Problem::from)?
-            .ok_or_else(|| Problem::unauthorized("the API key is not valid, or was revoked or has expired"))?;
-        let role = cred.role.ok_or_else(|| Problem::unauthorized("the API key has no role"))?;
+            .map_err(|e| Problem::from(e).into_response())?;
+        let Some(cred) = found else {
+            state.limits.failed_auth.take(&client).map_err(too_many_requests)?;
+            return Err(
+                Problem::unauthorized("the API key is not valid, or was revoked or has expired").into_response()
+            );
+        };
+        let role = cred.role.ok_or_else(|| Problem::unauthorized("the API key has no role").into_response())?;
         tracing::Span::current().record("org", tracing::field::display(cred.org_id));
         Ok(AdminActor(Actor {
             kind: crate::model::ActorKind::ApiKey,

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod error;
 pub mod extract;
+pub mod limits;
 mod ops;
 pub mod scim;
 pub mod sso;
@@ -33,6 +34,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 pub struct AppState {
     pub roster: Roster,
     pub config: Arc<Config>,
+    pub limits: Arc<limits::RateLimits>,
 }
 
 impl AppState {
@@ -63,7 +65,16 @@ impl AppState {
             timeout: Duration::from_millis(config.dns_timeout_ms),
             attempts: config.dns_attempts,
         })?;
-        Ok(Self { roster: Roster::new(store, clock, dns, settings), config: Arc::new(config) })
+        let limits = limits::RateLimits {
+            failed_auth: limits::RateLimiter::new("failed_auth", config.rate_limit_failed_auth_per_minute),
+            sign_in: limits::RateLimiter::new("sign_in", config.rate_limit_sign_in_per_minute),
+            trust_forwarded_for: config.trust_forwarded_for,
+        };
+        Ok(Self {
+            roster: Roster::new(store, clock, dns, settings),
+            config: Arc::new(config),
+            limits: Arc::new(limits),
+        })
     }
 }
 

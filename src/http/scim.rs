@@ -4,6 +4,7 @@
 //! `attributes`/`excludedAttributes`, `/.search`, `/Bulk` and discovery.
 
 use super::extract::{bearer_token, nul_at, request_id};
+use super::limits::Limited;
 use super::AppState;
 use crate::model::CredentialKind;
 use crate::scim::error::SCIM_JSON;
@@ -67,18 +68,27 @@ pub fn router() -> Router<AppState> {
 pub struct ScimAuth(pub Actor);
 
 impl FromRequestParts<AppState> for ScimAuth {
-    type Rejection = ScimError;
+    type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ScimResult<Self> {
-        let unauthorized = |detail: &str| ScimError::new(StatusCode::UNAUTHORIZED, None, detail);
+    /// An address whose failed authentications used up
+    /// `rate_limit_failed_auth_per_minute` gets 429 before any look-up.
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let unauthorized = |detail: &str| ScimError::new(StatusCode::UNAUTHORIZED, None, detail).into_response();
+        let too_many =
+            |limited: Limited| limited.answer(ScimError::new(StatusCode::TOO_MANY_REQUESTS, None, limited.detail()));
         let token = bearer_token(parts)
             .ok_or_else(|| unauthorized("send the SCIM token as `Authorization: Bearer <token>`"))?;
-        let cred = state
+        let client = state.limits.client(parts);
+        state.limits.failed_auth.check(&client).map_err(too_many)?;
+        let found = state
             .roster
             .authenticate(CredentialKind::ScimToken, token)
             .await
-            .map_err(to_scim)?
-            .ok_or_else(|| unauthorized("the SCIM token is not valid, or was revoked or has expired"))?;
+            .map_err(|e| to_scim(e).into_response())?;
+        let Some(cred) = found else {
+            state.limits.failed_auth.take(&client).map_err(too_many)?;
+            return Err(unauthorized("the SCIM token is not valid, or was revoked or has expired"));
+        };
         tracing::Span::current().record("org", tracing::field::display(cred.org_id));
         Ok(ScimAuth(crate::service::Roster::scim_actor(cred.id, cred.org_id, request_id(parts))))
     }

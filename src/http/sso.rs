@@ -7,11 +7,13 @@
 //! answer JSON, errors as `application/problem+json`.
 
 use super::error::Problem;
+use super::extract::too_many_requests;
 use super::AppState;
 use crate::model::{Email, TenantId};
 use crate::service::{CallbackParams, LoginError, LoginRequest, LoginTarget, RedeemError};
 use axum::extract::{Query, Request, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -44,11 +46,22 @@ struct AuthorizeQuery {
     client_id: Option<String>,
 }
 
+/// A sign-in started or finished from an address past
+/// `rate_limit_sign_in_per_minute`: a 429 page with `Retry-After`.
+fn sign_in_limited(s: &AppState, parts: &Parts) -> Option<Response> {
+    let limited = s.limits.sign_in.take(&s.limits.client(parts)).err()?;
+    Some(limited.answer(page(&LoginError::too_many(limited.retry_after_secs()))))
+}
+
 async fn authorize(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    parts: Parts,
     query: Result<Query<AuthorizeQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    if let Some(limited) = sign_in_limited(&s, &parts) {
+        return limited;
+    }
+    let headers = parts.headers;
     let Ok(Query(q)) = query else {
         return page(&LoginError::invalid("The sign-in link is malformed."));
     };
@@ -104,9 +117,13 @@ struct CallbackQuery {
 
 async fn callback(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    parts: Parts,
     query: Result<Query<CallbackQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    if let Some(limited) = sign_in_limited(&s, &parts) {
+        return limited;
+    }
+    let headers = parts.headers;
     let Ok(Query(q)) = query else {
         return page(&LoginError::invalid("The identity provider's response is malformed."));
     };
@@ -179,13 +196,28 @@ async fn token(State(s): State<AppState>, req: Request) -> Response {
         Some(Ok(id)) => Some(id),
         Some(Err(_)) => return Problem::unauthorized("client authentication failed").into_response(),
     };
+    // Failed client authentications count per address and per client.
+    let client = s.limits.client(&parts);
+    let client_key = client_id.map(|id| format!("sso-client:{id}"));
+    for key in std::iter::once(&client).chain(&client_key) {
+        if let Err(limited) = s.limits.failed_auth.check(key) {
+            return too_many_requests(limited);
+        }
+    }
     match s.roster.redeem_code(&code, client_id, &secret).await {
+        Err(RedeemError::InvalidClient) => {
+            for key in std::iter::once(&client).chain(&client_key) {
+                if let Err(limited) = s.limits.failed_auth.take(key) {
+                    return too_many_requests(limited);
+                }
+            }
+            Problem::unauthorized("client authentication failed").into_response()
+        }
         Ok(profile) => {
             let mut res = Json(profile).into_response();
             res.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             res
         }
-        Err(RedeemError::InvalidClient) => Problem::unauthorized("client authentication failed").into_response(),
         Err(RedeemError::InvalidGrant(m)) => Problem::new(StatusCode::BAD_REQUEST, "invalid-grant", m).into_response(),
         Err(RedeemError::Service(e)) => Problem::from(e).into_response(),
     }

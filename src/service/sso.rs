@@ -103,6 +103,15 @@ impl LoginError {
     fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
         Self { code, message: message.into(), status }
     }
+
+    /// Too many sign-ins from this browser's address.
+    pub fn too_many(retry_after_secs: u64) -> Self {
+        Self::new(
+            429,
+            "too_many_requests",
+            format!("Too many sign-ins from your network. Try again in {retry_after_secs} seconds."),
+        )
+    }
 }
 
 impl From<ServiceError> for LoginError {

@@ -407,3 +407,75 @@ async fn health_checks_answer_while_the_largest_requests_are_checked() {
     eprintln!("{sent} large requests; slowest health check {slowest:?}");
     assert!(slowest < std::time::Duration::from_millis(100), "a health check took {slowest:?}");
 }
+
+#[tokio::test]
+async fn failed_authentications_and_sign_ins_are_limited_per_client_address() {
+    let app = TestApp::spawn_with(
+        TestDb::new().await,
+        |c| {
+            c.rate_limit_failed_auth_per_minute = 3;
+            c.rate_limit_sign_in_per_minute = 2;
+            c.trust_forwarded_for = true;
+        },
+        clock(),
+    )
+    .await;
+    let org = app.org("Limited", 3).await;
+    let token = scim_token(&app, &org).await;
+    let from = |ip: &'static str| [("x-forwarded-for", ip)];
+
+    // SCIM: three bad tokens are 401; then the address waits, whatever it sends.
+    for _ in 0..3 {
+        let (s, _, body) =
+            crate::scim::scim_with(&app, "roster_scim_wrong", Method::GET, "/Users", None, &from("10.0.0.1")).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+    }
+    let (s, headers, body) =
+        crate::scim::scim_with(&app, "roster_scim_wrong", Method::GET, "/Users", None, &from("10.0.0.1")).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(headers["retry-after"], "20", "three a minute: one comes back every 20 s");
+    let (s, _, _) = crate::scim::scim_with(&app, &token, Method::GET, "/Users", None, &from("10.0.0.1")).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    // Another address is not held back, and a valid token never spends.
+    for _ in 0..5 {
+        let (s, _, body) = crate::scim::scim_with(&app, &token, Method::GET, "/Users", None, &from("10.0.0.2")).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+    }
+
+    // The admin API, in its own dialect.
+    for expected in [401, 401, 401, 429] {
+        let res = app
+            .client
+            .get(app.url("/api/v1/organization"))
+            .bearer_auth("roster_ak_wrong")
+            .header("x-forwarded-for", "10.0.0.3")
+            .send()
+            .await
+            .unwrap();
+        let retry_after = res.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+        let (s, body) = read(res).await;
+        assert_eq!(s.as_u16(), expected, "{body}");
+        if expected == 429 {
+            assert_problem(s, &body, StatusCode::TOO_MANY_REQUESTS, "too-many-requests");
+            assert_eq!(retry_after.as_deref(), Some("20"));
+        }
+    }
+
+    // Sign-ins started from one address: two a minute.
+    let authorize =
+        app.url("/sso/authorize?email=ada%40limited.example.com&redirect_uri=https%3A%2F%2Fapp.example.com%2Fcb");
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    for _ in 0..2 {
+        let res = no_redirects.get(&authorize).header("x-forwarded-for", "10.0.0.4").send().await.unwrap();
+        assert_ne!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+    let res = no_redirects.get(&authorize).header("x-forwarded-for", "10.0.0.4").send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(res.headers()["retry-after"], "30");
+    assert_eq!(res.headers()["x-roster-sso-error"], "too_many_requests");
+    assert!(res.text().await.unwrap().contains("Try again in 30 seconds"));
+
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("roster_rate_limited_total{limit=\"failed_auth\"}"), "{metrics}");
+    assert!(metrics.contains("roster_rate_limited_total{limit=\"sign_in\"}"), "{metrics}");
+}

@@ -315,6 +315,10 @@ async fn spawn() -> (TestApp, (UdpSocket, OidcProvider)) {
         c.dns_attempts = 1;
         c.background_jobs = false;
         c.sso_dev_mode = true;
+        // These tests send hundreds of refused credentials from one
+        // address to check each refusal; the limit on failed
+        // authentications has a test of its own (hardening.rs).
+        c.rate_limit_failed_auth_per_minute = 0;
     };
     (TestApp::spawn_with(TestDb::new().await, adjust, Arc::new(SystemClock)).await, (silent, idp))
 }

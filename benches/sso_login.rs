@@ -76,7 +76,7 @@ async fn run(logins: usize) {
         .expect("organization");
     let actor = Actor::cli(org.organization.id);
     let sso = SsoSettings { tenant_id: Some(TenantId::parse("T-acme").expect("tenant")), ..SsoSettings::default() };
-    roster.set_sso(&actor, sso).await.expect("sso settings");
+    roster.set_sso(&actor, sso.into()).await.expect("sso settings");
     roster
         .create_sso_client(
             &actor,

@@ -8,7 +8,7 @@ use crate::http::AppState;
 use crate::model::*;
 use crate::service::{
     Actor, CheckKind, DirectConnectionInput, DomainView, NewCredential, NewOrganization, NewRoleMapping, NewSsoClient,
-    PlannedChange, ReconcilePlan, Roster, ServiceError,
+    PlannedChange, ReconcilePlan, Roster, ServiceError, SsoSettingsChange,
 };
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -217,6 +217,40 @@ pub enum OrgCommand {
     },
     /// List organizations.
     List,
+    /// Show or change an organization's single sign-on settings.
+    #[command(subcommand)]
+    Sso(OrgSsoCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgSsoCommand {
+    /// Show the settings.
+    Show {
+        /// Organization id.
+        #[arg(long)]
+        org: String,
+    },
+    /// Change the settings named; the others stay as they are.
+    Set {
+        /// Organization id.
+        #[arg(long)]
+        org: String,
+        /// The tenant ID the deployment's tenant connection signs the organization in with.
+        #[arg(long, conflicts_with = "clear_tenant_id")]
+        tenant_id: Option<String>,
+        /// Remove the tenant ID.
+        #[arg(long)]
+        clear_tenant_id: bool,
+        /// Members may sign in only through SSO (true or false).
+        #[arg(long)]
+        enforce: Option<bool>,
+        /// New users of a verified domain join on first sign-in (true or false).
+        #[arg(long)]
+        auto_assign: Option<bool>,
+        /// Role of members who join through SSO: admin, write or read.
+        #[arg(long)]
+        default_role: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -259,6 +293,16 @@ impl From<ServiceError> for CliError {
 
 fn input<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> Result<T, CliError> {
     r.map_err(|e| CliError::Input(format!("--{what}: {e}")))
+}
+
+/// `--org`: an organization's id.
+fn org_id(raw: &str) -> Result<Uuid, CliError> {
+    Uuid::parse_str(raw.trim()).map_err(|_| {
+        CliError::Input(format!(
+            "--org: `{raw}` is not an organization id; an id is a UUID such as \
+             0192f6a0-7c1e-7d55-9e2b-5b8a3c1d2e4f (`roster org list` shows them)"
+        ))
+    })
 }
 
 /// Parses the process arguments and runs the command.
@@ -595,6 +639,7 @@ async fn org(roster: &Roster, cmd: OrgCommand, as_json: bool) -> Result<(), CliE
             }
             Ok(())
         }
+        OrgCommand::Sso(cmd) => org_sso(roster, cmd, as_json).await,
         OrgCommand::List => {
             let orgs = roster.list_organizations().await?;
             if as_json {
@@ -617,7 +662,7 @@ async fn sso_client(roster: &Roster, cmd: SsoClientCommand, as_json: bool) -> Re
     let name = input("name", Name::parse(&name))?;
     let created = match org {
         Some(org) => {
-            let actor = Actor::cli(input("org", Uuid::parse_str(&org))?);
+            let actor = Actor::cli(org_id(&org)?);
             roster.create_sso_client(&actor, NewSsoClient { name, redirect_uris }).await?
         }
         None => roster.create_deployment_sso_client(&name, &redirect_uris, &Actor::cli(Uuid::nil()).id).await?,
@@ -632,9 +677,36 @@ async fn sso_client(roster: &Roster, cmd: SsoClientCommand, as_json: bool) -> Re
     Ok(())
 }
 
+async fn org_sso(roster: &Roster, cmd: OrgSsoCommand, as_json: bool) -> Result<(), CliError> {
+    let settings = match cmd {
+        OrgSsoCommand::Show { org } => roster.organization(&Actor::cli(org_id(&org)?)).await?.sso,
+        OrgSsoCommand::Set { org, tenant_id, clear_tenant_id, enforce, auto_assign, default_role } => {
+            let actor = Actor::cli(org_id(&org)?);
+            let tenant_id = match (tenant_id, clear_tenant_id) {
+                (Some(t), _) => Some(Some(input("tenant-id", TenantId::parse(&t))?)),
+                (None, true) => Some(None),
+                (None, false) => None,
+            };
+            let default_role = default_role.map(|r| input("default-role", r.parse::<Role>())).transpose()?;
+            let change = SsoSettingsChange { tenant_id, enforce, auto_assign, default_role };
+            roster.set_sso(&actor, change).await?.sso
+        }
+    };
+    if as_json {
+        println!("{}", serde_json::to_string(&settings).map_err(anyhow::Error::from)?);
+    } else {
+        let tenant = settings.tenant_id.as_ref().map_or("none", |t| t.as_str());
+        println!("tenant ID:    {tenant}");
+        println!("enforce:      {}", settings.enforce);
+        println!("auto-assign:  {}", settings.auto_assign);
+        println!("default role: {}", settings.default_role);
+    }
+    Ok(())
+}
+
 async fn sso_connection(roster: &Roster, cmd: SsoConnectionCommand, as_json: bool) -> Result<(), CliError> {
     let SsoConnectionCommand::Set { org, issuer, client_id, client_secret_file, scopes, allow_unverified_email } = cmd;
-    let actor = Actor::cli(input("org", Uuid::parse_str(&org))?);
+    let actor = Actor::cli(org_id(&org)?);
     let secret = std::fs::read_to_string(&client_secret_file).map_err(|e| {
         CliError::Input(format!("client-secret-file: cannot read {}: {e}", client_secret_file.display()))
     })?;

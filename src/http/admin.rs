@@ -49,7 +49,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(get_organization, update_organization, delete_organization))
         .routes(routes!(get_features, set_features))
-        .routes(routes!(get_sso, set_sso))
+        .routes(routes!(get_sso, set_sso, change_sso))
         .routes(routes!(get_seats, set_seats))
         .routes(routes!(list_members, add_member))
         .routes(routes!(get_member, change_member_role, remove_member))
@@ -132,13 +132,29 @@ async fn get_sso(State(s): State<AppState>, AdminActor(a): AdminActor) -> ApiRes
 
 /// Sets the organization's single sign-on settings (Owner, Admin).
 #[utoipa::path(put, path = "/api/v1/organization/sso", tag = "organization", request_body = SsoSettings,
-    responses((status = 200, body = SsoSettings), (status = 403, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 200, body = SsoSettings), (status = 403, body = Problem), (status = 409, body = Problem),
+        (status = 422, body = Problem)))]
 async fn set_sso(
     State(s): State<AppState>,
     AdminActor(a): AdminActor,
     ApiJson(sso): ApiJson<SsoSettings>,
 ) -> ApiResult<Json<SsoSettings>> {
-    Ok(Json(s.roster.set_sso(&a, sso).await?.sso))
+    Ok(Json(s.roster.set_sso(&a, sso.into()).await?.sso))
+}
+
+/// Changes some of the organization's single sign-on settings (Owner,
+/// Admin); absent fields stay as they are, `"tenant_id": null` clears it.
+/// A tenant ID needs the deployment's tenant connection; enforcement needs
+/// a working connection (422 otherwise).
+#[utoipa::path(patch, path = "/api/v1/organization/sso", tag = "organization", request_body = SsoSettingsChange,
+    responses((status = 200, body = SsoSettings), (status = 403, body = Problem), (status = 409, body = Problem),
+        (status = 422, body = Problem)))]
+async fn change_sso(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiJson(change): ApiJson<SsoSettingsChange>,
+) -> ApiResult<Json<SsoSettings>> {
+    Ok(Json(s.roster.set_sso(&a, change).await?.sso))
 }
 
 // ---- Seats -----------------------------------------------------------------

@@ -38,6 +38,30 @@ pub struct OrganizationChange {
     pub plan: Option<Plan>,
 }
 
+/// A change to the SSO settings; absent fields stay as they are.
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SsoSettingsChange {
+    /// `null` clears the tenant ID.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub tenant_id: Option<Option<TenantId>>,
+    pub enforce: Option<bool>,
+    pub auto_assign: Option<bool>,
+    pub default_role: Option<Role>,
+}
+
+impl From<SsoSettings> for SsoSettingsChange {
+    fn from(s: SsoSettings) -> Self {
+        Self {
+            tenant_id: Some(s.tenant_id),
+            enforce: Some(s.enforce),
+            auto_assign: Some(s.auto_assign),
+            default_role: Some(s.default_role),
+        }
+    }
+}
+
 fn double_option<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: serde::Deserializer<'de>,
@@ -137,11 +161,46 @@ impl Roster {
 
     /// Sets SSO settings; a tenant ID already used by another organization is a conflict.
     #[tracing::instrument(skip_all, fields(org = %actor.org_id))]
-    pub async fn set_sso(&self, actor: &Actor, sso: SsoSettings) -> ServiceResult<Organization> {
-        if sso.default_role == Role::Owner {
+    pub async fn set_sso(&self, actor: &Actor, change: SsoSettingsChange) -> ServiceResult<Organization> {
+        if change.default_role == Some(Role::Owner) {
             return Err(ServiceError::invalid("default_role", "members joining through SSO cannot become Owners"));
         }
-        self.change_org(actor, "organization.sso_updated", |org| org.sso = sso).await
+        actor.require(Role::Admin)?;
+        let tenant_connection = self.settings.sso.as_ref().is_some_and(|s| s.tenant.is_some());
+        // The checks read the organization and its connection under its lock.
+        let mut tx = self.store.begin().await?;
+        let org = lock_org(&mut *tx, actor.org_id).await?;
+        let mut sso = org.sso.clone();
+        if let Some(tenant_id) = change.tenant_id {
+            if tenant_id.is_some() && tenant_id != sso.tenant_id && !tenant_connection {
+                return Err(ServiceError::invalid(
+                    "tenant_id",
+                    "this deployment has no tenant connection (tenant_connection in Roster's configuration), so a \
+                     tenant ID would sign no one in; set the organization's own OpenID provider instead",
+                ));
+            }
+            sso.tenant_id = tenant_id;
+        }
+        sso.enforce = change.enforce.unwrap_or(sso.enforce);
+        sso.auto_assign = change.auto_assign.unwrap_or(sso.auto_assign);
+        sso.default_role = change.default_role.unwrap_or(sso.default_role);
+        let tenant_serves = sso.tenant_id.is_some() && tenant_connection;
+        if sso.enforce && !tenant_serves && tx.get_sso_connection(org.id).await?.is_none() {
+            let why = match org.sso.enforce {
+                true => {
+                    "the organization enforces SSO: it needs a working connection (a tenant ID the deployment's \
+                         tenant connection serves, or its own OpenID provider); turn enforcement off first"
+                }
+                false => {
+                    "enforcing SSO needs a working connection first (a tenant ID the deployment's tenant \
+                          connection serves, or the organization's own OpenID provider), or no one could sign in"
+                }
+            };
+            let field = if change.enforce == Some(true) { "enforce" } else { "tenant_id" };
+            return Err(ServiceError::invalid(field, why));
+        }
+        let changed = Organization { sso, ..org.clone() };
+        self.save_org(tx, actor, "organization.sso_updated", org, changed).await
     }
 
     async fn change_org(
@@ -151,14 +210,26 @@ impl Roster {
         apply: impl FnOnce(&mut Organization),
     ) -> ServiceResult<Organization> {
         actor.require(Role::Admin)?;
-        let now = self.clock.now();
         let mut tx = self.store.begin().await?;
         let before = lock_org(&mut *tx, actor.org_id).await?;
         let mut org = before.clone();
         apply(&mut org);
+        self.save_org(tx, actor, action, before, org).await
+    }
+
+    /// Writes `org` (read as `before` under its lock in `tx`) and audits the change.
+    async fn save_org(
+        &self,
+        mut tx: Box<dyn Tx>,
+        actor: &Actor,
+        action: &str,
+        before: Organization,
+        mut org: Organization,
+    ) -> ServiceResult<Organization> {
         if org == before {
             return Ok(before);
         }
+        let now = self.clock.now();
         org.updated_at = now;
         tx.update_org(&org).await.map_err(|e| match e {
             StoreError::Conflict(_) => {

@@ -111,6 +111,53 @@ async fn operator_verbs_print_json_and_refuse_bad_input() {
 }
 
 #[tokio::test]
+async fn sso_settings_change_from_the_command_line_one_at_a_time() {
+    let db = TestDb::new().await;
+    let created =
+        run_json(&db.url, &["org", "create", "--name", "Acme", "--seats", "5", "--owner-email", "ada@acme.com"]);
+    let org = created["organization"]["id"].as_str().expect("org id").to_string();
+    let shown = run_json(&db.url, &["org", "sso", "show", "--org", &org]);
+    assert_eq!(shown, json!({"tenant_id": null, "enforce": false, "auto_assign": false, "default_role": "read"}));
+    let set = run_json(&db.url, &["org", "sso", "set", "--org", &org, "--auto-assign", "true"]);
+    assert_eq!(set["auto_assign"], true);
+    let set = run_json(&db.url, &["org", "sso", "set", "--org", &org, "--default-role", "write"]);
+    assert_eq!((set["auto_assign"].clone(), set["default_role"].clone()), (json!(true), json!("write")));
+
+    // With the deployment's tenant connection, a tenant ID; then enforcement.
+    let tenant = [
+        ("ROSTER_TENANT_CONNECTION__ISSUER", "https://idp.example.com"),
+        ("ROSTER_TENANT_CONNECTION__CLIENT_ID", "012345"),
+        ("ROSTER_TENANT_CONNECTION__CLIENT_SECRET", "s3cret"),
+    ];
+    let with_tenant = |args: &[&str]| {
+        let out = roster(&db.url).envs(tenant).args(args).arg("--json").output().expect("run roster");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).expect("JSON output")
+    };
+    let set = with_tenant(&["org", "sso", "set", "--org", &org, "--tenant-id", "T2acme", "--enforce", "true"]);
+    assert_eq!((set["tenant_id"].clone(), set["enforce"].clone()), (json!("T2acme"), json!(true)));
+
+    for (bad, words) in [
+        // No tenant connection here: a tenant ID would sign no one in.
+        (vec!["org", "sso", "set", "--org", &org, "--tenant-id", "T2other"], "no tenant connection"),
+        // Clearing the only connection while SSO is enforced locks everyone out.
+        (vec!["org", "sso", "set", "--org", &org, "--clear-tenant-id"], "enforces SSO"),
+        (vec!["org", "sso", "set", "--org", &org, "--default-role", "owner"], "Owners"),
+        (vec!["org", "sso", "set", "--org", "acme", "--enforce", "false"], "UUID"),
+        (vec!["org", "sso", "set", "--org", &org, "--enforce", "maybe"], "maybe"),
+    ] {
+        let out = roster(&db.url).args(&bad).output().expect("run");
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(words), "{bad:?}: {err}");
+    }
+    let shown = run_json(&db.url, &["org", "sso", "show", "--org", &org]);
+    assert_eq!(shown, json!({"tenant_id": "T2acme", "enforce": true, "auto_assign": true, "default_role": "write"}));
+    let off = with_tenant(&["org", "sso", "set", "--org", &org, "--enforce", "false", "--clear-tenant-id"]);
+    assert_eq!((off["tenant_id"].clone(), off["enforce"].clone()), (Value::Null, json!(false)));
+}
+
+#[tokio::test]
 async fn serve_answers_health_readiness_metrics_and_stops_on_sigterm() {
     let db = TestDb::new().await;
     let created = run_json(&db.url, &["org", "create", "--name", "Ops", "--seats", "2", "--owner-email", "o@ops.com"]);

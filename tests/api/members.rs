@@ -144,7 +144,14 @@ async fn members_are_listed_by_filter_in_pages() {
 
 #[tokio::test]
 async fn organization_settings_round_trip_and_tenant_ids_are_unique() {
-    let app = TestApp::spawn().await;
+    // Tenant IDs mean something only with a tenant connection (never called here).
+    let tenant = crate::oidc_provider::tenant_connection("https://idp.example.com".into());
+    let app = TestApp::spawn_with(
+        TestDb::new().await,
+        |c| c.tenant_connection = Some(tenant),
+        std::sync::Arc::new(roster::clock::SystemClock),
+    )
+    .await;
     let a = app.org("Alpha", 2).await;
     let b = app.org("Bravo", 2).await;
     let sso = json!({"tenant_id": "T2alpha", "enforce": true, "auto_assign": true, "default_role": "write"});
@@ -186,4 +193,45 @@ async fn deleting_the_organization_revokes_its_keys_and_keeps_nothing_reachable(
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, _) = app.get("/api/v1/organization", &org.owner_key).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn sso_settings_change_in_part_and_never_leave_members_without_a_way_in() {
+    // No tenant connection in this deployment, and no connection of the organization's own.
+    let app = TestApp::spawn().await;
+    let org = app.org("Partial", 2).await;
+    let patch = |body: Value| app.call(Method::PATCH, "/api/v1/organization/sso", Some(&org.owner_key), Some(body));
+    let (s, body) = patch(json!({"auto_assign": true})).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({"tenant_id": null, "enforce": false, "auto_assign": true, "default_role": "read"}));
+    let (s, body) = patch(json!({"default_role": "write"})).await;
+    assert_eq!(
+        (s, body["auto_assign"].clone(), body["default_role"].clone()),
+        (StatusCode::OK, json!(true), json!("write"))
+    );
+
+    let audit_before = app.audit(&org.owner_key).await.len();
+    for (change, field) in [
+        (json!({"tenant_id": "T2partial"}), "tenant_id"),
+        (json!({"enforce": true}), "enforce"),
+        (json!({"default_role": "owner"}), "default_role"),
+    ] {
+        let (s, problem) = patch(change.clone()).await;
+        assert_problem(s, &problem, StatusCode::UNPROCESSABLE_ENTITY, "validation");
+        assert_eq!(problem["field"], field, "{change}: {problem}");
+    }
+    let (s, problem) = patch(json!({"enforced": true})).await;
+    assert_problem(s, &problem, StatusCode::UNPROCESSABLE_ENTITY, "validation");
+    let (s, problem) = app
+        .call(
+            Method::PUT,
+            "/api/v1/organization/sso",
+            Some(&org.owner_key),
+            Some(json!({"tenant_id": null, "enforce": true, "auto_assign": true, "default_role": "write"})),
+        )
+        .await;
+    assert_problem(s, &problem, StatusCode::UNPROCESSABLE_ENTITY, "validation");
+    let (_, now) = app.get("/api/v1/organization/sso", &org.owner_key).await;
+    assert_eq!(now, json!({"tenant_id": null, "enforce": false, "auto_assign": true, "default_role": "write"}));
+    assert_eq!(app.audit(&org.owner_key).await.len(), audit_before, "refused changes are not audited");
 }

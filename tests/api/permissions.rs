@@ -109,6 +109,7 @@ fn routes() -> Vec<Route> {
             Admin,
             OK,
         ),
+        route(M::PATCH, "/api/v1/organization/sso", Json(|_| json!({"auto_assign": true})), Admin, OK),
         route(M::PUT, "/api/v1/seats", Json(|_| json!({"purchased": 12})), Admin, OK),
         route(
             M::POST,
@@ -309,12 +310,14 @@ async fn spawn() -> (TestApp, (UdpSocket, OidcProvider)) {
     )))
     .await;
     ISSUER.with(|i| *i.borrow_mut() = idp.issuer.clone());
+    let idp_issuer = idp.issuer.clone();
     let adjust = move |c: &mut roster::config::Config| {
         c.dns_name_servers = vec![addr];
         c.dns_timeout_ms = 200;
         c.dns_attempts = 1;
         c.background_jobs = false;
         c.sso_dev_mode = true;
+        c.tenant_connection = Some(crate::oidc_provider::tenant_connection(idp_issuer));
         // These tests send hundreds of refused credentials from one
         // address to check each refusal; the limit on failed
         // authentications has a test of its own (hardening.rs).

@@ -399,11 +399,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 async fn role_mapping(roster: &Roster, cmd: RoleMappingCommand, as_json: bool) -> Result<(), CliError> {
-    let parse_org = |org: &str| input("org", Uuid::parse_str(org));
     let print = |m: &crate::roles::RoleMapping| println!("{}  {:<8}  {} → {}", m.id, m.source, m.value, m.role);
     match cmd {
         RoleMappingCommand::List { org } => {
-            let mappings = roster.role_mappings(&Actor::cli(parse_org(&org)?)).await?;
+            let mappings = roster.role_mappings(&Actor::cli(org_id(&org)?)).await?;
             if as_json {
                 println!("{}", serde_json::to_string(&mappings).map_err(anyhow::Error::from)?);
             } else if mappings.is_empty() {
@@ -415,7 +414,7 @@ async fn role_mapping(roster: &Roster, cmd: RoleMappingCommand, as_json: bool) -
         RoleMappingCommand::Add { org, source, value, role } => {
             let new =
                 NewRoleMapping { source: input("source", source.parse())?, value, role: input("role", role.parse())? };
-            let m = roster.create_role_mapping(&Actor::cli(parse_org(&org)?), new).await?;
+            let m = roster.create_role_mapping(&Actor::cli(org_id(&org)?), new).await?;
             if as_json {
                 println!("{}", serde_json::to_string(&m).map_err(anyhow::Error::from)?);
             } else {
@@ -427,7 +426,7 @@ async fn role_mapping(roster: &Roster, cmd: RoleMappingCommand, as_json: bool) -
         }
         RoleMappingCommand::Remove { org, id } => {
             let id = input("id", Uuid::parse_str(&id))?;
-            let m = roster.delete_role_mapping(&Actor::cli(parse_org(&org)?), id).await?;
+            let m = roster.delete_role_mapping(&Actor::cli(org_id(&org)?), id).await?;
             if as_json {
                 println!("{}", serde_json::to_string(&m).map_err(anyhow::Error::from)?);
             } else {
@@ -509,10 +508,9 @@ fn print_domain(d: &DomainView) {
 }
 
 async fn domain(roster: &Roster, cmd: DomainCommand, as_json: bool) -> Result<(), CliError> {
-    let parse_org = |org: &str| input("org", Uuid::parse_str(org));
     match cmd {
         DomainCommand::Add(args) => {
-            let actor = Actor::cli(parse_org(&args.org)?);
+            let actor = Actor::cli(org_id(&args.org)?);
             let name = input("name", DomainName::parse(&args.name))?;
             let d = roster.add_domain(&actor, name).await?;
             if as_json {
@@ -526,7 +524,7 @@ async fn domain(roster: &Roster, cmd: DomainCommand, as_json: bool) -> Result<()
             }
         }
         DomainCommand::Verify(args) => {
-            let actor = Actor::cli(parse_org(&args.org)?);
+            let actor = Actor::cli(org_id(&args.org)?);
             let name = input("name", DomainName::parse(&args.name))?;
             let id = roster.domain_by_name(&actor, &name).await?.domain.id;
             let check = roster.verify_domain(&actor, id).await?;
@@ -544,7 +542,7 @@ async fn domain(roster: &Roster, cmd: DomainCommand, as_json: bool) -> Result<()
             }
         }
         DomainCommand::List { org } => {
-            let actor = Actor::cli(parse_org(&org)?);
+            let actor = Actor::cli(org_id(&org)?);
             let domains = roster.list_domains(&actor).await?;
             if as_json {
                 println!("{}", serde_json::to_string(&domains).map_err(anyhow::Error::from)?);
@@ -555,7 +553,7 @@ async fn domain(roster: &Roster, cmd: DomainCommand, as_json: bool) -> Result<()
             }
         }
         DomainCommand::Remove(args) => {
-            let actor = Actor::cli(parse_org(&args.org)?);
+            let actor = Actor::cli(org_id(&args.org)?);
             let name = input("name", DomainName::parse(&args.name))?;
             let id = roster.domain_by_name(&actor, &name).await?.domain.id;
             roster.remove_domain(&actor, id).await?;
@@ -578,12 +576,21 @@ async fn serve(config: Config) -> Result<(), CliError> {
         concurrency: config.job_concurrency,
         reconcile_interval: Duration::from_secs(config.reconcile_interval_secs),
     });
+    let shutdown = shutdown_signal();
     let state = AppState::from_config(config).await?;
+    match state.roster.check_tenant_connection().await {
+        Ok(()) => {}
+        Err(e @ crate::service::TenantConnectionProblem::WrongIssuer { .. }) => {
+            return Err(CliError::Input(e.to_string()))
+        }
+        // A provider that is down does not keep SCIM and the admin API from serving.
+        Err(e) => tracing::warn!(error = %e, "sign-ins through the tenant connection fail until its provider answers"),
+    }
     let jobs = jobs.map(|schedule| crate::jobs::spawn(state.roster.clone(), schedule));
     tracing::info!(%addr, backend = state.roster.store().backend(), "roster listening");
     // One line on stdout that scripts (and the test suite) wait for.
     println!("roster listening on http://{addr}");
-    crate::http::serve(listener, state, shutdown_signal()).await.map_err(anyhow::Error::from)?;
+    crate::http::serve(listener, state, shutdown).await.map_err(anyhow::Error::from)?;
     if let Some(jobs) = jobs {
         jobs.abort();
     }
@@ -591,24 +598,34 @@ async fn serve(config: Config) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is
+/// called, not when the future is first polled: a SIGTERM sent as soon as
+/// the server says it listens still stops it gracefully.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (term, interrupt) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (signal(SignalKind::terminate()).ok(), signal(SignalKind::interrupt()).ok())
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutting down: finishing requests in flight");
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! { _ = wait(term) => {}, _ = wait(interrupt) => {} }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutting down: finishing requests in flight");
+    }
 }
 
 async fn org(roster: &Roster, cmd: OrgCommand, as_json: bool) -> Result<(), CliError> {

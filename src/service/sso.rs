@@ -89,6 +89,20 @@ pub struct LoginDone {
     pub session_expires: DateTime<Utc>,
 }
 
+/// What the start-up check of the tenant connection found wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TenantConnectionProblem {
+    /// The provider answers, as another issuer: every sign-in would fail.
+    #[error(
+        "tenant_connection.issuer: the provider at `{configured}` names its issuer `{advertised}`; \
+         set tenant_connection.issuer to exactly that (ID tokens are checked against it, trailing `/` included)"
+    )]
+    WrongIssuer { configured: String, advertised: String },
+    /// The provider did not answer: sign-ins through it fail until it does.
+    #[error("tenant_connection.issuer: the discovery document of `{issuer}` could not be read: {cause}")]
+    Unreachable { issuer: String, cause: String },
+}
+
 /// Why a login stopped, in words for the person at the browser.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
@@ -422,6 +436,21 @@ impl Roster {
         tx.insert_audit(actor.audit(now, "sso_connection.removed", org.id, Some(&view), None::<&()>)).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Checks the deployment's tenant connection once, at start: its
+    /// provider must name, in its discovery document, exactly the issuer
+    /// configured. `Ok` when there is no tenant connection.
+    pub async fn check_tenant_connection(&self) -> Result<(), TenantConnectionProblem> {
+        let Some(policy) = self.settings.sso.as_ref() else { return Ok(()) };
+        let Some(tenant) = policy.tenant.as_ref() else { return Ok(()) };
+        match policy.rp.advertised_issuer(&tenant.issuer).await {
+            Ok(advertised) if advertised == tenant.issuer => Ok(()),
+            Ok(advertised) => {
+                Err(TenantConnectionProblem::WrongIssuer { configured: tenant.issuer.clone(), advertised })
+            }
+            Err(e) => Err(TenantConnectionProblem::Unreachable { issuer: tenant.issuer.clone(), cause: e.to_string() }),
+        }
     }
 
     /// True when the deployment's tenant connection can sign this organization in.

@@ -33,6 +33,22 @@ use std::time::{Duration, Instant};
 
 pub use self::http::OidcHttp;
 
+/// An error with every cause under it (`a: b: c`): the cause of a failed
+/// request (refused connection, bad certificate) is often two levels down.
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// The shortest time between two key-set fetches of one issuer.
 pub const JWKS_REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -211,6 +227,32 @@ impl RelyingParty {
         &self.http
     }
 
+    /// Fetches `issuer`'s discovery document once and answers the issuer it
+    /// names, which must equal `issuer` exactly (a trailing `/` included)
+    /// for any sign-in through it to work.
+    pub async fn advertised_issuer(&self, issuer: &str) -> Result<String, OidcError> {
+        let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+        let request = openidconnect::http::Request::builder()
+            .method(openidconnect::http::Method::GET)
+            .uri(&url)
+            .header(openidconnect::http::header::ACCEPT, "application/json")
+            .body(Vec::new())
+            .map_err(|e| OidcError::Provider(format!("{url}: {e}")))?;
+        let response = openidconnect::AsyncHttpClient::call(&self.http, request)
+            .await
+            .map_err(|e| OidcError::Provider(with_causes(&e)))?;
+        if !response.status().is_success() {
+            return Err(OidcError::Provider(format!("{url} answered {}", response.status())));
+        }
+        let document: serde_json::Value = serde_json::from_slice(response.body())
+            .map_err(|e| OidcError::Provider(format!("{url} is not a JSON discovery document: {e}")))?;
+        document
+            .get("issuer")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| OidcError::Provider(format!("{url} names no issuer")))
+    }
+
     /// Fetches (or finds cached) the issuer's discovery document and keys:
     /// proof that a provider answers as the issuer it claims to be.
     pub async fn discover(&self, issuer: &str) -> Result<(), OidcError> {
@@ -231,10 +273,10 @@ impl RelyingParty {
             // A provider that is briefly unreachable keeps working from the stale copy.
             Err(e) => match cached {
                 Some(entry) => {
-                    tracing::warn!(issuer, error = %e, "discovery refresh failed; keeping the cached document");
+                    tracing::warn!(issuer, error = %with_causes(&e), "discovery refresh failed; keeping the cached document");
                     return Ok(entry);
                 }
-                None => return Err(OidcError::Provider(format!("discovery of {issuer} failed: {e}"))),
+                None => return Err(OidcError::Provider(format!("discovery of {issuer} failed: {}", with_causes(&e)))),
             },
         };
         let keys = Arc::new(fetched.jwks().clone());

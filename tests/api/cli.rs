@@ -279,6 +279,42 @@ async fn a_new_admin_verifies_a_domain_from_the_command_line() {
     assert_eq!(out.status.code(), Some(2), "a removed domain is gone");
 }
 
+#[tokio::test]
+async fn serve_refuses_a_tenant_connection_whose_provider_names_another_issuer() {
+    use crate::oidc_provider::{OidcProvider, ProviderClient, ProviderConfig};
+    let db = TestDb::new().await;
+    let idp = OidcProvider::start(&ProviderConfig::new().client(ProviderClient::new(
+        "roster",
+        "roster-secret",
+        "http://127.0.0.1:9/sso/callback",
+    )))
+    .await;
+    // The same provider, spelt with a trailing slash more or less.
+    let misspelt = match idp.issuer.strip_suffix('/') {
+        Some(bare) => bare.to_string(),
+        None => format!("{}/", idp.issuer),
+    };
+    let tenant = |issuer: &str| {
+        [
+            ("ROSTER_SSO_DEV_MODE", "true".to_string()),
+            ("ROSTER_LISTEN", "127.0.0.1:0".to_string()),
+            ("ROSTER_TENANT_CONNECTION__ISSUER", issuer.to_string()),
+            ("ROSTER_TENANT_CONNECTION__CLIENT_ID", "roster".to_string()),
+            ("ROSTER_TENANT_CONNECTION__CLIENT_SECRET", "roster-secret".to_string()),
+        ]
+    };
+    let out = roster(&db.url).envs(tenant(&misspelt)).arg("serve").output().expect("run roster serve");
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tenant_connection.issuer"), "{err}");
+    assert!(err.contains(&format!("`{}`", idp.issuer)), "the message names the issuer to write: {err}");
+
+    let env = tenant(&idp.issuer);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = Server::start_with(&db.url, &env);
+    assert!(server.terminate(), "serve with the exact issuer started and stopped cleanly");
+}
+
 /// Two `roster serve` processes on one PostgreSQL behind one public URL:
 /// a login started on one finishes on the other, through the real provider.
 #[tokio::test]

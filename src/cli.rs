@@ -295,6 +295,11 @@ fn input<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> Result<T, CliE
     r.map_err(|e| CliError::Input(format!("--{what}: {e}")))
 }
 
+/// The domain argument (`roster domain add --org ID acme.com`).
+fn domain_arg(raw: &str) -> Result<DomainName, CliError> {
+    DomainName::parse(raw).map_err(|e| CliError::Input(format!("domain `{raw}`: {e}")))
+}
+
 /// `--org`: an organization's id.
 fn org_id(raw: &str) -> Result<Uuid, CliError> {
     Uuid::parse_str(raw.trim()).map_err(|_| {
@@ -511,21 +516,22 @@ async fn domain(roster: &Roster, cmd: DomainCommand, as_json: bool) -> Result<()
     match cmd {
         DomainCommand::Add(args) => {
             let actor = Actor::cli(org_id(&args.org)?);
-            let name = input("name", DomainName::parse(&args.name))?;
+            let name = domain_arg(&args.name)?;
             let d = roster.add_domain(&actor, name).await?;
             if as_json {
                 println!("{}", serde_json::to_string(&d).map_err(anyhow::Error::from)?);
             } else {
                 println!("Added {} (pending verification).", d.domain.name);
-                println!("To prove you control it, publish this DNS record, then run `roster domain verify`:");
+                println!("To prove you control it, publish this DNS record:");
                 println!("  name:  {}", d.record.name);
                 println!("  type:  {}", d.record.kind);
                 println!("  value: {}", d.record.value);
+                println!("then run: roster domain verify --org {} {}", args.org.trim(), d.domain.name);
             }
         }
         DomainCommand::Verify(args) => {
             let actor = Actor::cli(org_id(&args.org)?);
-            let name = input("name", DomainName::parse(&args.name))?;
+            let name = domain_arg(&args.name)?;
             let id = roster.domain_by_name(&actor, &name).await?.domain.id;
             let check = roster.verify_domain(&actor, id).await?;
             if as_json {
@@ -554,7 +560,7 @@ async fn domain(roster: &Roster, cmd: DomainCommand, as_json: bool) -> Result<()
         }
         DomainCommand::Remove(args) => {
             let actor = Actor::cli(org_id(&args.org)?);
-            let name = input("name", DomainName::parse(&args.name))?;
+            let name = domain_arg(&args.name)?;
             let id = roster.domain_by_name(&actor, &name).await?.domain.id;
             roster.remove_domain(&actor, id).await?;
             println!(

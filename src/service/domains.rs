@@ -92,6 +92,20 @@ impl Roster {
     #[tracing::instrument(skip_all, fields(org = %actor.org_id, domain = %name))]
     pub async fn add_domain(&self, actor: &Actor, name: DomainName) -> ServiceResult<DomainView> {
         actor.require(Role::Admin)?;
+        // The challenge record must itself be a valid name (RFC 1035: 253
+        // characters), or no one could ever publish it.
+        let prefix = &self.settings.domains.challenge_prefix;
+        let most = 253usize.saturating_sub(prefix.len() + 1);
+        if name.as_str().len() > most {
+            return Err(ServiceError::invalid(
+                "name",
+                format!(
+                    "{name} is {} characters long: its challenge record {prefix}.{name} would exceed DNS's 253, \
+                     so at most {most} can be verified",
+                    name.as_str().len()
+                ),
+            ));
+        }
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
         let org = lock_org(&mut *tx, actor.org_id).await?;

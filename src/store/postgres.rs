@@ -24,6 +24,34 @@ impl PostgresStore {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Other(anyhow::anyhow!("invalid PostgreSQL URL: {e}")))?
             .application_name("roster");
+        // One connection first, to report why the server cannot be reached
+        // (and where it was looked for) rather than a pool timeout.
+        let target = format!(
+            "{}:{} (database {}, user {})",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or("-"),
+            options.get_username()
+        );
+        match tokio::time::timeout(CONNECT_TIMEOUT, <sqlx::PgConnection as sqlx::Connection>::connect_with(&options))
+            .await
+        {
+            Err(_) => {
+                return Err(StoreError::Other(anyhow::anyhow!(
+                    "cannot reach PostgreSQL at {target}: no answer within {} s",
+                    CONNECT_TIMEOUT.as_secs()
+                )))
+            }
+            Ok(Err(e)) => {
+                return Err(StoreError::Other(anyhow::anyhow!(
+                    "cannot connect to PostgreSQL at {target}: {}",
+                    crate::sso::with_causes(&e)
+                )))
+            }
+            Ok(Ok(conn)) => {
+                sqlx::Connection::close(conn).await.ok();
+            }
+        }
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(30))
@@ -32,6 +60,9 @@ impl PostgresStore {
         Ok(Self { pool })
     }
 }
+
+/// How long the first connection may take before the server is reported unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Statements for Postgres {
     const INSERT_AUDIT_AND_EVENT: &'static str = "WITH audit AS (INSERT INTO audit_log (id, org_id, actor_kind, \

@@ -158,6 +158,40 @@ async fn sso_settings_change_from_the_command_line_one_at_a_time() {
 }
 
 #[tokio::test]
+async fn mistakes_get_messages_that_say_what_to_do() {
+    let db = TestDb::new().await;
+    let created =
+        run_json(&db.url, &["org", "create", "--name", "Acme", "--seats", "5", "--owner-email", "ada@acme.com"]);
+    let org = created["organization"]["id"].as_str().expect("org id").to_string();
+    let fails = |args: &[&str], code: i32, words: &[&str]| {
+        let out = roster(&db.url).args(args).output().expect("run");
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        for w in words {
+            assert!(err.contains(w), "{args:?}: {err:?} lacks {w:?}");
+        }
+    };
+    fails(&["domain", "list", "--org", "acme"], 2, &["--org: `acme` is not an organization id", "roster org list"]);
+    fails(&["domain", "add", "--org", &org, "acme..com"], 2, &["domain `acme..com`"]);
+    // 240 characters: a valid name, but `_roster-challenge.` in front exceeds 253.
+    let long = format!("{}.{}.{}.{}.acme.com", "a".repeat(60), "b".repeat(60), "c".repeat(60), "d".repeat(48));
+    assert_eq!(long.len(), 240);
+    fails(&["domain", "add", "--org", &org, &long], 2, &["challenge record", "at most 235"]);
+
+    let out = roster(&db.url).args(["domain", "add", "--org", &org, "acme.com"]).output().expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("then run: roster domain verify --org {org} acme.com")), "{text}");
+
+    // A database that is not there: the message names where it was looked for, at once.
+    let started = std::time::Instant::now();
+    let out = roster("postgres://roster@127.0.0.1:9/roster").args(["org", "list"]).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("PostgreSQL at 127.0.0.1:9 (database roster, user roster)"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
 async fn serve_answers_health_readiness_metrics_and_stops_on_sigterm() {
     let db = TestDb::new().await;
     let created = run_json(&db.url, &["org", "create", "--name", "Ops", "--seats", "2", "--owner-email", "o@ops.com"]);

@@ -14,5 +14,11 @@ fi
 # The OpenID provider the SSO tests run (tests/oidc-provider), as locked.
 echo "== npm ci (tests/oidc-provider)"
 (cd tests/oidc-provider && npm ci --no-audit --no-fund --loglevel=error)
+# The OpenAPI document's validator (tests/openapi), as pinned.
+echo "== pip install (tests/openapi)"
+if [[ ! -x tests/openapi/.venv/bin/openapi-spec-validator ]]; then
+  python3 -m venv tests/openapi/.venv
+fi
+tests/openapi/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/openapi/requirements.txt
 
 cargo test --all-targets --locked

@@ -179,6 +179,7 @@ async fn set_seats(
 // ---- Members ---------------------------------------------------------------
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct MemberParams {
     status: Option<MemberStatus>,
@@ -186,6 +187,7 @@ struct MemberParams {
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
 }
 
@@ -281,10 +283,14 @@ async fn reactivate_member(
 // ---- Invitations -----------------------------------------------------------
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct InvitationParams {
     status: Option<InvitationStatus>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
 }
 
@@ -627,6 +633,7 @@ async fn verify_domain(
 // ---- Audit log -------------------------------------------------------------
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct AuditParams {
     /// Only this action, e.g. `member.suspended`.
@@ -637,7 +644,10 @@ struct AuditParams {
     since: Option<DateTime<Utc>>,
     /// Before this time (RFC 3339).
     until: Option<DateTime<Utc>>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
 }
 

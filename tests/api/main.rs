@@ -15,6 +15,7 @@ mod hardening;
 mod invitations;
 mod members;
 mod oidc_provider;
+mod openapi;
 mod permissions;
 mod reconcile;
 mod reconcile_property;

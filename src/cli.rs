@@ -74,6 +74,17 @@ pub enum Command {
     /// Load generators.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Organizations' OpenID client secrets, sealed at rest with `secrets_key_file`.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Count the secrets sealed with the current key, with an older one, and in clear.
+    Status,
+    /// Reseal every secret with the current key (the first in secrets_key_file).
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -391,6 +402,27 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let roster = AppState::from_config(config).await?.roster;
             sso_connection(&roster, cmd, cli.json).await
         }
+        Command::Secrets(cmd) => {
+            let roster = AppState::from_config(config).await?.roster;
+            let report = match cmd {
+                SecretsCommand::Status => roster.check_sealed_secrets().await?,
+                SecretsCommand::Rotate => {
+                    let resealed = roster.reseal_secrets().await?;
+                    if !cli.json {
+                        println!("Resealed {resealed} secrets with the current key.");
+                    }
+                    roster.check_sealed_secrets().await?
+                }
+            };
+            if cli.json {
+                println!("{}", serde_json::to_string(&report).map_err(anyhow::Error::from)?);
+            } else {
+                println!("sealed with the current key: {}", report.current);
+                println!("sealed with an older key:    {}", report.stale);
+                println!("in clear:                    {}", report.clear);
+            }
+            Ok(())
+        }
         Command::RoleMapping(cmd) => {
             let roster = AppState::from_config(config).await?.roster;
             role_mapping(&roster, cmd, cli.json).await
@@ -584,6 +616,20 @@ async fn serve(config: Config) -> Result<(), CliError> {
     });
     let shutdown = shutdown_signal();
     let state = AppState::from_config(config).await?;
+    // Every sealed secret must open, or those organizations could not sign in.
+    let sealed = state.roster.check_sealed_secrets().await?;
+    if sealed.clear > 0 && !state.config.sealing_keys.is_configured() {
+        tracing::warn!(
+            count = sealed.clear,
+            "OpenID client secrets are stored in clear: set secrets_key_file and run `roster secrets rotate`"
+        );
+    } else if sealed.clear + sealed.stale > 0 && state.config.sealing_keys.is_configured() {
+        tracing::warn!(
+            clear = sealed.clear,
+            older_key = sealed.stale,
+            "some OpenID client secrets are not sealed with the current key: run `roster secrets rotate`"
+        );
+    }
     match state.roster.check_tenant_connection().await {
         Ok(()) => {}
         Err(e @ crate::service::TenantConnectionProblem::WrongIssuer { .. }) => {

@@ -51,6 +51,7 @@ struct RawConfig {
     sso_http_timeout_ms: u64,
     sso_metadata_ttl_secs: u64,
     tenant_connection: Option<RawTenantConnection>,
+    secrets_key_file: Option<PathBuf>,
 }
 
 /// The deployment's tenant-routing OpenID provider, as written.
@@ -137,6 +138,7 @@ impl Default for RawConfig {
             sso_http_timeout_ms: 10_000,
             sso_metadata_ttl_secs: 60 * 60,
             tenant_connection: None,
+            secrets_key_file: None,
         }
     }
 }
@@ -211,6 +213,9 @@ pub struct Config {
     /// How long a provider's discovery document and keys are cached.
     pub sso_metadata_ttl_secs: u64,
     pub tenant_connection: Option<TenantConnection>,
+    /// Keys that seal organizations' OpenID client secrets at rest (from
+    /// `secrets_key_file`); none: they are stored in clear.
+    pub sealing_keys: crate::secrets::SealingKeys,
 }
 
 /// `ROSTER_*` variables that are not settings: the configuration file and
@@ -219,8 +224,9 @@ pub const OWN_VARIABLES: [&str; 2] = ["ROSTER_CONFIG", "ROSTER_BENCH_TOKEN"];
 
 /// Settings whose values are text, taken from the environment exactly as
 /// written even when they look like numbers or booleans.
-const TEXT_KEYS: [&str; 11] = [
+const TEXT_KEYS: [&str; 12] = [
     "listen",
+    "secrets_key_file",
     "public_base_url",
     "database_url",
     "database_url_file",
@@ -398,6 +404,11 @@ impl Config {
             None => None,
             Some(t) => Some(resolve_tenant_connection(t, raw.sso_dev_mode)?),
         };
+        let sealing_keys = match &raw.secrets_key_file {
+            None => crate::secrets::SealingKeys::default(),
+            Some(path) => crate::secrets::SealingKeys::from_file(path)
+                .map_err(|message| ConfigError::Invalid { key: "secrets_key_file", message })?,
+        };
         let prefix_ok = !raw.domain_challenge_prefix.is_empty()
             && raw.domain_challenge_prefix.len() <= 63
             && raw.domain_challenge_prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
@@ -441,6 +452,7 @@ impl Config {
             sso_http_timeout_ms: raw.sso_http_timeout_ms,
             sso_metadata_ttl_secs: raw.sso_metadata_ttl_secs,
             tenant_connection,
+            sealing_keys,
         })
     }
 

@@ -52,6 +52,7 @@ impl AppState {
         let sso = sso_policy(&config, clock.clone())?;
         let settings = Settings {
             sso: Some(sso),
+            sealing: config.sealing_keys.clone(),
             invitation_ttl: chrono::Duration::days(config.invitation_ttl_days.into()),
             domains: DomainPolicy {
                 challenge_prefix: config.domain_challenge_prefix.clone(),

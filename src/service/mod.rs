@@ -51,11 +51,18 @@ pub struct Settings {
     pub domains: DomainPolicy,
     /// Single sign-on; `None` turns the SSO routes off.
     pub sso: Option<SsoPolicy>,
+    /// Seals organizations' OpenID client secrets at rest.
+    pub sealing: crate::secrets::SealingKeys,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { invitation_ttl: chrono::Duration::days(14), domains: DomainPolicy::default(), sso: None }
+        Self {
+            invitation_ttl: chrono::Duration::days(14),
+            domains: DomainPolicy::default(),
+            sso: None,
+            sealing: crate::secrets::SealingKeys::default(),
+        }
     }
 }
 

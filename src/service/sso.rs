@@ -89,6 +89,22 @@ pub struct LoginDone {
     pub session_expires: DateTime<Utc>,
 }
 
+/// What sealing a secret binds it to: the organization it belongs to.
+fn seal_context(org_id: Uuid) -> String {
+    format!("sso_connection:{org_id}")
+}
+
+/// Organizations' OpenID client secrets by how they are stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SealedSecrets {
+    /// Sealed with the sealing key.
+    pub current: usize,
+    /// Sealed with an older key still configured: `roster secrets rotate` reseals them.
+    pub stale: usize,
+    /// In clear.
+    pub clear: usize,
+}
+
 /// What the start-up check of the tenant connection found wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TenantConnectionProblem {
@@ -394,7 +410,9 @@ impl Roster {
             org_id: actor.org_id,
             issuer: input.issuer,
             client_id: input.client_id,
-            client_secret: input.client_secret,
+            client_secret: Secret::new(
+                self.settings.sealing.seal(input.client_secret.expose(), &seal_context(actor.org_id)),
+            ),
             scopes,
             require_email_verified: input.require_email_verified.unwrap_or(true),
             created_at: before.as_ref().map(|b| b.created_at).unwrap_or(now),
@@ -453,6 +471,58 @@ impl Roster {
         }
     }
 
+    /// Checks that every sealed OpenID client secret opens with the
+    /// configured keys, and counts those in clear or sealed with an older
+    /// key. `Err` names the first that cannot be read: Roster must not start
+    /// then, or that organization's sign-ins would fail.
+    pub async fn check_sealed_secrets(&self) -> ServiceResult<SealedSecrets> {
+        let mut read = self.store.read().await?;
+        let mut report = SealedSecrets::default();
+        for c in read.list_sso_connections().await? {
+            let stored = c.client_secret.expose();
+            if let Err(e) = self.settings.sealing.open(stored, &seal_context(c.org_id)) {
+                return Err(ServiceError::invalid(
+                    "secrets_key_file",
+                    format!("the OpenID client secret of organization {} cannot be read: {e}", c.org_id),
+                ));
+            }
+            match crate::secrets::SealingKeys::sealed_with(stored) {
+                None => report.clear += 1,
+                Some(_) if !self.settings.sealing.is_current(stored) => report.stale += 1,
+                Some(_) => report.current += 1,
+            }
+        }
+        Ok(report)
+    }
+
+    /// Reseals every OpenID client secret with the sealing key (the first in
+    /// `secrets_key_file`): those in clear and those sealed with older keys.
+    /// Answers how many were resealed.
+    pub async fn reseal_secrets(&self) -> ServiceResult<usize> {
+        if !self.settings.sealing.is_configured() {
+            return Err(ServiceError::invalid("secrets_key_file", "no key is configured to seal with"));
+        }
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let mut resealed = 0;
+        for mut c in tx.list_sso_connections().await? {
+            if self.settings.sealing.is_current(c.client_secret.expose()) {
+                continue;
+            }
+            let context = seal_context(c.org_id);
+            let secret =
+                self.settings.sealing.open(c.client_secret.expose(), &context).map_err(|e| {
+                    ServiceError::invalid("secrets_key_file", format!("organization {}: {e}", c.org_id))
+                })?;
+            c.client_secret = Secret::new(self.settings.sealing.seal(&secret, &context));
+            c.updated_at = now;
+            tx.upsert_sso_connection(&c).await?;
+            resealed += 1;
+        }
+        tx.commit().await?;
+        Ok(resealed)
+    }
+
     /// True when the deployment's tenant connection can sign this organization in.
     pub(crate) fn tenant_connection_serves(&self, org: &Organization) -> bool {
         org.sso.tenant_id.is_some() && self.settings.sso.as_ref().is_some_and(|s| s.tenant.is_some())
@@ -461,11 +531,15 @@ impl Roster {
     /// The connection a login for `org` goes through: its own, else the tenant connection.
     async fn connection_for(&self, tx: &mut dyn Tx, org: &Organization) -> Result<Connection, LoginError> {
         if let Some(c) = tx.get_sso_connection(org.id).await? {
+            let secret = self.settings.sealing.open(c.client_secret.expose(), &seal_context(org.id)).map_err(|e| {
+                tracing::error!(org = %org.id, error = %e, "the organization's OpenID client secret cannot be read");
+                LoginError::new(500, "internal", "Roster could not complete the sign-in. Try again in a moment.")
+            })?;
             return Ok(Connection {
                 kind: ConnectionKind::Direct,
                 issuer: c.issuer,
                 client_id: c.client_id,
-                client_secret: c.client_secret,
+                client_secret: Secret::new(secret),
                 scopes: c.scopes,
                 require_email_verified: c.require_email_verified,
                 tenant: None,

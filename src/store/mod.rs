@@ -669,6 +669,8 @@ pub trait Tx: Send {
     // Single sign-on.
     async fn upsert_sso_connection(&mut self, c: &SsoConnectionRecord) -> StoreResult<()>;
     async fn get_sso_connection(&mut self, org_id: Uuid) -> StoreResult<Option<SsoConnectionRecord>>;
+    /// Every organization's own connection.
+    async fn list_sso_connections(&mut self) -> StoreResult<Vec<SsoConnectionRecord>>;
     async fn delete_sso_connection(&mut self, org_id: Uuid) -> StoreResult<bool>;
     async fn insert_sso_client(&mut self, c: &SsoClient, secret_hash: &str) -> StoreResult<()>;
     /// The organization's clients (`Some`) or the deployment-wide ones (`None`), revoked included.

@@ -1863,6 +1863,18 @@ macro_rules! impl_tx {
                 .transpose()
             }
 
+            async fn list_sso_connections(&mut self) -> StoreResult<Vec<SsoConnectionRecord>> {
+                sqlx::query_as::<_, SsoConnectionRow>(
+                    "SELECT org_id, issuer, client_id, client_secret, scopes, require_email_verified, created_at, \
+                     updated_at FROM sso_connections ORDER BY org_id",
+                )
+                .fetch_all(self.conn().await?)
+                .await?
+                .into_iter()
+                .map(SsoConnectionRow::into_model)
+                .collect()
+            }
+
             async fn delete_sso_connection(&mut self, org_id: Uuid) -> StoreResult<bool> {
                 let done = sqlx::query("DELETE FROM sso_connections WHERE org_id = $1")
                     .bind(org_id.to_string())

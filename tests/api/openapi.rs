@@ -39,7 +39,10 @@ async fn the_openapi_document_is_valid_and_declares_query_parameters_as_such() {
             assert_eq!(param["in"], "query", "{route}: {param}");
         }
         let limit = params.iter().find(|p| p["name"] == "limit").unwrap();
-        assert_eq!((limit["schema"]["minimum"].as_f64(), limit["schema"]["maximum"].as_f64()), (Some(1.0), Some(200.0)));
+        assert_eq!(
+            (limit["schema"]["minimum"].as_f64(), limit["schema"]["maximum"].as_f64()),
+            (Some(1.0), Some(200.0))
+        );
     }
     let sso = &document["paths"]["/api/v1/organization/sso"];
     assert!(sso["patch"].is_object(), "PATCH /api/v1/organization/sso is documented");

@@ -55,6 +55,16 @@ impl World {
         clock: Arc<dyn Clock>,
         extra: impl FnOnce(ProviderConfig, &str) -> ProviderConfig,
     ) -> World {
+        Self::start_configured(seats, clock, extra, |_| {}).await
+    }
+
+    /// As [`World::start_with`], with Roster's configuration adjusted by `adjust`.
+    async fn start_configured(
+        seats: i64,
+        clock: Arc<dyn Clock>,
+        extra: impl FnOnce(ProviderConfig, &str) -> ProviderConfig,
+        adjust: impl FnOnce(&mut roster::config::Config) + Send + 'static,
+    ) -> World {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let callback = format!("http://{}/sso/callback", listener.local_addr().unwrap());
         let config = ProviderConfig::new()
@@ -71,6 +81,7 @@ impl World {
                 c.dns_name_servers = vec![dns_addr];
                 c.dns_timeout_ms = 1000;
                 c.tenant_connection = Some(tenant_connection(issuer));
+                adjust(c);
             },
             clock,
         )
@@ -684,4 +695,78 @@ async fn clients_are_managed_by_admins_and_revocation_stops_codes() {
     let (id, _) = product_client(&w.app, &w.org).await;
     let (s, _) = w.app.call(Method::DELETE, &format!("/api/v1/sso/clients/{id}"), Some(&other.owner_key), None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+/// Runs the `roster` binary on `db_url` with `env`; answers the exit code, stdout and stderr.
+fn roster_cli(db_url: &str, env: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roster"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("ROSTER_DATABASE_URL", db_url)
+        .env("ROSTER_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .args(args)
+        .output()
+        .expect("run roster");
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[tokio::test]
+async fn organizations_client_secrets_are_sealed_at_rest_and_keys_rotate() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = |name: &str| {
+        let mut bytes = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+        let line = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes);
+        let path = keys.path().join(name);
+        (path, line)
+    };
+    let ((first_path, first), (both_path, second)) = (key("first"), key("both"));
+    std::fs::write(&first_path, format!("{first}\n")).unwrap();
+    std::fs::write(&both_path, format!("# the new key seals; the old one still opens\n{second}\n{first}\n")).unwrap();
+    let sealing = roster::secrets::SealingKeys::from_file(&first_path).unwrap();
+    let w = World::start_configured(
+        10,
+        Arc::new(SystemClock),
+        |c, callback| c.client(ProviderClient::new("globex", "globex-secret", callback)),
+        move |c| c.sealing_keys = sealing,
+    )
+    .await;
+    let issuer = w.idp.issuer.clone();
+    let (globex, _, _) = direct_org(&w, "Globex", &issuer, "globex", "globex-secret").await;
+    // The provider takes the secret Roster opened: the login completes.
+    let back = w.login(&Browser::new(), &format!("organization={}", globex.id), "owner").await.unwrap();
+    assert!(query_param(&back, "code").is_some());
+    let report = w.app.roster.check_sealed_secrets().await.unwrap();
+    assert_eq!((report.current, report.stale, report.clear), (1, 0, 0));
+
+    let db = w.app.db_url().to_string();
+    let first_file = first_path.to_str().unwrap();
+    let both_file = both_path.to_str().unwrap();
+    let dev = ("ROSTER_SSO_DEV_MODE", "true");
+    // Without the key, Roster does not start: that organization could not sign in.
+    let (code, _, err) = roster_cli(&db, &[dev], &["serve"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("secrets_key_file") && err.contains(&globex.id.to_string()), "{err}");
+
+    // Rotation: a new key first, the old one kept; everything is resealed.
+    let (code, out, err) =
+        roster_cli(&db, &[dev, ("ROSTER_SECRETS_KEY_FILE", both_file)], &["secrets", "rotate", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let report: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report, json!({"current": 1, "stale": 0, "clear": 0}));
+    // Now the old key alone opens nothing.
+    let (code, _, err) = roster_cli(&db, &[dev, ("ROSTER_SECRETS_KEY_FILE", first_file)], &["secrets", "status"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("is not configured"), "{err}");
+    let (new_only_path, _) = key("new-only");
+    std::fs::write(&new_only_path, format!("{second}\n")).unwrap();
+    let (code, out, err) = roster_cli(
+        &db,
+        &[dev, ("ROSTER_SECRETS_KEY_FILE", new_only_path.to_str().unwrap())],
+        &["secrets", "status", "--json"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(serde_json::from_str::<Value>(out.trim()).unwrap(), json!({"current": 1, "stale": 0, "clear": 0}));
 }

@@ -342,7 +342,17 @@ fn check_complexity(filter: &Filter) -> Result<(), ScimError> {
             )));
         }
         match node {
-            Node::F(Filter::Attr(_)) | Node::V(ValFilter::Attr(_)) => {
+            Node::F(Filter::Attr(exp)) | Node::V(ValFilter::Attr(exp)) => {
+                // `"a\u0000"` decodes to a NUL, which Roster refuses
+                // everywhere (PostgreSQL cannot compare with it).
+                if let AttrExp::Comparison(path, _, CompValue::Str(value)) = exp {
+                    if value.contains('\0') {
+                        return Err(ScimError::invalid_filter(format!(
+                            "the value compared with `{}` contains the NUL character",
+                            shorten(&path.to_string())
+                        )));
+                    }
+                }
                 comparisons += 1;
                 if comparisons > MAX_COMPARISONS {
                     return Err(ScimError::invalid_filter(format!(

@@ -86,6 +86,12 @@ async fn the_nul_character_is_refused_everywhere_and_changes_nothing() {
         assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {answer}");
         assert_eq!(answer["scimType"], "invalidValue", "{path}: {answer}");
     }
+    // Escaped inside the filter's string, `"a\u0000"`: decoded by the filter parser.
+    for path in ["/Users?filter=userName%20eq%20%22a%5Cu0000%22", "/Groups?filter=displayName%20co%20%22%5Cu0000%22"] {
+        let (s, _, answer) = scim(&app, &token, Method::GET, path, None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {answer}");
+        assert_eq!(answer["scimType"], "invalidFilter", "{path}: {answer}");
+    }
     assert_eq!(totals(&app, &token).await, before);
     let (_, ada_now) = {
         let (s, _, v) = scim(&app, &token, Method::GET, &format!("/Users/{ada_id}"), None).await;

@@ -11,6 +11,7 @@ mod cli;
 mod dns_server;
 mod domains;
 mod events;
+mod fuzz;
 mod hardening;
 mod invitations;
 mod members;

@@ -58,6 +58,10 @@ impl RateLimiter {
         let per_second = capacity / 60.0;
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // A key that never spent has a full bucket: checking it stores nothing.
+        if !spend && !buckets.contains_key(key) {
+            return Ok(());
+        }
         if buckets.len() >= PRUNE_AT && !buckets.contains_key(key) {
             buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * per_second < capacity);
         }
@@ -183,8 +187,16 @@ mod tests {
         for i in 0..PRUNE_AT {
             limiter.check(&i.to_string()).unwrap();
         }
+        assert_eq!(limiter.buckets.lock().unwrap().len(), 0, "checking a key that never spent stores nothing");
+        for i in 0..PRUNE_AT {
+            limiter.take(&i.to_string()).unwrap();
+        }
+        // Make them full again, as they are a minute later.
+        for bucket in limiter.buckets.lock().unwrap().values_mut() {
+            bucket.at -= Duration::from_secs(60);
+        }
         limiter.take("spent").unwrap();
         let buckets = limiter.buckets.lock().unwrap();
-        assert_eq!(buckets.len(), 1, "full buckets stay remembered");
+        assert_eq!(buckets.len(), 1, "full buckets are forgotten once the limiter holds {PRUNE_AT} keys");
     }
 }

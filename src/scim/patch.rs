@@ -47,7 +47,8 @@ use serde_json::{Map, Value};
 
 use super::error::ScimError;
 use super::schema::{
-    parse_attr_path, registry, resource_limits, AttrType, Attribute, Mutability, Registry, ResolvedAttr, ResourceKind,
+    parse_attr_path, registry, resource_limits, values_within, AttrType, Attribute, Mutability, Registry, ResolvedAttr,
+    ResourceKind,
 };
 
 /// The URN a PATCH body's `schemas` must contain (RFC 7644 §3.5.2).
@@ -812,19 +813,8 @@ fn merge_elements(attr: &Attribute, elements: &mut Vec<Value>, incoming: Vec<Val
             touched.push(i);
         }
     }
-    check_value_count(attr, elements.len())?;
+    values_within(&attr.name, elements.len(), resource_limits::MAX_VALUES)?;
     Ok(touched)
-}
-
-fn check_value_count(attr: &Attribute, count: usize) -> Result<(), ScimError> {
-    let most = resource_limits::MAX_VALUES;
-    match count > most {
-        true => Err(ScimError::invalid_value(format!(
-            "`{}` would hold {count} values: at most {most} are taken",
-            attr.name
-        ))),
-        false => Ok(()),
-    }
 }
 
 /// RFC 7643 §2.4: "The primary attribute value "true" MUST appear no more
@@ -938,7 +928,7 @@ fn normalize_multi(attr: &Attribute, value: &Value) -> Result<Vec<Value>, ScimEr
         Value::Array(items) => items.as_slice(),
         other => std::slice::from_ref(other),
     };
-    check_value_count(attr, items.len())?;
+    values_within(&attr.name, items.len(), resource_limits::MAX_VALUES)?;
     let mut values = Vec::with_capacity(items.len());
     for item in items {
         let mut item = normalize_one(attr, item)?;

@@ -902,12 +902,7 @@ fn validate_attr(attr: &Attribute, value: &Value, path: &str) -> Result<Option<V
         )));
     };
     let most = if attr.name == "members" { resource_limits::MAX_MEMBERS } else { resource_limits::MAX_VALUES };
-    if items.len() > most {
-        return Err(ScimError::invalid_value(format!(
-            "attribute `{path}` holds {} values: at most {most} are taken",
-            items.len()
-        )));
-    }
+    values_within(path, items.len(), most)?;
     let mut values: Vec<Value> = Vec::with_capacity(items.len());
     let mut index: HashMap<ElementKey, usize> = HashMap::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
@@ -933,6 +928,16 @@ fn validate_attr(attr: &Attribute, value: &Value, path: &str) -> Result<Option<V
         return Err(ScimError::invalid_value(format!("attribute `{path}`: at most one value may have `primary` true")));
     }
     Ok((!values.is_empty()).then_some(Value::Array(values)))
+}
+
+/// A multi-valued attribute at `path` holding `count` values, at most `most`.
+pub(crate) fn values_within(path: &str, count: usize, most: usize) -> Result<(), ScimError> {
+    match count > most {
+        true => {
+            Err(ScimError::invalid_value(format!("attribute `{path}` holds {count} values: at most {most} are taken")))
+        }
+        false => Ok(()),
+    }
 }
 
 /// What makes two elements of a multi-valued attribute the same value, as a

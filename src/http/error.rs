@@ -110,6 +110,44 @@ fn is_scim(uri: &axum::http::Uri) -> bool {
     path == "/scim/v2" || path.starts_with("/scim/v2/")
 }
 
+/// The longest request target Roster reads, in bytes (414 past it).
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// The most bytes all request headers may hold together, names and values
+/// (431 past it).
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// The most header fields a request may carry (431 past it).
+pub const MAX_HEADERS: usize = 100;
+/// The HTTP layer's own cap on header fields, above [`MAX_HEADERS`] so that
+/// a request between the two is answered in its dialect.
+pub const HTTP_MAX_HEADERS: usize = 4 * MAX_HEADERS;
+
+/// Which of the head limits a request passes, if any: the status and what
+/// to say.
+fn head_over_limits(req: &axum::extract::Request) -> Option<(StatusCode, String)> {
+    let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target > MAX_URI_BYTES {
+        return Some((
+            StatusCode::URI_TOO_LONG,
+            format!("the request target is {target} bytes long; at most {MAX_URI_BYTES} are read"),
+        ));
+    }
+    let headers = req.headers();
+    if headers.len() > MAX_HEADERS {
+        return Some((
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("the request carries {} header fields; at most {MAX_HEADERS} are read", headers.len()),
+        ));
+    }
+    let bytes: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
+    if bytes > MAX_HEADER_BYTES {
+        return Some((
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("the request's header fields hold {bytes} bytes; at most {MAX_HEADER_BYTES} are read"),
+        ));
+    }
+    None
+}
+
 /// Keeps every error in its route's dialect, whatever produced it: under
 /// `/scim/v2` a SCIM error body (RFC 7644 §3.12), elsewhere
 /// `application/problem+json`. Errors raised before a handler runs (a path
@@ -121,8 +159,26 @@ fn is_scim(uri: &axum::http::Uri) -> bool {
 /// dialect: Roster refuses the character everywhere (see
 /// [`super::extract::nul_at`]). Path segments name resources by UUID: one
 /// holding it names nothing (404).
+///
+/// And it holds the request head to [`MAX_URI_BYTES`], [`MAX_HEADER_BYTES`]
+/// and [`MAX_HEADERS`] (414 and 431, in the dialect). The HTTP layer's own
+/// limits sit above these ([`HTTP_MAX_HEADERS`] and hyper's 64 KiB target
+/// and ~400 KiB head): a head past those cannot be read at all, its path is
+/// unknown, and hyper answers with the bare status.
 pub async fn error_dialect(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let scim = is_scim(req.uri());
+    if let Some((status, detail)) = head_over_limits(&req) {
+        return match scim {
+            true => crate::scim::ScimError::new(status, None, detail).into_response(),
+            false => {
+                let kind = match status {
+                    StatusCode::URI_TOO_LONG => "uri-too-long",
+                    _ => "header-fields-too-large",
+                };
+                Problem::new(status, kind, detail).into_response()
+            }
+        };
+    }
     if req.uri().query().is_some_and(|q| q.contains("%00")) {
         let detail = "the query string holds an encoded NUL character (%00)";
         return match scim {

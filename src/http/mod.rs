@@ -217,6 +217,7 @@ pub async fn serve(
             .http1()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(header_timeout)
+            .max_headers(error::HTTP_MAX_HEADERS)
             .keep_alive(!health_only);
         builder.http2().timer(hyper_util::rt::TokioTimer::new()).keep_alive_interval(header_timeout);
         let watcher = graceful.watcher();

@@ -275,6 +275,38 @@ async fn every_error_keeps_its_routes_dialect() {
     assert!(head.contains("content-type: application/problem+json"), "{head}");
     let body: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["status"], 408);
+
+    // Heads past Roster's limits, under the HTTP layer's own: 414 and 431
+    // with a body in the route's dialect.
+    let long = "a".repeat(9 * 1024);
+    let many: String = (0..150).map(|i| format!("X-Extra-{i}: {i}\r\n")).collect();
+    let big = format!("X-Big: {}\r\n", "b".repeat(40 * 1024));
+    let cases = [
+        (format!("/scim/v2/Users?filter={long}"), String::new(), 414),
+        ("/scim/v2/Users".to_string(), many.clone(), 431),
+        ("/scim/v2/Users".to_string(), big.clone(), 431),
+        (format!("/api/v1/members?cursor={long}"), String::new(), 414),
+        ("/api/v1/members".to_string(), many, 431),
+        ("/api/v1/members".to_string(), big, 431),
+    ];
+    for (target, extra, expected) in cases {
+        let request =
+            format!("GET {target} HTTP/1.1\r\nHost: x\r\n{close}Authorization: Bearer {token}\r\n{extra}\r\n");
+        let (status, head, body) = raw(&app, request.as_bytes()).await;
+        assert_eq!(status, expected, "{}: {head}\n{body}", &target[..20]);
+        let body: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {head}\n{body}"));
+        match target.starts_with("/scim") {
+            true => {
+                assert!(head.contains("content-type: application/scim+json"), "{head}");
+                assert_eq!(body["status"], expected.to_string());
+            }
+            false => {
+                assert!(head.contains("content-type: application/problem+json"), "{head}");
+                assert_eq!(body["status"], expected);
+            }
+        }
+        assert!(body["detail"].as_str().unwrap().contains("at most"), "{body}");
+    }
 }
 
 #[tokio::test]

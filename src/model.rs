@@ -195,7 +195,7 @@ impl fmt::Display for Email {
 /// A human-readable name (organization, credential): trimmed, 1 to 200 characters, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(try_from = "String", into = "String")]
-#[schema(value_type = String)]
+#[schema(value_type = String, pattern = r"^[\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000](?:[^\x00-\x1F\x7F-\x9F]{0,198}[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000])?[\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$")]
 pub struct Name(String);
 
 impl Name {
@@ -234,7 +234,7 @@ impl From<Name> for String {
 /// A Descope-style SSO tenant ID: 1 to 128 characters of `[A-Za-z0-9._:-]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(try_from = "String", into = "String")]
-#[schema(value_type = String)]
+#[schema(value_type = String, pattern = r"^[\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[A-Za-z0-9._:-]{1,128}[\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$")]
 pub struct TenantId(String);
 
 impl TenantId {
@@ -308,5 +308,83 @@ mod tests {
         assert_eq!(Name::parse(" Acme ").unwrap().as_str(), "Acme");
         assert!(TenantId::parse("T2abc_def-1").is_ok());
         assert!(TenantId::parse("has space").is_err());
+    }
+}
+
+/// Integers as JSON Schema counts them: `403` and `403.0` alike (a number
+/// whose fraction is zero), for the admin API's integer fields.
+pub mod whole_number {
+    use serde::de::{Deserializer, Error, Visitor};
+    use std::fmt;
+
+    struct Whole;
+
+    impl Visitor<'_> for Whole {
+        type Value = i64;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an integer")
+        }
+        fn visit_i64<E: Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(|_| E::custom(format!("{v} is too large")))
+        }
+        fn visit_f64<E: Error>(self, v: f64) -> Result<i64, E> {
+            // 2^63 as f64; every whole f64 below it in magnitude fits an i64.
+            const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+            if v.fract() == 0.0 && v.abs() < LIMIT {
+                Ok(v as i64)
+            } else {
+                Err(E::custom(format!("{v} is not an integer")))
+            }
+        }
+    }
+
+    fn integer<'de, D: Deserializer<'de>, T: TryFrom<i64>>(d: D) -> Result<T, D::Error> {
+        let n = d.deserialize_any(Whole)?;
+        T::try_from(n).map_err(|_| D::Error::custom(format!("{n} is out of range")))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        integer(d)
+    }
+
+    /// For optional fields: `null` or absent is `None`.
+    pub mod option {
+        use serde::Deserializer;
+
+        pub fn deserialize<'de, D: Deserializer<'de>, T: TryFrom<i64>>(d: D) -> Result<Option<T>, D::Error> {
+            struct Inner<T>(T);
+            impl<'de, T: TryFrom<i64>> serde::Deserialize<'de> for Inner<T> {
+                fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                    super::integer(d).map(Inner)
+                }
+            }
+            Ok(<Option<Inner<T>> as serde::Deserialize>::deserialize(d)?.map(|Inner(v)| v))
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[derive(serde::Deserialize)]
+        struct T {
+            #[serde(with = "super")]
+            n: i64,
+            #[serde(default, with = "super::option")]
+            days: Option<u32>,
+        }
+
+        #[test]
+        fn whole_floats_are_integers_and_fractions_are_not() {
+            let t: T = serde_json::from_str(r#"{"n": 403.0, "days": 7}"#).unwrap();
+            assert_eq!((t.n, t.days), (403, Some(7)));
+            let t: T = serde_json::from_str(r#"{"n": -2, "days": null}"#).unwrap();
+            assert_eq!((t.n, t.days), (-2, None));
+            assert!(serde_json::from_str::<T>(r#"{"n": 1.5}"#).is_err());
+            assert!(serde_json::from_str::<T>(r#"{"n": 1e300}"#).is_err());
+            assert!(serde_json::from_str::<T>(r#"{"n": 1, "days": -1}"#).is_err());
+            assert!(serde_json::from_str::<T>(r#"{"n": "1"}"#).is_err());
+        }
     }
 }

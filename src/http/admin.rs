@@ -41,6 +41,12 @@ impl Modify for BearerAuth {
             "api_key",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Cookie(
+                utoipa::openapi::security::ApiKeyValue::new("roster_session"),
+            )),
+        );
     }
 }
 
@@ -185,6 +191,7 @@ struct MemberParams {
     status: Option<MemberStatus>,
     role: Option<Role>,
     /// The `next_cursor` of the previous page.
+    #[param(format = Uuid)]
     cursor: Option<String>,
     /// Page size, 1 to 200 (default 50).
     #[param(minimum = 1, maximum = 200)]
@@ -288,6 +295,7 @@ async fn reactivate_member(
 struct InvitationParams {
     status: Option<InvitationStatus>,
     /// The `next_cursor` of the previous page.
+    #[param(format = Uuid)]
     cursor: Option<String>,
     /// Page size, 1 to 200 (default 50).
     #[param(minimum = 1, maximum = 200)]
@@ -431,18 +439,20 @@ struct ApplyRequest {
 
 /// Plans again and applies the plan in one transaction, with an audit record
 /// per change (Owner, Admin). The body is optional.
-#[utoipa::path(post, path = "/api/v1/reconcile/apply", tag = "reconcile", request_body(content = ApplyRequest, description = "optional"),
+#[utoipa::path(post, path = "/api/v1/reconcile/apply", tag = "reconcile", request_body(content = Option<ApplyRequest>, description = "optional"),
     responses((status = 200, body = ReconcileOutcome), (status = 403, body = Problem), (status = 409, body = Problem)))]
 async fn reconcile_apply(
     State(s): State<AppState>,
     AdminActor(a): AdminActor,
     ApiBytes(body): ApiBytes,
 ) -> ApiResult<Json<ReconcileOutcome>> {
+    // No body, or `null`, applies whatever the plan is now.
     let request: ApplyRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ApplyRequest::default()
     } else {
-        serde_json::from_slice(&body)
+        serde_json::from_slice::<Option<ApplyRequest>>(&body)
             .map_err(|e| Problem::from(ServiceError::invalid("body", format!("not a valid apply request: {e}"))))?
+            .unwrap_or_default()
     };
     Ok(Json(s.roster.reconcile_apply(&a, request.fingerprint.as_deref()).await?))
 }
@@ -452,8 +462,10 @@ async fn reconcile_apply(
 #[into_params(parameter_in = Query)]
 struct EventParams {
     /// The last position already read; 0 (the default) reads from the start.
+    #[param(minimum = 0)]
     after: Option<i64>,
     /// At most this many events (1 to 1000, default 200).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
@@ -475,6 +487,9 @@ async fn list_events(
 #[serde(deny_unknown_fields)]
 struct NewScimToken {
     name: Name,
+    /// 1 to 3650; none for a credential that does not expire.
+    #[schema(minimum = 1, maximum = 3650)]
+    #[serde(default, with = "crate::model::whole_number::option")]
     expires_in_days: Option<u32>,
 }
 
@@ -483,6 +498,9 @@ struct NewScimToken {
 struct NewApiKey {
     name: Name,
     role: Role,
+    /// 1 to 3650; none for a key that does not expire.
+    #[schema(minimum = 1, maximum = 3650)]
+    #[serde(default, with = "crate::model::whole_number::option")]
     expires_in_days: Option<u32>,
 }
 
@@ -574,7 +592,7 @@ async fn revoke_api_key(
 #[serde(deny_unknown_fields)]
 struct NewDomain {
     /// The email domain, e.g. `acme.com` (internationalized names are accepted and stored in IDNA form).
-    #[schema(value_type = String)]
+    #[schema(value_type = String, max_length = 253)]
     name: String,
 }
 
@@ -645,6 +663,7 @@ struct AuditParams {
     /// Before this time (RFC 3339).
     until: Option<DateTime<Utc>>,
     /// The `next_cursor` of the previous page.
+    #[param(pattern = r"^[0-9]{1,18}$")]
     cursor: Option<String>,
     /// Page size, 1 to 200 (default 50).
     #[param(minimum = 1, maximum = 200)]

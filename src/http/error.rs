@@ -181,6 +181,9 @@ pub async fn error_dialect(req: axum::extract::Request, next: axum::middleware::
     }
     if req.uri().query().is_some_and(|q| q.contains("%00")) {
         let detail = "the query string holds an encoded NUL character (%00)";
+        if super::sso::is_sign_in_page(req.uri().path()) {
+            return super::sso::malformed_link();
+        }
         return match scim {
             true => crate::scim::ScimError::invalid_value(detail).into_response(),
             false => Problem::bad_request(detail).into_response(),

@@ -15,7 +15,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-/// A JSON body; malformed JSON is 400, wrong types or unknown fields 422,
+/// A JSON object body; malformed JSON is 400, anything but an object, wrong
+/// types or unknown fields 422,
 /// a wrong content type 415, an oversized body 413.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
@@ -37,6 +38,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             );
             problem.field = Some(at.trim_start_matches('/').replace('/', "."));
             return Err(problem);
+        }
+        // Every admin API body is an object; serde would also read a struct
+        // from an array of its fields in order.
+        if !value.is_object() {
+            return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", "the body must be a JSON object"));
         }
         serde_path_to_error::deserialize(value).map(ApiJson).map_err(|e| {
             Problem::new(

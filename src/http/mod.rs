@@ -5,6 +5,7 @@ pub mod admin;
 pub mod error;
 pub mod extract;
 pub mod limits;
+mod openapi;
 mod ops;
 pub mod scim;
 pub mod sso;
@@ -106,8 +107,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.request_body_limit_bytes;
     let timeout = Duration::from_secs(state.config.request_timeout_secs);
-    let (api, openapi) = admin::router().split_for_parts();
-    let openapi = Arc::new(openapi);
+    let (api, openapi) = admin::router().merge(sso::router()).split_for_parts();
+    let openapi = Arc::new(openapi::document(openapi));
     Router::new()
         .merge(api)
         .route(
@@ -119,7 +120,6 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(ops::router())
         .nest("/scim/v2", scim::router())
-        .nest("/sso", sso::router())
         .fallback(|| async { error::Problem::new(StatusCode::NOT_FOUND, "not-found", "no such route") })
         .method_not_allowed_fallback(|| async {
             error::Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "this route does not take that method")

@@ -16,10 +16,12 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, LOCATION, SET_COOK
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use base64::Engine;
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 /// Binds a login attempt to the browser that started it.
@@ -27,22 +29,37 @@ const ATTEMPT_COOKIE: &str = "roster_sso_attempt";
 /// Roster's own session.
 const SESSION_COOKIE: &str = "roster_session";
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/authorize", get(authorize))
-        .route("/callback", get(callback))
-        .route("/token", post(token))
-        .route("/session", get(session))
-        .route("/logout", post(logout))
+/// The sign-in routes with their OpenAPI description, at their full paths.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(authorize))
+        .routes(routes!(callback))
+        .routes(routes!(token))
+        .routes(routes!(session))
+        .routes(routes!(logout))
 }
 
-#[derive(Debug, Deserialize)]
+/// Where to sign in (exactly one of `email`, `organization`, `tenant`) and
+/// where to come back to.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AuthorizeQuery {
+    /// The person's email: home-realm discovery by its verified domain.
     email: Option<String>,
+    /// An organization id.
+    #[param(format = Uuid)]
     organization: Option<String>,
+    /// A tenant ID of the deployment's tenant connection.
     tenant: Option<String>,
+    /// Where the browser goes back with `code` and `state`: one of the
+    /// client's registered redirect URIs.
+    #[param(required = true, min_length = 1)]
     redirect_uri: Option<String>,
+    /// Returned unchanged with the code; at most 1,024 characters.
+    #[param(max_length = 1024)]
     state: Option<String>,
+    /// The product client asking, when several are registered.
+    #[param(format = Uuid)]
     client_id: Option<String>,
 }
 
@@ -53,6 +70,19 @@ fn sign_in_limited(s: &AppState, parts: &Parts) -> Option<Response> {
     Some(limited.answer(page(&LoginError::too_many(limited.retry_after_secs()))))
 }
 
+/// Starts a sign-in: answers 303 to the organization's identity provider.
+/// A sign-in that cannot start is an HTML page saying why, with the reason
+/// code in `X-Roster-SSO-Error`.
+#[utoipa::path(get, path = "/sso/authorize", tag = "sso", params(AuthorizeQuery), security(()),
+    responses(
+        (status = 303, description = "To the identity provider.", headers(("Location" = String), ("Set-Cookie" = String))),
+        (status = 400, description = "The sign-in link is malformed.", content_type = "text/html", body = String),
+        (status = 403, description = "Sign-in is not allowed here (for example the client may not use this redirect URI).", content_type = "text/html", body = String),
+        (status = 404, description = "No organization, tenant or verified domain matches.", content_type = "text/html", body = String),
+        (status = 409, description = "The organization has no working connection.", content_type = "text/html", body = String),
+        (status = 429, description = "Too many sign-ins from this address.", content_type = "text/html", body = String, headers(("Retry-After" = u64))),
+        (status = 500, description = "An internal error.", content_type = "text/html", body = String),
+        (status = 502, description = "The identity provider could not be reached.", content_type = "text/html", body = String)))]
 async fn authorize(
     State(s): State<AppState>,
     parts: Parts,
@@ -63,7 +93,7 @@ async fn authorize(
     }
     let headers = parts.headers;
     let Ok(Query(q)) = query else {
-        return page(&LoginError::invalid("The sign-in link is malformed."));
+        return malformed_link();
     };
     let target = match (q.email.as_deref(), q.organization.as_deref(), q.tenant.as_deref()) {
         (Some(e), None, None) => match Email::parse(e) {
@@ -107,7 +137,9 @@ async fn authorize(
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// What the identity provider sends the browser back with (OAuth 2.0).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct CallbackQuery {
     state: Option<String>,
     code: Option<String>,
@@ -115,6 +147,19 @@ struct CallbackQuery {
     error_description: Option<String>,
 }
 
+/// Finishes a sign-in: answers 303 to the product's redirect URI with a
+/// one-time `code`, and sets Roster's session cookie. A sign-in that stops
+/// is an HTML page saying why.
+#[utoipa::path(get, path = "/sso/callback", tag = "sso", params(CallbackQuery), security(()),
+    responses(
+        (status = 303, description = "To the product's redirect URI with `code` and `state`.", headers(("Location" = String), ("Set-Cookie" = String))),
+        (status = 400, description = "The provider's answer is malformed, expired or does not match this browser's attempt.", content_type = "text/html", body = String),
+        (status = 403, description = "The person may not sign in to this organization (domain, seats, suspended).", content_type = "text/html", body = String),
+        (status = 404, description = "The organization is gone.", content_type = "text/html", body = String),
+        (status = 409, description = "The sign-in was already completed.", content_type = "text/html", body = String),
+        (status = 429, description = "Too many sign-ins from this address.", content_type = "text/html", body = String, headers(("Retry-After" = u64))),
+        (status = 500, description = "An internal error.", content_type = "text/html", body = String),
+        (status = 502, description = "The identity provider could not be reached.", content_type = "text/html", body = String)))]
 async fn callback(
     State(s): State<AppState>,
     parts: Parts,
@@ -141,17 +186,35 @@ async fn callback(
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A code to redeem, with the product client's credentials (or HTTP Basic).
+#[derive(Debug, Deserialize, ToSchema)]
 struct TokenRequest {
+    /// The one-time code the browser brought back.
+    #[schema(required = true, min_length = 1, max_length = 256)]
     code: Option<String>,
+    #[schema(format = Uuid)]
     client_id: Option<String>,
+    #[schema(max_length = 256)]
     client_secret: Option<String>,
     /// Accepted for OAuth-style callers; only `authorization_code` is meaningful.
+    #[schema(pattern = "^authorization_code$")]
     grant_type: Option<String>,
 }
 
 /// `POST /sso/token`: the product's backend redeems a code. Takes JSON or a
 /// form body; the client may authenticate with HTTP Basic instead of body fields.
+#[utoipa::path(post, path = "/sso/token", tag = "sso", security(()),
+    request_body(content(
+        (TokenRequest = "application/json"),
+        (TokenRequest = "application/x-www-form-urlencoded"))),
+    responses(
+        (status = 200, description = "Who signed in.", body = crate::service::SsoProfile),
+        (status = 400, description = "No code, or one unknown, used or expired; or a body that cannot be read.", body = Problem),
+        (status = 401, description = "Client authentication failed.", body = Problem),
+        (status = 413, description = "The body is too large.", body = Problem),
+        (status = 415, description = "Neither JSON nor a form.", body = Problem),
+        (status = 429, description = "Too many failed client authentications.", body = Problem, headers(("Retry-After" = u64))),
+        (status = 500, description = "An internal error.", body = Problem)))]
 async fn token(State(s): State<AppState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, s.config.request_body_limit_bytes).await {
@@ -224,6 +287,11 @@ async fn token(State(s): State<AppState>, req: Request) -> Response {
 }
 
 /// `GET /sso/session`: who is signed in to this browser's Roster session.
+#[utoipa::path(get, path = "/sso/session", tag = "sso", security(("session" = [])),
+    responses(
+        (status = 200, description = "The session.", body = crate::service::SessionView),
+        (status = 401, description = "Not signed in.", body = Problem),
+        (status = 500, description = "An internal error.", body = Problem)))]
 async fn session(State(s): State<AppState>, headers: HeaderMap) -> Response {
     let Some(token) = cookie(&headers, SESSION_COOKIE) else {
         return Problem::unauthorized("not signed in").into_response();
@@ -239,14 +307,30 @@ async fn session(State(s): State<AppState>, headers: HeaderMap) -> Response {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LogoutQuery {
+    /// Where the provider sends the browser after signing out there: one of
+    /// the product client's registered redirect URIs, absolute.
+    #[param(format = "uri", min_length = 1)]
     post_logout_redirect_uri: Option<String>,
 }
 
 /// `POST /sso/logout`: ends the session; when the provider has an
 /// `end_session_endpoint`, answers 303 to it so the browser ends that too.
+#[utoipa::path(post, path = "/sso/logout", tag = "sso", params(LogoutQuery), security((), ("session" = [])),
+    responses(
+        (status = 204, description = "Signed out (or was not signed in).", headers(("Set-Cookie" = String))),
+        (status = 303, description = "To the provider's end-session endpoint.", headers(("Location" = String), ("Set-Cookie" = String))),
+        (status = 400, description = "The query cannot be read, or the post-logout redirect is not registered.", body = Problem),
+        (status = 500, description = "An internal error.", body = Problem)))]
 async fn logout(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<LogoutQuery>) -> Response {
+    if let Some(uri) = &q.post_logout_redirect_uri {
+        if let Err(e) = url::Url::parse(uri) {
+            return Problem::bad_request(format!("post_logout_redirect_uri is not an absolute URL: {e}"))
+                .into_response();
+        }
+    }
     let clear = clear_cookie(&s, SESSION_COOKIE, "/");
     let Some(token) = cookie(&headers, SESSION_COOKIE) else {
         return with_cookies(StatusCode::NO_CONTENT.into_response(), vec![clear]);
@@ -264,6 +348,17 @@ impl LoginError {
     fn invalid(message: impl Into<String>) -> Self {
         LoginError { code: "invalid_request", message: message.into(), status: 400 }
     }
+}
+
+/// Whether a path is one of the sign-in routes a browser is sent to, whose
+/// every answer is a page for a person.
+pub(super) fn is_sign_in_page(path: &str) -> bool {
+    matches!(path, "/sso/authorize" | "/sso/callback")
+}
+
+/// The page for a sign-in link that cannot be read.
+pub(super) fn malformed_link() -> Response {
+    page(&LoginError::invalid("The sign-in link is malformed."))
 }
 
 /// The page a person sees when a sign-in stops.

@@ -33,7 +33,7 @@ pub struct OrganizationChange {
     pub name: Option<Name>,
     /// `null` clears the contact email.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, format = "email")]
     pub contact_email: Option<Option<Email>>,
     pub plan: Option<Plan>,
 }
@@ -44,7 +44,7 @@ pub struct OrganizationChange {
 pub struct SsoSettingsChange {
     /// `null` clears the tenant ID.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = r"^[\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[A-Za-z0-9._:-]{1,128}[\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$")]
     pub tenant_id: Option<Option<TenantId>>,
     pub enforce: Option<bool>,
     pub auto_assign: Option<bool>,

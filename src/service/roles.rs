@@ -15,8 +15,12 @@ pub struct NewRoleMapping {
     /// (a SCIM `roles` value or a role of the SSO tenant claim).
     pub source: RoleMappingSource,
     /// The group or role name, matched case-insensitively.
+    #[schema(
+        pattern = r"^[\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000](?:[^\x00-\x1F\x7F-\x9F]{0,254}[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000])?[\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$"
+    )]
     pub value: String,
     /// The role granted: `read`, `write` or `admin` (an identity provider never grants Owner).
+    #[schema(value_type = String, pattern = "^(read|write|admin)$")]
     pub role: Role,
 }
 

@@ -83,6 +83,8 @@ pub async fn reserve_seats(
 #[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SeatsChange {
+    #[schema(minimum = 0, maximum = 1_000_000)]
+    #[serde(with = "crate::model::whole_number")]
     pub purchased: i64,
     pub policy: Option<SeatPolicy>,
     pub enforcement: Option<SeatEnforcement>,

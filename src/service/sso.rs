@@ -206,19 +206,32 @@ pub struct CreatedSsoClient {
 #[serde(deny_unknown_fields)]
 pub struct NewSsoClient {
     pub name: Name,
-    /// Exact URLs Roster may send the browser back to.
+    /// Exact URLs Roster may send the browser back to: `https`, or `http`
+    /// on a loopback host; no fragment.
+    #[schema(min_items = 1, max_items = 20, value_type = Vec<RedirectUri>)]
     pub redirect_uris: Vec<String>,
 }
+
+/// A redirect URI as the schema describes it: `https`, or `http` on a
+/// loopback host; no fragment.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String,
+    pattern = r"^(https://([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)*[a-z]([a-z0-9-]*[a-z0-9])?|http://(localhost|127\.0\.0\.1|\[::1\]))(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]*)?(\?[A-Za-z0-9._~%!$&'()*+,;=:@/?-]*)?$")]
+#[allow(dead_code)]
+struct RedirectUri(String);
 
 /// An organization's own OpenID connection, as an admin sets it.
 #[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DirectConnectionInput {
-    /// The provider's issuer, exactly as its discovery document states it.
+    /// The provider's issuer, exactly as its discovery document states it;
+    /// the document must answer when the connection is set.
+    #[schema(format = "uri")]
     pub issuer: String,
+    #[schema(min_length = 1, max_length = 512)]
     pub client_id: String,
     /// Write-only: never returned.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, min_length = 1, max_length = 4096)]
     pub client_secret: Secret,
     /// Defaults to `openid email profile`.
     pub scopes: Option<Vec<String>>,

@@ -1,7 +1,10 @@
 //! The OpenAPI document Roster serves is valid OpenAPI 3 (checked by
 //! `openapi-spec-validator`, installed by `scripts/test.sh` in
 //! `tests/openapi/.venv`) and says what the routes take: list filters are
-//! query parameters with their bounds.
+//! query parameters with their bounds. Schemathesis, from the same place,
+//! then holds the running server to it: every status, content type, header
+//! and body each route answers is the documented one, schema-valid requests
+//! are taken and schema-violating ones refused.
 
 use crate::helpers::*;
 use reqwest::StatusCode;
@@ -46,4 +49,47 @@ async fn the_openapi_document_is_valid_and_declares_query_parameters_as_such() {
     }
     let sso = &document["paths"]["/api/v1/organization/sso"];
     assert!(sso["patch"].is_object(), "PATCH /api/v1/organization/sso is documented");
+}
+
+/// Schemathesis over the whole document (admin API and sign-in routes),
+/// every check on, with a fixed seed so a run is repeatable; the exceptions,
+/// each with its reason, are in `tests/openapi/schemathesis.toml`.
+#[tokio::test]
+async fn the_server_answers_as_the_openapi_document_says() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let st = root.join("tests/openapi/.venv/bin/st");
+    assert!(st.exists(), "{} is missing: run scripts/test.sh, which installs it", st.display());
+    // Failed authentications are what the run sends on purpose; without the
+    // limit every such answer stays the documented 401.
+    let app = TestApp::spawn_with(
+        TestDb::new().await,
+        |c| c.rate_limit_failed_auth_per_minute = 0,
+        std::sync::Arc::new(roster::clock::SystemClock),
+    )
+    .await;
+    let org = app.org("Schemathesis", 25).await;
+    let work = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(&st)
+        .current_dir(work.path())
+        .env("NO_COLOR", "1")
+        .arg("--config-file")
+        .arg(root.join("tests/openapi/schemathesis.toml"))
+        .arg("run")
+        .arg(app.url("/api/v1/openapi.json"))
+        .args(["--header", &format!("Authorization: Bearer {}", org.owner_key)])
+        .args(["--checks", "all", "--max-examples", "30", "--seed", "1", "--workers", "1"])
+        .output()
+        .await
+        .expect("run schemathesis");
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "Schemathesis found the server and its document apart:\n{report}");
+    // The run tested every documented operation but the two it leaves out.
+    let tested = report.lines().find(|l| l.trim_start().starts_with("Tested:")).unwrap_or_default();
+    let selected = report.lines().find(|l| l.trim_start().starts_with("Selected:")).unwrap_or_default();
+    let counts =
+        |line: &str| -> Vec<u32> { line.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect() };
+    let (selected, tested) = (counts(selected), counts(tested));
+    assert_eq!(selected.len(), 2, "{report}");
+    assert_eq!(selected[1] - selected[0], 2, "only the two excluded operations are left out:\n{report}");
+    assert_eq!(tested, [selected[0]], "{report}");
 }

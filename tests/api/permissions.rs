@@ -524,7 +524,9 @@ async fn the_matrix_covers_every_route_of_the_openapi_document() {
     let (status, doc) = read(res).await;
     assert_eq!(status, StatusCode::OK, "{doc}");
     let mut documented = BTreeSet::new();
-    for (path, item) in doc["paths"].as_object().expect("paths") {
+    // The API key routes; the sign-in routes under /sso take no API key.
+    let admin = doc["paths"].as_object().expect("paths").iter().filter(|(path, _)| path.starts_with("/api/v1/"));
+    for (path, item) in admin {
         for method in ["get", "put", "post", "patch", "delete"] {
             if item.get(method).is_some() {
                 documented.insert(format!("{} {path}", method.to_uppercase()));

@@ -513,6 +513,9 @@ async fn a_manual_role_is_pinned_until_handed_back_to_the_identity_provider() {
         json!({"role": "write", "pinned": true}),
         json!({"role_managed_by": "scim"}),
         json!({"role": "boss"}),
+        json!({"role": null}),
+        json!({"role": "write", "role_managed_by": null}),
+        json!([null, null]),
     ] {
         let (status, problem) = app.call(Method::PATCH, &path, Some(&key), Some(body.clone())).await;
         assert_problem(status, &problem, StatusCode::UNPROCESSABLE_ENTITY, "validation");

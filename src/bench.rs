@@ -39,6 +39,7 @@ pub struct PhaseReport {
     pub per_second: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    pub max_ms: f64,
     /// The server process's CPU time (user and system) per request, when
     /// its pid was given.
     pub server_cpu_ms: Option<f64>,
@@ -48,8 +49,8 @@ impl std::fmt::Display for PhaseReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:<22} {:>8} req {:>6} err {:>9.1} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms",
-            self.phase, self.requests, self.errors, self.per_second, self.p50_ms, self.p99_ms
+            "{:<22} {:>8} req {:>6} err {:>9.1} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms",
+            self.phase, self.requests, self.errors, self.per_second, self.p50_ms, self.p99_ms, self.max_ms
         )?;
         match self.server_cpu_ms {
             Some(cpu) => write!(f, "  server cpu {cpu:>6.3} ms/req"),
@@ -150,6 +151,7 @@ where
         per_second: if seconds > 0.0 { n as f64 / seconds } else { 0.0 },
         p50_ms: percentile(&latencies, 0.50),
         p99_ms: percentile(&latencies, 0.99),
+        max_ms: latencies.last().map_or(0.0, |l| l.as_secs_f64() * 1000.0),
         server_cpu_ms,
     };
     (report, results.into_iter().map(|(b, _)| b).collect())
@@ -267,6 +269,10 @@ pub async fn run(opts: BenchOptions, print: impl Fn(&PhaseReport)) -> anyhow::Re
     print(&r);
     reports.push(r);
 
+    let r = health_under_largest_requests(&target, &gid, pid).await;
+    print(&r);
+    reports.push(r);
+
     let (r, _) = phase("deactivate", ids.len(), c, pid, |i| {
         let t = target.clone();
         let path = format!("/Users/{}", ids[i]);
@@ -294,6 +300,67 @@ pub async fn run(opts: BenchOptions, print: impl Fn(&PhaseReport)) -> anyhow::Re
     reports.push(r);
     let _ = target.send(Method::DELETE, &format!("/Groups/{gid}"), None).await;
     Ok(reports)
+}
+
+/// `/healthz`, polled every 20 ms while two clients send the largest bodies
+/// a server with the default 1 MiB limit takes, over and over: a new Group
+/// naming 10,000 members that do not exist and a PATCH of 10,000 operations
+/// each adding one (both refused with 400 once checked). The latency of the
+/// probes is the phase's; its errors are probes that failed.
+async fn health_under_largest_requests(target: &Arc<Target>, gid: &str, pid: Option<u32>) -> PhaseReport {
+    let origin = target.url.trim_end_matches("/scim/v2").to_string();
+    let members: Vec<Value> = (0..10_000).map(|_| json!({ "value": uuid::Uuid::new_v4() })).collect();
+    // Serialized once: the load tool's own work stays out of the figures.
+    let create = bytes::Bytes::from(
+        json!({ "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "bench-largest",
+            "members": members })
+        .to_string(),
+    );
+    let ops: Vec<Value> = (0..10_000)
+        .map(|_| json!({ "op": "add", "path": "members", "value": [{ "value": uuid::Uuid::new_v4() }] }))
+        .collect();
+    let patch = bytes::Bytes::from(
+        json!({ "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops }).to_string(),
+    );
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for (method, path, body) in
+        [(Method::POST, "/Groups".to_string(), create), (Method::PATCH, format!("/Groups/{gid}"), patch)]
+    {
+        let (t, stop) = (target.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = t
+                    .client
+                    .request(method.clone(), format!("{}{path}", t.url))
+                    .bearer_auth(&t.token)
+                    .header("content-type", "application/scim+json")
+                    .body(body.clone())
+                    .send()
+                    .await;
+            }
+        }));
+    }
+    // Let both large requests get under way first.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The probe is a client of its own, as a health checker is: it never
+    // reuses a connection the large requests used.
+    let probe = Client::builder().timeout(Duration::from_secs(60)).build().unwrap_or_default();
+    let (report, _) = phase("healthz under 1 MiB load", 200, 1, pid, |_| {
+        let (client, url) = (probe.clone(), format!("{origin}/healthz"));
+        async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let start = Instant::now();
+            let ok = client.get(&url).send().await.is_ok_and(|r| r.status() == StatusCode::OK);
+            (ok, Value::Null, start.elapsed())
+        }
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        let _ = task.await;
+    }
+    report
 }
 
 fn urlencode(s: &str) -> String {

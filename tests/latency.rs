@@ -1,6 +1,6 @@
-//! Latency under load, in a test binary of its own: cargo runs test binaries
-//! one after another, so no other test shares the machine's cores with the
-//! load this one makes and the time it measures is the server's alone.
+//! Health checks under the heaviest load, in a test binary of its own:
+//! cargo runs test binaries one after another, so no other test shares the
+//! machine's cores with the load this one makes.
 
 // Test code states its expectations with unwrap/expect.
 #![allow(clippy::unwrap_used)]
@@ -16,7 +16,14 @@ use serde_json::{json, Value};
 const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 
 /// Two clients send the largest bodies the server takes, over and over,
-/// while a probe polls `/healthz`: every probe is answered within 100 ms.
+/// while a probe polls `/healthz`: no probe waits for them. Checking those
+/// bodies once took seconds on the async workers (23 s for 16,000 emails)
+/// and stopped `/healthz` for over a minute; a probe answered within a
+/// second shows the workers are never held by them. The figure itself
+/// (tens of milliseconds, release build) is measured by `roster bench scim`
+/// (`healthz under 1 MiB load`, benches/README.md): a wall-clock bound of
+/// that size in a debug build on a shared two-core machine measures its
+/// scheduler, not Roster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_checks_answer_while_the_largest_requests_are_checked() {
     let app = TestApp::spawn_with(
@@ -97,5 +104,5 @@ async fn health_checks_answer_while_the_largest_requests_are_checked() {
     }
     assert!(sent >= 2, "the large requests did not run alongside the probes");
     eprintln!("{sent} large requests; slowest health check {slowest:?}");
-    assert!(slowest < std::time::Duration::from_millis(100), "a health check took {slowest:?}");
+    assert!(slowest < std::time::Duration::from_secs(1), "a health check took {slowest:?}");
 }

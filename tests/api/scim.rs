@@ -856,6 +856,7 @@ async fn the_load_tool_runs_every_phase_without_errors() {
             ("list pages of 100", got[3].1, 0),
             ("group add x7", 5, 0),
             ("get the group with its members", 10, 0),
+            ("healthz under 1 MiB load", 200, 0),
             ("deactivate", 30, 0),
             ("delete", 30, 0),
         ]

@@ -311,6 +311,14 @@ mod tests {
     }
 }
 
+/// For `#[serde(default, deserialize_with = "crate::model::present")]`: a
+/// field left out is `None`, a field given is `Some` of its value. With
+/// `T = Option<U>` that tells `null` (clear it) from absent (keep it); with a
+/// plain `T`, `null` is refused.
+pub fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
 /// Integers as JSON Schema counts them: `403` and `403.0` alike (a number
 /// whose fraction is zero), for the admin API's integer fields.
 pub mod whole_number {

@@ -216,18 +216,13 @@ pub enum RoleManager {
 #[serde(deny_unknown_fields)]
 pub struct RoleAssignment {
     /// The role an admin assigns.
-    #[serde(default, deserialize_with = "given")]
+    #[serde(default, deserialize_with = "crate::model::present")]
     #[schema(nullable = false)]
     pub role: Option<Role>,
     /// `admin` (the default when a role is given) pins it; `idp` lets the identity provider manage the role.
-    #[serde(rename = "role_managed_by", default, deserialize_with = "given")]
+    #[serde(rename = "role_managed_by", default, deserialize_with = "crate::model::present")]
     #[schema(nullable = false)]
     pub managed_by: Option<RoleManager>,
-}
-
-/// A field that is present holds a value: `null` is refused.
-fn given<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
-    T::deserialize(d).map(Some)
 }
 
 /// One change an admin makes to a member.

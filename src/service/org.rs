@@ -32,7 +32,7 @@ pub struct CreatedOrganization {
 pub struct OrganizationChange {
     pub name: Option<Name>,
     /// `null` clears the contact email.
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "crate::model::present")]
     #[schema(value_type = Option<String>, format = "email")]
     pub contact_email: Option<Option<Email>>,
     pub plan: Option<Plan>,
@@ -43,7 +43,7 @@ pub struct OrganizationChange {
 #[serde(deny_unknown_fields)]
 pub struct SsoSettingsChange {
     /// `null` clears the tenant ID.
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "crate::model::present")]
     #[schema(value_type = Option<String>, pattern = r"^[\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[A-Za-z0-9._:-]{1,128}[\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$")]
     pub tenant_id: Option<Option<TenantId>>,
     pub enforce: Option<bool>,
@@ -60,14 +60,6 @@ impl From<SsoSettings> for SsoSettingsChange {
             default_role: Some(s.default_role),
         }
     }
-}
-
-fn double_option<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::Deserialize<'de>,
-{
-    serde::Deserialize::deserialize(d).map(Some)
 }
 
 impl Roster {

@@ -638,13 +638,28 @@ async fn serve(config: Config) -> Result<(), CliError> {
         // A provider that is down does not keep SCIM and the admin API from serving.
         Err(e) => tracing::warn!(error = %e, "sign-ins through the tenant connection fail until its provider answers"),
     }
-    let jobs = jobs.map(|schedule| crate::jobs::spawn(state.roster.clone(), schedule));
+    let jobs = jobs.map(|schedule| {
+        let sender =
+            crate::mail::spawn_sender(state.roster.clone(), state.mailer.clone(), state.config.mail.poll_interval);
+        (crate::jobs::spawn(state.roster.clone(), schedule), sender)
+    });
+    match state.mailer.folder() {
+        Some(dir) => tracing::info!(
+            folder = %dir.display(),
+            "no smtp_url: email is written as .eml files into the mail folder"
+        ),
+        None => tracing::info!(transport = %state.mailer.describe(), "email goes out through the SMTP relay"),
+    }
+    if jobs.is_none() {
+        tracing::warn!("background_jobs is off: this replica sends no email (another replica must)");
+    }
     tracing::info!(%addr, backend = state.roster.store().backend(), "roster listening");
     // One line on stdout that scripts (and the test suite) wait for.
     println!("roster listening on http://{addr}");
     crate::http::serve(listener, state, shutdown).await.map_err(anyhow::Error::from)?;
-    if let Some(jobs) = jobs {
+    if let Some((jobs, sender)) = jobs {
         jobs.abort();
+        sender.abort();
     }
     tracing::info!("roster stopped");
     Ok(())

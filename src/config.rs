@@ -52,6 +52,15 @@ struct RawConfig {
     sso_metadata_ttl_secs: u64,
     tenant_connection: Option<RawTenantConnection>,
     secrets_key_file: Option<PathBuf>,
+    smtp_url: Option<String>,
+    smtp_username: Option<String>,
+    smtp_password_file: Option<PathBuf>,
+    smtp_ca_file: Option<PathBuf>,
+    smtp_timeout_secs: u64,
+    mail_from: String,
+    mail_dir: Option<PathBuf>,
+    mail_retry_hours: u64,
+    mail_poll_interval_ms: u64,
 }
 
 /// The deployment's tenant-routing OpenID provider, as written.
@@ -139,6 +148,15 @@ impl Default for RawConfig {
             sso_metadata_ttl_secs: 60 * 60,
             tenant_connection: None,
             secrets_key_file: None,
+            smtp_url: None,
+            smtp_username: None,
+            smtp_password_file: None,
+            smtp_ca_file: None,
+            smtp_timeout_secs: 30,
+            mail_from: "Roster <roster@localhost>".into(),
+            mail_dir: None,
+            mail_retry_hours: 48,
+            mail_poll_interval_ms: 1000,
         }
     }
 }
@@ -216,6 +234,88 @@ pub struct Config {
     /// Keys that seal organizations' OpenID client secrets at rest (from
     /// `secrets_key_file`); none: they are stored in clear.
     pub sealing_keys: crate::secrets::SealingKeys,
+    /// How Roster sends email.
+    pub mail: MailConfig,
+}
+
+/// How Roster sends email: over SMTP when `smtp_url` is set, otherwise as
+/// `.eml` files in a folder (zero configuration: next to the SQLite database).
+#[derive(Debug, Clone)]
+pub struct MailConfig {
+    pub transport: MailTransport,
+    /// The `From` of every message: `Name <address>` or an address.
+    pub from: String,
+    /// How long a message that fails for a temporary reason is retried.
+    pub retry_for: std::time::Duration,
+    /// How often the sender looks for due messages (it is also woken when this replica queues one).
+    pub poll_interval: std::time::Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum MailTransport {
+    Smtp(SmtpSettings),
+    /// Each message is written as an `.eml` file into this folder.
+    Folder(PathBuf),
+}
+
+/// An SMTP relay: `smtp_url` with its credentials and trust.
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// PEM certificates trusted besides the public roots (a relay with a private CA).
+    pub ca_pem: Option<Vec<u8>>,
+    pub timeout: std::time::Duration,
+}
+
+/// How the connection to the relay is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// `smtps://`: TLS from the first byte (port 465).
+    ImplicitTls,
+    /// `smtp://` (the default): STARTTLS, required.
+    StartTls,
+    /// `smtp://…?tls=opportunistic`: STARTTLS when the server offers it.
+    Opportunistic,
+    /// `smtp://…?tls=none`: plain text, for a relay on the same host.
+    None,
+}
+
+impl SmtpSettings {
+    /// Parses `smtp_url`: `smtps://host[:465]` or `smtp://host[:587][?tls=starttls|opportunistic|none]`.
+    fn parse_url(raw: &str) -> Result<(String, u16, SmtpSecurity), String> {
+        let url = Url::parse(raw).map_err(|e| format!("`{raw}` is not a URL: {e}"))?;
+        let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| format!("`{raw}` has no host"))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("put credentials in smtp_username and smtp_password_file, not in the URL".into());
+        }
+        if !matches!(url.path(), "" | "/") || url.fragment().is_some() {
+            return Err(format!("`{raw}` must be scheme://host[:port][?tls=…]"));
+        }
+        let mut tls = None;
+        for (k, v) in url.query_pairs() {
+            match k.as_ref() {
+                "tls" if tls.is_none() => tls = Some(v.into_owned()),
+                other => return Err(format!("unknown parameter `{other}` (only `tls`)")),
+            }
+        }
+        let (security, default_port) = match (url.scheme(), tls.as_deref()) {
+            ("smtps", None) => (SmtpSecurity::ImplicitTls, 465),
+            ("smtp", None | Some("starttls") | Some("required")) => (SmtpSecurity::StartTls, 587),
+            ("smtp", Some("opportunistic")) => (SmtpSecurity::Opportunistic, 587),
+            ("smtp", Some("none")) => (SmtpSecurity::None, 25),
+            ("smtps", Some(_)) => return Err("smtps:// is always TLS; `tls` applies to smtp:// only".into()),
+            ("smtp", Some(other)) => {
+                return Err(format!("tls=`{other}`: use starttls, opportunistic or none"));
+            }
+            (other, _) => return Err(format!("scheme `{other}`: use smtp:// or smtps://")),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        Ok((host, url.port().unwrap_or(default_port), security))
+    }
 }
 
 /// `ROSTER_*` variables that are not settings: the configuration file and
@@ -224,7 +324,13 @@ pub const OWN_VARIABLES: [&str; 2] = ["ROSTER_CONFIG", "ROSTER_BENCH_TOKEN"];
 
 /// Settings whose values are text, taken from the environment exactly as
 /// written even when they look like numbers or booleans.
-const TEXT_KEYS: [&str; 12] = [
+const TEXT_KEYS: [&str; 18] = [
+    "smtp_url",
+    "smtp_username",
+    "smtp_password_file",
+    "smtp_ca_file",
+    "mail_from",
+    "mail_dir",
     "listen",
     "secrets_key_file",
     "public_base_url",
@@ -336,7 +442,7 @@ impl Config {
     }
 
     fn resolve(raw: RawConfig) -> Result<Self, ConfigError> {
-        let database_url = match (raw.database_url, raw.database_url_file) {
+        let database_url = match (raw.database_url.clone(), raw.database_url_file.clone()) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::Invalid {
                     key: "database_url_file",
@@ -362,6 +468,7 @@ impl Config {
                 message: "must start with sqlite:, postgres:// or postgresql://".into(),
             });
         }
+        let mail = resolve_mail(&raw, &database_url)?;
         let public_base_url = match raw.public_base_url {
             Some(url) => {
                 if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
@@ -400,6 +507,7 @@ impl Config {
         positive("sso_session_ttl_secs", raw.sso_session_ttl_secs)?;
         positive("sso_http_timeout_ms", raw.sso_http_timeout_ms)?;
         positive("sso_metadata_ttl_secs", raw.sso_metadata_ttl_secs)?;
+
         let tenant_connection = match raw.tenant_connection {
             None => None,
             Some(t) => Some(resolve_tenant_connection(t, raw.sso_dev_mode)?),
@@ -453,12 +561,99 @@ impl Config {
             sso_metadata_ttl_secs: raw.sso_metadata_ttl_secs,
             tenant_connection,
             sealing_keys,
+            mail,
         })
     }
 
     /// The zero-configuration defaults (what `load` gives with no file and no environment).
     pub fn defaults() -> Self {
         Self::resolve(RawConfig::default()).expect("the defaults are valid")
+    }
+}
+
+/// The mail settings: SMTP when `smtp_url` is set, else the `.eml` folder.
+fn resolve_mail(raw: &RawConfig, database_url: &str) -> Result<MailConfig, ConfigError> {
+    let invalid = |key: &'static str, message: String| ConfigError::Invalid { key, message };
+    for (key, value) in [
+        ("smtp_timeout_secs", raw.smtp_timeout_secs),
+        ("mail_retry_hours", raw.mail_retry_hours),
+        ("mail_poll_interval_ms", raw.mail_poll_interval_ms),
+    ] {
+        if value == 0 {
+            return Err(invalid(key, "must be greater than 0".into()));
+        }
+    }
+    if raw.mail_from.parse::<lettre::message::Mailbox>().is_err() {
+        return Err(invalid("mail_from", format!("`{}` is not `Name <address>` or an address", raw.mail_from)));
+    }
+    let transport = match &raw.smtp_url {
+        Some(url) => {
+            let (host, port, security) = SmtpSettings::parse_url(url).map_err(|m| invalid("smtp_url", m))?;
+            let password = raw
+                .smtp_password_file
+                .as_ref()
+                .map(|path| {
+                    std::fs::read_to_string(path)
+                        .map(|p| Secret::new(p.trim_end_matches(['\r', '\n'])))
+                        .map_err(|e| invalid("smtp_password_file", format!("cannot read {}: {e}", path.display())))
+                })
+                .transpose()?;
+            if password.is_some() != raw.smtp_username.is_some() {
+                return Err(invalid("smtp_username", "set smtp_username and smtp_password_file together".into()));
+            }
+            if password.is_some() && security == SmtpSecurity::None {
+                return Err(invalid("smtp_url", "credentials are not sent over a plain connection (tls=none)".into()));
+            }
+            let ca_pem = raw
+                .smtp_ca_file
+                .as_ref()
+                .map(|path| {
+                    std::fs::read(path)
+                        .map_err(|e| invalid("smtp_ca_file", format!("cannot read {}: {e}", path.display())))
+                })
+                .transpose()?;
+            MailTransport::Smtp(SmtpSettings {
+                host,
+                port,
+                security,
+                username: raw.smtp_username.clone(),
+                password,
+                ca_pem,
+                timeout: std::time::Duration::from_secs(raw.smtp_timeout_secs),
+            })
+        }
+        None => {
+            for (key, set) in [
+                ("smtp_username", raw.smtp_username.is_some()),
+                ("smtp_password_file", raw.smtp_password_file.is_some()),
+                ("smtp_ca_file", raw.smtp_ca_file.is_some()),
+            ] {
+                if set {
+                    return Err(invalid(key, "applies only with smtp_url".into()));
+                }
+            }
+            MailTransport::Folder(raw.mail_dir.clone().unwrap_or_else(|| default_mail_dir(database_url)))
+        }
+    };
+    Ok(MailConfig {
+        transport,
+        from: raw.mail_from.clone(),
+        retry_for: std::time::Duration::from_secs(raw.mail_retry_hours * 3600),
+        poll_interval: std::time::Duration::from_millis(raw.mail_poll_interval_ms),
+    })
+}
+
+/// Where `.eml` files go without SMTP: `mail/` beside the SQLite database
+/// file, or in the working directory for PostgreSQL and in-memory SQLite.
+fn default_mail_dir(database_url: &str) -> PathBuf {
+    let file = database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))
+        .map(|rest| rest.split('?').next().unwrap_or(""))
+        .filter(|path| !path.is_empty() && !path.starts_with(':'));
+    match file.and_then(|f| Path::new(f).parent()) {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join("mail"),
+        _ => PathBuf::from("mail"),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod domains;
 pub mod http;
 pub mod jobs;
+pub mod mail;
 pub mod model;
 pub mod roles;
 pub mod scim;

@@ -128,7 +128,8 @@ string_enum! {
 
 string_enum! {
     /// Who made a change, as recorded in the audit log.
-    ActorKind { ApiKey = "api_key", Cli = "cli", Scim = "scim", Sso = "sso", System = "system" }
+    /// `email_link`: a person who proved their address by following a link Roster emailed.
+    ActorKind { ApiKey = "api_key", Cli = "cli", Scim = "scim", Sso = "sso", EmailLink = "email_link", System = "system" }
 }
 
 string_enum! {

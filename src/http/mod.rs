@@ -7,6 +7,7 @@ pub mod extract;
 pub mod limits;
 mod openapi;
 mod ops;
+mod pages;
 pub mod scim;
 pub mod sso;
 
@@ -36,6 +37,8 @@ pub struct AppState {
     pub roster: Roster,
     pub config: Arc<Config>,
     pub limits: Arc<limits::RateLimits>,
+    /// Where this replica's sender delivers email.
+    pub mailer: Arc<crate::mail::Mailer>,
 }
 
 impl AppState {
@@ -54,6 +57,10 @@ impl AppState {
         let settings = Settings {
             sso: Some(sso),
             sealing: config.sealing_keys.clone(),
+            mail: crate::service::MailPolicy {
+                base_url: config.public_base_url.clone(),
+                retry_for: chrono::Duration::from_std(config.mail.retry_for)?,
+            },
             invitation_ttl: chrono::Duration::days(config.invitation_ttl_days.into()),
             domains: DomainPolicy {
                 challenge_prefix: config.domain_challenge_prefix.clone(),
@@ -72,10 +79,12 @@ impl AppState {
             sign_in: limits::RateLimiter::new("sign_in", config.rate_limit_sign_in_per_minute),
             trust_forwarded_for: config.trust_forwarded_for,
         };
+        let mailer = Arc::new(crate::mail::Mailer::from_config(&config.mail)?);
         Ok(Self {
             roster: Roster::new(store, clock, dns, settings),
             config: Arc::new(config),
             limits: Arc::new(limits),
+            mailer,
         })
     }
 }
@@ -119,6 +128,7 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .merge(ops::router())
+        .merge(pages::router())
         .nest("/scim/v2", scim::router())
         .fallback(|| async { error::Problem::new(StatusCode::NOT_FOUND, "not-found", "no such route") })
         .method_not_allowed_fallback(|| async {

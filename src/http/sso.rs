@@ -27,7 +27,7 @@ use uuid::Uuid;
 /// Binds a login attempt to the browser that started it.
 const ATTEMPT_COOKIE: &str = "roster_sso_attempt";
 /// Roster's own session.
-const SESSION_COOKIE: &str = "roster_session";
+pub(super) const SESSION_COOKIE: &str = "roster_session";
 
 /// The sign-in routes with their OpenAPI description, at their full paths.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -65,7 +65,7 @@ struct AuthorizeQuery {
 
 /// A sign-in started or finished from an address past
 /// `rate_limit_sign_in_per_minute`: a 429 page with `Retry-After`.
-fn sign_in_limited(s: &AppState, parts: &Parts) -> Option<Response> {
+pub(super) fn sign_in_limited(s: &AppState, parts: &Parts) -> Option<Response> {
     let limited = s.limits.sign_in.take(&s.limits.client(parts)).err()?;
     Some(limited.answer(page(&LoginError::too_many(limited.retry_after_secs()))))
 }
@@ -353,7 +353,7 @@ impl LoginError {
 /// Whether a path is one of the sign-in routes a browser is sent to, whose
 /// every answer is a page for a person.
 pub(super) fn is_sign_in_page(path: &str) -> bool {
-    matches!(path, "/sso/authorize" | "/sso/callback")
+    matches!(path, "/sso/authorize" | "/sso/callback" | "/invitations/accept")
 }
 
 /// The page for a sign-in link that cannot be read.
@@ -362,7 +362,7 @@ pub(super) fn malformed_link() -> Response {
 }
 
 /// The page a person sees when a sign-in stops.
-fn page(e: &LoginError) -> Response {
+pub(super) fn page(e: &LoginError) -> Response {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
     let body = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign-in stopped</title>\
@@ -399,7 +399,7 @@ fn with_cookies(mut res: Response, cookies: Vec<HeaderValue>) -> Response {
     res
 }
 
-fn set_cookie(s: &AppState, name: &str, value: &str, path: &str, max_age: Option<u64>) -> HeaderValue {
+pub(super) fn set_cookie(s: &AppState, name: &str, value: &str, path: &str, max_age: Option<u64>) -> HeaderValue {
     let secure = if s.config.sso_dev_mode { "" } else { "; Secure" };
     let age = max_age.map(|a| format!("; Max-Age={a}")).unwrap_or_default();
     HeaderValue::from_str(&format!("{name}={value}; Path={path}; HttpOnly; SameSite=Lax{secure}{age}"))

@@ -2,9 +2,10 @@
 //! seat until accepted, revoked or expired.
 
 use super::*;
+use crate::mail::templates::InvitationMail;
 use crate::model::*;
 use crate::secrets::{generate_token, hash_token, Secret};
-use crate::store::{Invitation, InvitationFilter, Organization};
+use crate::store::{Invitation, InvitationFilter, MailDelivery, MailStatus, Organization};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
@@ -93,13 +94,18 @@ impl Roster {
                 invited_by: actor.id.clone(),
                 created_at: now,
                 updated_at: now,
+                email_delivery: None,
             };
             tx.insert_invitation(&invitation, &hash_token(token.expose())).await?;
             let after = audit_with_overage(&invitation, reservation);
             tx.insert_audit(actor.audit(now, "invitation.created", invitation.id, None::<&()>, Some(&after))).await?;
+            let mut invitation = invitation;
+            invitation.email_delivery =
+                Some(self.queue_invitation_mail(&mut *tx, actor, &org, &invitation, &token, false, now).await?);
             created.push(CreatedInvitation { invitation, token });
         }
         tx.commit().await?;
+        self.wake_sender();
         Ok(created)
     }
 
@@ -111,11 +117,14 @@ impl Roster {
             InvitationFilter { status: q.status, now, after: parse_cursor(q.cursor.as_deref())?, limit: limit + 1 };
         let mut tx = self.store.read().await?;
         let mut items = tx.list_invitations(actor.org_id, &filter).await?;
+        let ids: Vec<Uuid> = items.iter().map(|i| i.id).collect();
+        let mut deliveries = tx.mail_deliveries(&ids).await?;
         // An invitation past its expiry no longer holds a seat; show it as expired.
         for inv in &mut items {
             if inv.status == InvitationStatus::Pending && inv.expires_at <= now {
                 inv.status = InvitationStatus::Expired;
             }
+            inv.email_delivery = deliveries.remove(&inv.id);
         }
         let next_cursor = if items.len() as i64 > limit {
             items.truncate(limit as usize);
@@ -184,8 +193,67 @@ impl Roster {
         tx.set_invitation_token(org.id, inv.id, &hash_token(token.expose())).await?;
         let after = audit_with_overage(&inv, reservation);
         tx.insert_audit(actor.audit(now, "invitation.resent", inv.id, Some(&before), Some(&after))).await?;
+        let mut inv = inv;
+        inv.email_delivery = Some(self.queue_invitation_mail(&mut *tx, actor, &org, &inv, &token, true, now).await?);
         tx.commit().await?;
+        self.wake_sender();
         Ok(CreatedInvitation { invitation: inv, token })
+    }
+}
+
+impl Roster {
+    /// Queues the email of a new or resent invitation; its delivery as it starts.
+    #[allow(clippy::too_many_arguments)]
+    async fn queue_invitation_mail(
+        &self,
+        tx: &mut dyn Tx,
+        actor: &Actor,
+        org: &Organization,
+        inv: &Invitation,
+        token: &Secret,
+        resent: bool,
+        now: DateTime<Utc>,
+    ) -> ServiceResult<MailDelivery> {
+        let policy = &self.settings.mail;
+        let link = policy.link("invitations/accept", &[("token", token.expose())]);
+        let rendered = InvitationMail {
+            org_name: &org.name,
+            role: role_title(inv.role),
+            inviter: &inviter(actor, org),
+            email: inv.email.as_str(),
+            expires: human_time(inv.expires_at),
+            link: &link,
+            resent,
+            sso_enforced: org.sso.enforce,
+        }
+        .render()
+        .map_err(|e| ServiceError::Store(crate::store::StoreError::Other(e.into())))?;
+        let mail = NewMail {
+            org_id: Some(org.id),
+            kind: if resent { "invitation_resent" } else { "invitation" },
+            subject_id: Some(inv.id),
+            recipient: &inv.email,
+            rendered,
+        };
+        queue_mail(tx, policy, mail, now).await?;
+        Ok(MailDelivery {
+            status: MailStatus::Queued,
+            attempts: 0,
+            reply: None,
+            next_attempt_at: Some(now),
+            sent_at: None,
+            updated_at: now,
+        })
+    }
+}
+
+/// Who sent an invitation, as its email names them.
+fn inviter(actor: &Actor, org: &Organization) -> String {
+    match actor.kind {
+        ActorKind::Sso | ActorKind::EmailLink => {
+            actor.id.split_once(':').map_or(actor.id.clone(), |(_, email)| email.to_string())
+        }
+        _ => format!("An administrator of {}", org.name),
     }
 }
 
@@ -343,3 +411,164 @@ mod tests {
         assert!(matches!(parse_invitation_csv(b"email,role\n"), Err(ServiceError::Invalid { .. })));
     }
 }
+
+/// What an invitation link shows before it is accepted.
+#[derive(Debug, Clone)]
+pub struct InvitationOffer {
+    pub invitation: Invitation,
+    pub org_name: String,
+    pub sso_enforced: bool,
+}
+
+/// An accepted invitation: the new member, signed in.
+#[derive(Debug)]
+pub struct AcceptedInvitation {
+    pub org_name: String,
+    pub member: crate::store::Member,
+    pub session: Secret,
+    pub session_expires: DateTime<Utc>,
+}
+
+/// Why an invitation link cannot be used, in the words of the page that says so.
+fn link_refusal(inv: Option<&Invitation>, now: DateTime<Utc>) -> Option<LoginError> {
+    let Some(inv) = inv else {
+        return Some(LoginError::new(
+            404,
+            "invitation_unknown",
+            "This invitation link is not valid. It may have been replaced by a newer invitation: use the link in the \
+             latest email, or ask for the invitation to be sent again.",
+        ));
+    };
+    match inv.status {
+        InvitationStatus::Accepted => Some(LoginError::new(
+            410,
+            "invitation_used",
+            "This invitation was already accepted. Sign in to the application instead.",
+        )),
+        InvitationStatus::Revoked => Some(LoginError::new(
+            410,
+            "invitation_revoked",
+            "This invitation was withdrawn. Ask an administrator to invite you again.",
+        )),
+        InvitationStatus::Expired => Some(expired_link()),
+        InvitationStatus::Pending if inv.expires_at <= now => Some(expired_link()),
+        InvitationStatus::Pending => None,
+    }
+}
+
+fn expired_link() -> LoginError {
+    LoginError::new(410, "invitation_expired", "This invitation has expired. Ask an administrator to send it again.")
+}
+
+impl Roster {
+    /// The invitation a link's token names, if it can still be accepted.
+    pub async fn invitation_offer(&self, token: &str) -> Result<InvitationOffer, LoginError> {
+        let now = self.clock.now();
+        let mut tx = self.store.read().await?;
+        let inv = tx.find_invitation_by_token(&hash_token(token)).await?;
+        if let Some(refusal) = link_refusal(inv.as_ref(), now) {
+            return Err(refusal);
+        }
+        let invitation = inv.ok_or_else(|| LoginError::new(404, "invitation_unknown", "unknown invitation"))?;
+        let org = tx
+            .get_org(invitation.org_id)
+            .await?
+            .ok_or_else(|| LoginError::new(404, "invitation_unknown", "The organization no longer exists."))?;
+        Ok(InvitationOffer { invitation, org_name: org.name, sso_enforced: org.sso.enforce })
+    }
+
+    /// Accepts the invitation a link's token names: following the emailed
+    /// link proved the address, so the invitee becomes an active member and
+    /// is signed in. Single use; an organization that enforces SSO accepts
+    /// only through its SSO login.
+    #[tracing::instrument(skip_all)]
+    pub async fn accept_invitation(
+        &self,
+        token: &str,
+        request_id: Option<String>,
+    ) -> Result<AcceptedInvitation, LoginError> {
+        let now = self.clock.now();
+        let token_hash = hash_token(token);
+        let found = self.store.read().await?.find_invitation_by_token(&token_hash).await?;
+        if let Some(refusal) = link_refusal(found.as_ref(), now) {
+            return Err(refusal);
+        }
+        let found = found.ok_or_else(|| LoginError::new(404, "invitation_unknown", "unknown invitation"))?;
+        let mut tx = self.store.begin().await?;
+        let org = lock_org(&mut *tx, found.org_id).await?;
+        // Under the organization's lock: a second use of the link waits here, then sees it accepted.
+        let inv = tx.find_invitation_by_token(&token_hash).await?;
+        if let Some(refusal) = link_refusal(inv.as_ref(), now) {
+            return Err(refusal);
+        }
+        if org.sso.enforce {
+            return Err(LoginError::new(
+                403,
+                "sso_required",
+                format!(
+                    "{} signs in only through its single sign-on. Sign in to its application with your single \
+                     sign-on account for {}: the invitation is accepted when you do.",
+                    org.name, found.email
+                ),
+            ));
+        }
+        let email = found.email.clone();
+        let actor = Actor {
+            kind: ActorKind::EmailLink,
+            id: format!("email:{}", email.normalized()),
+            org_id: org.id,
+            role: Role::Read,
+            request_id,
+        };
+        let person = tx.find_person(org.id, &email).await?;
+        let member = match person.member.as_ref().map(|m| m.status) {
+            // Joined another way (SCIM) since: the link settles the invitation and signs them in.
+            Some(MemberStatus::Active) => {
+                let member = person.member.clone().ok_or_else(|| LoginError::new(500, "internal", "member"))?;
+                super::org::settle_invitation(&mut *tx, &actor, person.invitation, now).await?;
+                member
+            }
+            Some(MemberStatus::Suspended) => {
+                return Err(LoginError::new(
+                    403,
+                    "member_suspended",
+                    format!("Your membership of {} is suspended. Ask an administrator of {}.", org.name, org.name),
+                ))
+            }
+            _ => super::org::insert_active_member(
+                &mut *tx,
+                &actor,
+                &org,
+                &email,
+                person,
+                None,
+                &[],
+                MemberSource::Invite,
+                now,
+            )
+            .await
+            .map_err(|e| super::sso::seat_or_internal(e, &org))?,
+        };
+        let session_ttl = self.settings.sso.as_ref().map_or(chrono::Duration::hours(8), |s| s.session_ttl);
+        let session = generate_token("roster_sess");
+        let record = crate::store::SsoSession {
+            id: Uuid::now_v7(),
+            org_id: org.id,
+            member_id: member.id,
+            issuer: EMAIL_LINK_ISSUER.to_string(),
+            client_id: String::new(),
+            id_token: None,
+            created_at: now,
+            expires_at: now + session_ttl,
+            ended_at: None,
+        };
+        tx.insert_sso_session(&record, &hash_token(session.expose())).await?;
+        let detail = serde_json::json!({ "email": email.as_str(), "how": "invitation_link", "role": member.role });
+        tx.insert_audit(actor.audit(now, "sign_in.email_link", member.id, None::<&()>, Some(&detail))).await?;
+        tx.commit().await?;
+        Ok(AcceptedInvitation { org_name: org.name, member, session, session_expires: record.expires_at })
+    }
+}
+
+/// The `issuer` of a session begun by an emailed link rather than an identity provider.
+pub const EMAIL_LINK_ISSUER: &str = "email_link";

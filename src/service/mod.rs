@@ -6,6 +6,7 @@ mod audit;
 mod credentials;
 mod domains;
 mod invitations;
+mod mail;
 mod members;
 mod org;
 mod reconcile;
@@ -18,6 +19,7 @@ pub use audit::*;
 pub use credentials::*;
 pub use domains::*;
 pub use invitations::*;
+pub use mail::*;
 pub use members::*;
 pub use org::*;
 pub use reconcile::*;
@@ -41,6 +43,8 @@ pub struct Roster {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) dns: TxtChecker,
     pub(crate) settings: Settings,
+    /// Woken when this replica queues an email, so its sender goes at once.
+    pub(crate) mail_queued: Arc<tokio::sync::Notify>,
 }
 
 /// Policy knobs the services need from the configuration.
@@ -53,6 +57,7 @@ pub struct Settings {
     pub sso: Option<SsoPolicy>,
     /// Seals organizations' OpenID client secrets at rest.
     pub sealing: crate::secrets::SealingKeys,
+    pub mail: MailPolicy,
 }
 
 impl Default for Settings {
@@ -62,13 +67,14 @@ impl Default for Settings {
             domains: DomainPolicy::default(),
             sso: None,
             sealing: crate::secrets::SealingKeys::default(),
+            mail: MailPolicy::default(),
         }
     }
 }
 
 impl Roster {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, dns: TxtChecker, settings: Settings) -> Self {
-        Self { store, clock, dns, settings }
+        Self { store, clock, dns, settings, mail_queued: Arc::new(tokio::sync::Notify::new()) }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

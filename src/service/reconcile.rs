@@ -596,6 +596,7 @@ mod tests {
                 invited_by: "test".into(),
                 created_at: at(created),
                 updated_at: at(created),
+                email_delivery: None,
             });
         }
 

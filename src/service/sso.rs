@@ -130,7 +130,7 @@ pub struct LoginError {
 }
 
 impl LoginError {
-    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
         Self { code, message: message.into(), status }
     }
 
@@ -1062,7 +1062,8 @@ impl Roster {
             tx.insert_audit(actor.audit(now, "sso.logout", session.member_id, None::<&()>, None::<&()>)).await?;
         }
         tx.commit().await?;
-        let provider_logout = match (&self.settings.sso, ended) {
+        // A session begun by an emailed link has no provider session to end.
+        let provider_logout = match (&self.settings.sso, ended && session.id_token.is_some()) {
             (Some(sso), true) => {
                 sso.rp
                     .end_session_url(
@@ -1218,7 +1219,7 @@ async fn resolve_membership(
     Ok((member, "auto_assigned"))
 }
 
-fn seat_or_internal(e: ServiceError, org: &Organization) -> LoginError {
+pub(super) fn seat_or_internal(e: ServiceError, org: &Organization) -> LoginError {
     match e {
         ServiceError::SeatLimitReached { purchased, used, .. } => LoginError::new(
             403,

@@ -238,6 +238,9 @@ pub struct Invitation {
     pub invited_by: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The delivery of its latest email, where it is shown (not stored with the invitation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email_delivery: Option<MailDelivery>,
 }
 
 /// An API key or SCIM token; the secret itself is never stored, only its hash.
@@ -380,6 +383,84 @@ pub struct SsoSession {
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// A message in the mail outbox, as the sender delivers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxMail {
+    pub id: Uuid,
+    /// The organization it is about, if any (its audit log records the delivery).
+    pub org_id: Option<Uuid>,
+    /// What the message is: `invitation`, `sign_in_link`, a notice….
+    pub kind: String,
+    /// The record it is about (an invitation), whose delivery status it is.
+    pub subject_id: Option<Uuid>,
+    pub recipient: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    /// Attempts so far, counting the one a claim starts.
+    pub attempts: i64,
+    /// Past this, a message that still fails for a temporary reason fails for good.
+    pub give_up_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Where a message's delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MailStatus {
+    /// Waiting for its (next) attempt.
+    Queued,
+    /// Accepted by the mail server (or written to the mail folder).
+    Sent,
+    /// Refused for good, or still failing when its retries ran out.
+    Failed,
+}
+
+impl MailStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MailStatus::Queued => "queued",
+            MailStatus::Sent => "sent",
+            MailStatus::Failed => "failed",
+        }
+    }
+}
+
+impl std::str::FromStr for MailStatus {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "queued" => Ok(MailStatus::Queued),
+            "sent" => Ok(MailStatus::Sent),
+            "failed" => Ok(MailStatus::Failed),
+            _ => Err(()),
+        }
+    }
+}
+
+/// The delivery of a record's latest message: what an invitation shows.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct MailDelivery {
+    pub status: MailStatus,
+    pub attempts: i64,
+    /// The mail server's last reply (`250 2.0.0 Ok: queued`, `550 5.1.1 …`), or the connection error.
+    pub reply: Option<String>,
+    /// When the next attempt is due, while queued.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The outcome of one delivery attempt, to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MailAttempt {
+    pub status: MailStatus,
+    pub reply: String,
+    /// When to try again, for a message left queued.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub at: DateTime<Utc>,
 }
 
 /// The groups a User is in: `(group id, displayName)`, by display name.
@@ -592,6 +673,8 @@ pub trait Tx: Send {
     /// Every pending invitation, expired or not, newest last.
     async fn pending_invitations(&mut self, org_id: Uuid) -> StoreResult<Vec<Invitation>>;
     async fn set_invitation_token(&mut self, org_id: Uuid, id: Uuid, token_hash: &str) -> StoreResult<()>;
+    /// The invitation whose link token has this hash, in any status.
+    async fn find_invitation_by_token(&mut self, token_hash: &str) -> StoreResult<Option<Invitation>>;
 
     // Credentials (API keys and SCIM tokens).
     async fn insert_credential(&mut self, cred: &Credential, token_hash: &str) -> StoreResult<()>;
@@ -696,6 +779,29 @@ pub trait Tx: Send {
     async fn end_member_sessions(&mut self, member_id: Uuid, at: DateTime<Utc>) -> StoreResult<()>;
     /// Deletes attempts, codes and ended or expired sessions that expired before `before`.
     async fn purge_sso(&mut self, before: DateTime<Utc>) -> StoreResult<u64>;
+
+    // Mail outbox.
+    /// Queues a message, due at once (a write that may go with the transaction's next statement).
+    async fn insert_mail(&mut self, mail: &OutboxMail) -> StoreResult<()>;
+    /// Claims up to `limit` due messages for `holder` until `until`: no one
+    /// else claims them before then (on PostgreSQL, rows another
+    /// transaction is claiming are skipped, not waited for).
+    async fn claim_mail(
+        &mut self,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<OutboxMail>>;
+    /// Records an attempt at a message `holder` claimed; false when the
+    /// claim had passed to someone else. A sent or failed message loses its
+    /// subject and bodies.
+    async fn record_mail_attempt(&mut self, id: Uuid, holder: &str, attempt: &MailAttempt) -> StoreResult<bool>;
+    /// The delivery of the latest message about each of these records.
+    async fn mail_deliveries(
+        &mut self,
+        subject_ids: &[Uuid],
+    ) -> StoreResult<std::collections::HashMap<Uuid, MailDelivery>>;
 
     // Background job coordination.
     /// Takes or renews the lease `name` for `holder` until `until`, unless

@@ -80,6 +80,7 @@ impl Statements for Postgres {
         (SELECT id, display_name, display_name_lc FROM scim_groups WHERE id = gm.group_id OFFSET 0) g \
         WHERE gm.user_id = r.id) AS groups";
     const SENDS_STATEMENTS_TOGETHER: bool = false;
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
 
     fn id_among(subquery: &str) -> String {
         format!("r.id = ANY(ARRAY({subquery}))")

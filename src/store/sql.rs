@@ -31,6 +31,10 @@ pub(super) trait Statements {
     /// database in one round trip: then writes are [`Deferred`] and sent
     /// together, and look-ups of one use case (`find_person`) share a string.
     const SENDS_STATEMENTS_TOGETHER: bool;
+    /// What a queue's `SELECT … LIMIT n` ends with so that two claimers
+    /// never wait on, or take, the same rows: PostgreSQL's `FOR UPDATE SKIP
+    /// LOCKED`; nothing on SQLite, whose one writer claims alone.
+    const SKIP_LOCKED: &'static str;
     /// `r.id` among the ids `subquery` picks (a page's, picked first, then
     /// their rows by primary key). PostgreSQL takes them as an array
     /// computed once before the rows: as `IN`, its generic plan (which does
@@ -382,7 +386,72 @@ impl InvitationRow {
             invited_by: self.invited_by,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            email_delivery: None,
         })
+    }
+}
+
+pub(super) const MAIL_COLUMNS: &str =
+    "id, org_id, kind, subject_id, recipient, subject, body_text, body_html, attempts, give_up_at, created_at";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct MailRow {
+    id: String,
+    org_id: Option<String>,
+    kind: String,
+    subject_id: Option<String>,
+    recipient: String,
+    subject: Option<String>,
+    body_text: Option<String>,
+    body_html: Option<String>,
+    attempts: i64,
+    give_up_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+}
+
+impl MailRow {
+    pub(super) fn into_model(self) -> StoreResult<OutboxMail> {
+        Ok(OutboxMail {
+            id: uuid("mail_outbox.id", &self.id)?,
+            org_id: self.org_id.as_deref().map(|o| uuid("mail_outbox.org_id", o)).transpose()?,
+            kind: self.kind,
+            subject_id: self.subject_id.as_deref().map(|s| uuid("mail_outbox.subject_id", s)).transpose()?,
+            recipient: self.recipient,
+            subject: self.subject.unwrap_or_default(),
+            text: self.body_text.unwrap_or_default(),
+            html: self.body_html.unwrap_or_default(),
+            attempts: self.attempts,
+            give_up_at: self.give_up_at,
+            created_at: self.created_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct MailDeliveryRow {
+    subject_id: String,
+    status: String,
+    attempts: i64,
+    last_reply: Option<String>,
+    next_attempt_at: DateTime<Utc>,
+    sent_at: Option<DateTime<Utc>>,
+    updated_at: DateTime<Utc>,
+}
+
+impl MailDeliveryRow {
+    pub(super) fn into_model(self) -> StoreResult<(Uuid, MailDelivery)> {
+        let status: MailStatus = parse("mail_outbox.status", &self.status)?;
+        Ok((
+            uuid("mail_outbox.subject_id", &self.subject_id)?,
+            MailDelivery {
+                status,
+                attempts: self.attempts,
+                reply: self.last_reply,
+                next_attempt_at: (status == MailStatus::Queued).then_some(self.next_attempt_at),
+                sent_at: self.sent_at,
+                updated_at: self.updated_at,
+            },
+        ))
     }
 }
 
@@ -2094,6 +2163,122 @@ macro_rules! impl_tx {
                 Ok(n)
             }
 
+            async fn insert_mail(&mut self, m: &OutboxMail) -> StoreResult<()> {
+                let row = (
+                    m.id.to_string(),
+                    m.org_id.map(|o| o.to_string()),
+                    m.kind.clone(),
+                    m.subject_id.map(|s| s.to_string()),
+                    m.recipient.clone(),
+                    m.subject.clone(),
+                    m.text.clone(),
+                    m.html.clone(),
+                );
+                let (give_up_at, created_at) = (m.give_up_at, m.created_at);
+                self.write_later(
+                    "INSERT INTO mail_outbox (id, org_id, kind, subject_id, recipient, subject, body_text, body_html, \
+                     status, attempts, next_attempt_at, give_up_at, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', 0, $9, $10, $9, $9)",
+                    move |args| {
+                        args.add(row.0)?;
+                        args.add(row.1)?;
+                        args.add(row.2)?;
+                        args.add(row.3)?;
+                        args.add(row.4)?;
+                        args.add(row.5)?;
+                        args.add(row.6)?;
+                        args.add(row.7)?;
+                        args.add(created_at)?;
+                        args.add(give_up_at)
+                    },
+                )
+                .await
+            }
+
+            async fn claim_mail(
+                &mut self,
+                holder: &str,
+                now: DateTime<Utc>,
+                until: DateTime<Utc>,
+                limit: i64,
+            ) -> StoreResult<Vec<OutboxMail>> {
+                let sql = format!(
+                    "UPDATE mail_outbox SET claimed_by = $1, claimed_until = $2, attempts = attempts + 1 \
+                     WHERE id IN (SELECT id FROM mail_outbox WHERE status = 'queued' AND next_attempt_at <= $3 \
+                     AND (claimed_until IS NULL OR claimed_until <= $3) ORDER BY next_attempt_at LIMIT $4{}) \
+                     RETURNING {MAIL_COLUMNS}",
+                    <$db as $crate::store::sql::Statements>::SKIP_LOCKED
+                );
+                let mut claimed = sqlx::query_as::<_, MailRow>(&sql)
+                    .bind(holder)
+                    .bind(until)
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(self.conn().await?)
+                    .await?
+                    .into_iter()
+                    .map(MailRow::into_model)
+                    .collect::<StoreResult<Vec<_>>>()?;
+                // Oldest first: `RETURNING` keeps no order.
+                claimed.sort_by_key(|m| (m.created_at, m.id));
+                Ok(claimed)
+            }
+
+            async fn record_mail_attempt(&mut self, id: Uuid, holder: &str, a: &MailAttempt) -> StoreResult<bool> {
+                let done = if a.status == MailStatus::Queued {
+                    sqlx::query(
+                        "UPDATE mail_outbox SET last_reply = $3, next_attempt_at = $4, claimed_by = NULL, \
+                         claimed_until = NULL, updated_at = $5 WHERE id = $1 AND claimed_by = $2 AND status = 'queued'",
+                    )
+                    .bind(id.to_string())
+                    .bind(holder)
+                    .bind(&a.reply)
+                    .bind(a.next_attempt_at.unwrap_or(a.at))
+                    .bind(a.at)
+                    .execute(self.conn().await?)
+                    .await?
+                } else {
+                    sqlx::query(
+                        "UPDATE mail_outbox SET status = $3, last_reply = $4, sent_at = $5, claimed_by = NULL, \
+                         claimed_until = NULL, subject = NULL, body_text = NULL, body_html = NULL, updated_at = $6 \
+                         WHERE id = $1 AND claimed_by = $2 AND status = 'queued'",
+                    )
+                    .bind(id.to_string())
+                    .bind(holder)
+                    .bind(a.status.as_str())
+                    .bind(&a.reply)
+                    .bind((a.status == MailStatus::Sent).then_some(a.at))
+                    .bind(a.at)
+                    .execute(self.conn().await?)
+                    .await?
+                };
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn mail_deliveries(
+                &mut self,
+                subject_ids: &[Uuid],
+            ) -> StoreResult<std::collections::HashMap<Uuid, MailDelivery>> {
+                let mut out = std::collections::HashMap::new();
+                for chunk in subject_ids.chunks(ID_CHUNK) {
+                    // Oldest first, so each record keeps its latest message's delivery.
+                    let sql = format!(
+                        "SELECT subject_id, status, attempts, last_reply, next_attempt_at, sent_at, updated_at \
+                         FROM mail_outbox WHERE subject_id IN ({}) ORDER BY created_at, id",
+                        placeholders(1, chunk.len())
+                    );
+                    let mut query = sqlx::query_as::<_, MailDeliveryRow>(&sql);
+                    for id in chunk {
+                        query = query.bind(id.to_string());
+                    }
+                    for row in query.fetch_all(self.conn().await?).await? {
+                        let (subject, delivery) = row.into_model()?;
+                        out.insert(subject, delivery);
+                    }
+                }
+                Ok(out)
+            }
+
             async fn try_acquire_lease(
                 &mut self,
                 name: &str,
@@ -2426,6 +2611,16 @@ macro_rules! impl_tx {
                     .into_iter()
                     .map(InvitationRow::into_model)
                     .collect()
+            }
+
+            async fn find_invitation_by_token(&mut self, token_hash: &str) -> StoreResult<Option<Invitation>> {
+                let sql = format!("SELECT {INVITATION_COLUMNS} FROM invitations WHERE token_hash = $1");
+                sqlx::query_as::<_, InvitationRow>(&sql)
+                    .bind(token_hash)
+                    .fetch_optional(self.conn().await?)
+                    .await?
+                    .map(InvitationRow::into_model)
+                    .transpose()
             }
 
             async fn set_invitation_token(&mut self, org_id: Uuid, id: Uuid, token_hash: &str) -> StoreResult<()> {

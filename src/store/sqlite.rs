@@ -50,6 +50,7 @@ impl Statements for Sqlite {
         ORDER BY g.display_name_lc, g.id) FROM scim_group_members gm JOIN scim_groups g ON g.id = gm.group_id \
         WHERE gm.user_id = r.id) AS groups";
     const SENDS_STATEMENTS_TOGETHER: bool = true;
+    const SKIP_LOCKED: &'static str = "";
 }
 
 /// How often the checkpointer looks for new frames when it has caught up,

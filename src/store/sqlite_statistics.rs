@@ -105,6 +105,10 @@ pub(super) const SEED: &[(&str, Option<&str>, &str)] = &[
     ("sso_sessions", Some("sso_sessions_token"), "100000 1"),
     ("sso_sessions", Some("sso_sessions_member"), "100000 2 1"),
     ("sso_sessions", Some("sso_sessions_live"), "100000 10000 10"),
+    ("mail_outbox", None, "100000"),
+    ("mail_outbox", Some("sqlite_autoindex_mail_outbox_1"), "100000 1"),
+    ("mail_outbox", Some("mail_outbox_due"), "1000 1"),
+    ("mail_outbox", Some("mail_outbox_subject"), "100000 2 1"),
 ];
 
 /// A table is analyzed once it holds this many times the rows its

@@ -1,0 +1,111 @@
+//! Roster's emails and the pages a person opens from them, as compile-checked
+//! templates (`templates/`): HTML escapes every value, text does not.
+
+use askama::Template;
+
+/// An invitation (or its resend): who invited, to what, until when, and the link.
+#[derive(Debug, Clone)]
+pub struct InvitationMail<'a> {
+    pub org_name: &'a str,
+    pub role: &'a str,
+    pub inviter: &'a str,
+    pub email: &'a str,
+    pub expires: String,
+    pub link: &'a str,
+    pub resent: bool,
+    pub sso_enforced: bool,
+}
+
+#[derive(Template)]
+#[template(path = "mail/invitation.txt")]
+struct InvitationText<'a, 'b> {
+    m: &'b InvitationMail<'a>,
+}
+
+#[derive(Template)]
+#[template(path = "mail/invitation.html")]
+struct InvitationHtml<'a, 'b> {
+    m: &'b InvitationMail<'a>,
+}
+
+/// A rendered message: subject, text part, HTML part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+impl InvitationMail<'_> {
+    pub fn render(&self) -> askama::Result<Rendered> {
+        let text = InvitationText { m: self }.render()?;
+        let html = InvitationHtml { m: self }.render()?;
+        Ok(Rendered { subject: format!("Join {} as {}", self.org_name, self.role), text, html })
+    }
+}
+
+/// The page an invitation link opens.
+#[derive(Template)]
+#[template(path = "pages/invitation.html")]
+pub struct InvitationPage<'a> {
+    pub org_name: &'a str,
+    pub role: &'a str,
+    pub email: &'a str,
+    pub expires: String,
+    pub sso_enforced: bool,
+    /// Where the accept form posts.
+    pub action: &'a str,
+    pub token: &'a str,
+}
+
+/// A page with a title and one message: an outcome, or why something was refused.
+#[derive(Template)]
+#[template(path = "pages/message.html")]
+pub struct MessagePage<'a> {
+    pub title: &'a str,
+    pub message: &'a str,
+    /// A machine-readable reason, for a refusal.
+    pub code: Option<&'a str>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOSTILE: &str = "<script>alert(1)</script>";
+
+    #[test]
+    fn html_parts_show_names_as_text() {
+        let m = InvitationMail {
+            org_name: HOSTILE,
+            role: "Write",
+            inviter: HOSTILE,
+            email: "ada@example.com",
+            expires: "2026-12-17 10:00 UTC".into(),
+            link: "https://roster.example/invitations/accept?token=roster_inv_x&a=1",
+            resent: false,
+            sso_enforced: false,
+        };
+        let r = m.render().unwrap();
+        assert!(!r.html.contains(HOSTILE), "{}", r.html);
+        assert!(r.html.contains("&#60;script&#62;alert(1)&#60;/script&#62;") || r.html.contains("&lt;script&gt;"));
+        assert!(r.html.contains("token=roster_inv_x&#38;a=1") || r.html.contains("token=roster_inv_x&amp;a=1"));
+        // The text part is text: the name as written, the link as it is.
+        assert!(r.text.contains(HOSTILE));
+        assert!(r.text.contains("https://roster.example/invitations/accept?token=roster_inv_x&a=1"));
+        let page = InvitationPage {
+            org_name: HOSTILE,
+            role: "Write",
+            email: "ada@example.com",
+            expires: String::new(),
+            sso_enforced: false,
+            action: "/invitations/accept",
+            token: "t\"><script>",
+        }
+        .render()
+        .unwrap();
+        assert!(!page.contains("<script>"), "{page}");
+        let page = MessagePage { title: HOSTILE, message: HOSTILE, code: Some(HOSTILE) }.render().unwrap();
+        assert!(!page.contains("<script>"), "{page}");
+    }
+}

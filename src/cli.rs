@@ -52,6 +52,9 @@ pub enum Command {
     /// Manage an organization's email domains and their DNS verification.
     #[command(subcommand)]
     Domain(DomainCommand),
+    /// Invite people (each gets an email with the accept link) and follow their invitations.
+    #[command(subcommand)]
+    Invitation(InvitationCommand),
     /// Register a product that starts single sign-on logins and redeems their codes.
     #[command(subcommand, name = "sso-client")]
     SsoClient(SsoClientCommand),
@@ -199,6 +202,51 @@ pub enum DomainCommand {
     },
     /// Remove a domain; it stops routing at once.
     Remove(DomainArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InvitationCommand {
+    /// Invite one person; the invitation email goes out at once.
+    Create {
+        /// Organization id.
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        email: String,
+        /// owner, admin, write or read.
+        #[arg(long)]
+        role: String,
+    },
+    /// Invite everyone in a CSV file of `email,role` lines (all or none).
+    Import {
+        /// Organization id.
+        #[arg(long)]
+        org: String,
+        /// The CSV file.
+        file: PathBuf,
+    },
+    /// List invitations with their email's delivery.
+    List {
+        /// Organization id.
+        #[arg(long)]
+        org: String,
+        /// pending, accepted, revoked or expired.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Send an invitation again (a new link; the old one stops working).
+    Resend(InvitationArgs),
+    /// Revoke a pending invitation; frees its seat.
+    Revoke(InvitationArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InvitationArgs {
+    /// Organization id.
+    #[arg(long)]
+    org: String,
+    /// Invitation id.
+    id: String,
 }
 
 #[derive(Debug, Args)]
@@ -394,6 +442,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let roster = AppState::from_config(config).await?.roster;
             domain(&roster, cmd, cli.json).await
         }
+        Command::Invitation(cmd) => {
+            let roster = AppState::from_config(config).await?.roster;
+            invitation(&roster, cmd, cli.json).await
+        }
         Command::SsoClient(cmd) => {
             let roster = AppState::from_config(config).await?.roster;
             sso_client(&roster, cmd, cli.json).await
@@ -542,6 +594,94 @@ fn print_domain(d: &DomainView) {
     if let Some(result) = &d.domain.last_result {
         println!("  last check: {result}");
     }
+}
+
+async fn invitation(roster: &Roster, cmd: InvitationCommand, as_json: bool) -> Result<(), CliError> {
+    let print_created = |created: &[crate::service::CreatedInvitation]| -> Result<(), CliError> {
+        if as_json {
+            let items: Vec<_> =
+                created.iter().map(|c| json!({"invitation": c.invitation, "token": c.token.expose()})).collect();
+            println!("{}", serde_json::to_string(&items).map_err(anyhow::Error::from)?);
+        } else {
+            for c in created {
+                println!(
+                    "Invited {} as {} ({}); the email is queued. Expires {}.",
+                    c.invitation.email, c.invitation.role, c.invitation.id, c.invitation.expires_at
+                );
+            }
+        }
+        Ok(())
+    };
+    match cmd {
+        InvitationCommand::Create { org, email, role } => {
+            let actor = Actor::cli(org_id(&org)?);
+            let email = input("email", Email::parse(&email))?;
+            let role = input("role", role.parse::<Role>())?;
+            let created = roster.invite(&actor, email, role).await?;
+            print_created(std::slice::from_ref(&created))?;
+        }
+        InvitationCommand::Import { org, file } => {
+            let actor = Actor::cli(org_id(&org)?);
+            let bytes =
+                std::fs::read(&file).map_err(|e| CliError::Input(format!("cannot read {}: {e}", file.display())))?;
+            let created = roster.invite_csv(&actor, &bytes).await?;
+            print_created(&created)?;
+        }
+        InvitationCommand::List { org, status } => {
+            let actor = Actor::cli(org_id(&org)?);
+            let status = status.map(|s| input("status", s.parse::<InvitationStatus>())).transpose()?;
+            let mut all = Vec::new();
+            let mut cursor = None;
+            loop {
+                let q = crate::service::InvitationQuery { status, cursor, limit: Some(crate::service::MAX_PAGE_SIZE) };
+                let page = roster.list_invitations(&actor, q).await?;
+                all.extend(page.items);
+                match page.next_cursor {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+            if as_json {
+                println!("{}", serde_json::to_string(&all).map_err(anyhow::Error::from)?);
+            } else if all.is_empty() {
+                println!("No invitations.");
+            } else {
+                for i in &all {
+                    let email = match &i.email_delivery {
+                        None => "no email".to_string(),
+                        Some(d) => match &d.reply {
+                            Some(reply) => format!("email {} ({reply})", d.status.as_str()),
+                            None => format!("email {}", d.status.as_str()),
+                        },
+                    };
+                    println!("{}  {}  {}  {}  expires {}  {}", i.id, i.email, i.role, i.status, i.expires_at, email);
+                }
+            }
+        }
+        InvitationCommand::Resend(args) => {
+            let actor = Actor::cli(org_id(&args.org)?);
+            let id = invitation_id(&args.id)?;
+            let created = roster.resend_invitation(&actor, id).await?;
+            print_created(std::slice::from_ref(&created))?;
+        }
+        InvitationCommand::Revoke(args) => {
+            let actor = Actor::cli(org_id(&args.org)?);
+            let id = invitation_id(&args.id)?;
+            let inv = roster.revoke_invitation(&actor, id).await?;
+            if as_json {
+                println!("{}", serde_json::to_string(&inv).map_err(anyhow::Error::from)?);
+            } else {
+                println!("Revoked the invitation of {}.", inv.email);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An invitation id argument.
+fn invitation_id(raw: &str) -> Result<Uuid, CliError> {
+    Uuid::parse_str(raw.trim())
+        .map_err(|_| CliError::Input(format!("`{raw}` is not an invitation id (`roster invitation list` shows them)")))
 }
 
 async fn domain(roster: &Roster, cmd: DomainCommand, as_json: bool) -> Result<(), CliError> {

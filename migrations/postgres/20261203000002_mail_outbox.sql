@@ -15,7 +15,7 @@ CREATE TABLE mail_outbox (
     body_text        TEXT,
     body_html        TEXT,
     status           TEXT NOT NULL,
-    attempts         INTEGER NOT NULL DEFAULT 0,
+    attempts         BIGINT NOT NULL DEFAULT 0,
     next_attempt_at  TIMESTAMPTZ NOT NULL,
     give_up_at       TIMESTAMPTZ NOT NULL,
     claimed_by       TEXT,

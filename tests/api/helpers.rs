@@ -78,8 +78,13 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub roster: Roster,
     pub client: reqwest::Client,
+    /// Where the app's email goes (the folder of `.eml` files unless the test chose SMTP).
+    pub mailer: Arc<roster::mail::Mailer>,
+    /// The folder of `.eml` files, unless the test configured SMTP.
+    pub mail_dir: std::path::PathBuf,
     /// Lives as long as the app, and is dropped with it.
     _db: TestDb,
+    _mail: tempfile::TempDir,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -116,15 +121,44 @@ impl TestApp {
         let mut config = config_for(&db.url);
         config.listen = listener.local_addr().expect("addr");
         config.public_base_url = roster::config::base_url_for(config.listen);
+        // Email goes to a folder of the test's own (the default would be the working directory on PostgreSQL).
+        let mail = tempfile::tempdir().expect("mail dir");
+        config.mail.transport = roster::config::MailTransport::Folder(mail.path().to_path_buf());
         adjust(&mut config);
         let state = AppState::with_clock(config, clock).await.expect("app state");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let roster = state.roster.clone();
+        let mailer = state.mailer.clone();
         tokio::spawn(roster::http::serve(listener, state, async {
             let _ = rx.await;
         }));
-        TestApp { addr, roster, client: reqwest::Client::new(), _db: db, _shutdown: tx }
+        TestApp {
+            addr,
+            roster,
+            client: reqwest::Client::new(),
+            mailer,
+            mail_dir: mail.path().to_path_buf(),
+            _db: db,
+            _mail: mail,
+            _shutdown: tx,
+        }
+    }
+
+    /// Runs one round of the email sender, as a replica's sender does:
+    /// delivers what is due now; returns how many attempts it made.
+    pub async fn deliver_mail(&self) -> usize {
+        roster::mail::deliver_due(&self.roster, &self.mailer, "test-sender").await.expect("deliver mail")
+    }
+
+    /// The `.eml` files written to the mail folder, oldest first.
+    pub fn mail_files(&self) -> Vec<String> {
+        let mut files: Vec<_> = std::fs::read_dir(&self.mail_dir)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.retain(|p: &std::path::PathBuf| p.extension().is_some_and(|e| e == "eml"));
+        files.sort();
+        files.iter().map(|p| std::fs::read_to_string(p).expect("read .eml")).collect()
     }
 
     pub fn db_url(&self) -> &str {

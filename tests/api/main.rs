@@ -14,6 +14,7 @@ mod events;
 mod fuzz;
 mod hardening;
 mod invitations;
+mod mail;
 mod members;
 mod oidc_provider;
 mod openapi;

@@ -1,0 +1,313 @@
+//! Email: invitations queue their message with the change, the sender
+//! delivers it (here into the test's folder of `.eml` files, or to a real
+//! SMTP server process), and the link in it accepts the invitation in a
+//! browser-like client.
+
+use crate::helpers::*;
+use reqwest::{Method, StatusCode};
+use roster::clock::{Clock, ManualClock};
+use roster::config::TenantConnection;
+use roster::model::{Email, Name, Plan};
+use roster::secrets::Secret;
+use roster::service::NewOrganization;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// The accept link in a message, as a person would follow it.
+pub fn accept_link(message: &str) -> String {
+    let start = message.find("http://").expect("a link in the message");
+    let link: String = message[start..].chars().take_while(|c| !c.is_whitespace() && *c != '"' && *c != '<').collect();
+    assert!(link.contains("/invitations/accept?token=roster_inv_"), "{link}");
+    link.replace("&amp;", "&")
+}
+
+/// The `Set-Cookie` value of `roster_session`, if the response set one.
+fn session_cookie(res: &reqwest::Response) -> Option<String> {
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("roster_session=").map(|rest| rest.split(';').next().unwrap_or("").to_string()))
+        .filter(|v| !v.is_empty())
+}
+
+/// Follows an accept link: the page, then the form's post. Returns the
+/// post's status, its reason header and the session cookie it set.
+async fn accept(app: &TestApp, link: &str) -> (StatusCode, Option<String>, Option<String>) {
+    let token = link.split("token=").nth(1).expect("token").to_string();
+    let res = app
+        .client
+        .post(app.url("/invitations/accept"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}"))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    let reason = res.headers().get("x-roster-error").map(|v| v.to_str().unwrap().to_string());
+    let cookie = session_cookie(&res);
+    let body = res.text().await.unwrap();
+    assert!(body.contains("<h1>"), "a page for a person: {body}");
+    (status, reason, cookie)
+}
+
+async fn invitations(app: &TestApp, key: &str) -> Vec<Value> {
+    let (status, body) = app.get("/api/v1/invitations?limit=200", key).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["items"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn an_invitation_email_arrives_and_its_link_makes_the_member_and_signs_in() {
+    let app = TestApp::spawn().await;
+    let org = app.org("Acme", 5).await;
+    let (status, created) =
+        app.post("/api/v1/invitations", &org.owner_key, json!({"email": "bob@example.com", "role": "write"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["email_delivery"]["status"], "queued", "{created}");
+    // Committed with the invitation, delivered by the sender's next round.
+    assert!(app.mail_files().is_empty());
+    assert_eq!(app.deliver_mail().await, 1);
+    assert_eq!(app.deliver_mail().await, 0, "a sent message is not sent again");
+    let files = app.mail_files();
+    assert_eq!(files.len(), 1);
+    let eml = &files[0];
+    assert!(eml.contains("To: bob@example.com"), "{eml}");
+    assert!(eml.contains("Subject: Join Acme as Write"), "{eml}");
+    assert!(eml.contains("invited you to join Acme as Write"), "{eml}");
+    assert!(eml.contains("Content-Type: text/html"), "{eml}");
+    let link = accept_link(eml);
+    let token = created["token"].as_str().unwrap();
+    assert!(link.ends_with(&format!("token={token}")), "the link carries the invitation's token: {link}");
+
+    // The invitation says its email went out, with what the transport answered.
+    let listed = invitations(&app, &org.owner_key).await;
+    let delivery = &listed[0]["email_delivery"];
+    assert_eq!(delivery["status"], "sent", "{delivery}");
+    assert_eq!(delivery["attempts"], 1, "{delivery}");
+    assert!(delivery["reply"].as_str().unwrap().starts_with("written to "), "{delivery}");
+
+    // Opening the link shows the offer and changes nothing.
+    let page = app.client.get(&link).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains("frame-ancestors 'none'") && !csp.contains("script-src"), "{csp}");
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"<dd id="organization">Acme</dd>"#), "{html}");
+    assert!(html.contains(r#"<dd id="role">Write</dd>"#), "{html}");
+    assert!(html.contains(r#"<dd id="email">bob@example.com</dd>"#), "{html}");
+    assert_eq!(invitations(&app, &org.owner_key).await[0]["status"], "pending");
+
+    // Accepting makes the member and signs the browser in.
+    let (status, _, cookie) = accept(&app, &link).await;
+    assert_eq!(status, StatusCode::OK);
+    let cookie = cookie.expect("a session cookie");
+    let session: Value = app
+        .client
+        .get(app.url("/sso/session"))
+        .header("cookie", format!("roster_session={cookie}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(session["email"], "bob@example.com", "{session}");
+    assert_eq!(session["role"], "write", "{session}");
+    assert_eq!(session["organization_name"], "Acme", "{session}");
+    let (_, members) = app.get("/api/v1/members?status=active", &org.owner_key).await;
+    let bob = members["items"].as_array().unwrap().iter().find(|m| m["email"] == "bob@example.com").cloned();
+    let bob = bob.expect("bob is a member");
+    assert_eq!((bob["role"].clone(), bob["source"].clone()), (json!("write"), json!("invite")), "{bob}");
+    assert_eq!(invitations(&app, &org.owner_key).await[0]["status"], "accepted");
+    let audit = app.audit(&org.owner_key).await;
+    let actions: Vec<&str> = audit.iter().filter_map(|a| a["action"].as_str()).collect();
+    for expected in ["mail.sent", "invitation.accepted", "member.added", "sign_in.email_link"] {
+        assert!(actions.contains(&expected), "{expected} in {actions:?}");
+    }
+    let sent = audit.iter().find(|a| a["action"] == "mail.sent").unwrap();
+    assert_eq!(sent["target"], created["id"], "{sent}");
+    assert_eq!(sent["after"]["to"], "bob@example.com", "{sent}");
+
+    // The link works once.
+    let (status, reason, cookie) = accept(&app, &link).await;
+    assert_eq!((status, reason.as_deref()), (StatusCode::GONE, Some("invitation_used")));
+    assert!(cookie.is_none());
+    let page = app.client.get(&link).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::GONE);
+}
+
+#[tokio::test]
+async fn a_resent_invitation_kills_the_old_link_and_a_revoked_one_its_own() {
+    let app = TestApp::spawn().await;
+    let org = app.org("Acme", 5).await;
+    let (_, created) =
+        app.post("/api/v1/invitations", &org.owner_key, json!({"email": "cy@example.com", "role": "read"})).await;
+    let id = id_of(&created);
+    app.deliver_mail().await;
+    let (status, resent) = app.post(&format!("/api/v1/invitations/{id}/resend"), &org.owner_key, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{resent}");
+    app.deliver_mail().await;
+    let files = app.mail_files();
+    assert_eq!(files.len(), 2);
+    assert!(files[1].contains("whose link no longer works"), "{}", files[1]);
+    let (old, new) = (accept_link(&files[0]), accept_link(&files[1]));
+    assert_ne!(old, new);
+    let (status, reason, _) = accept(&app, &old).await;
+    assert_eq!((status, reason.as_deref()), (StatusCode::NOT_FOUND, Some("invitation_unknown")));
+    let (status, _) = app.call(Method::DELETE, &format!("/api/v1/invitations/{id}"), Some(&org.owner_key), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, reason, cookie) = accept(&app, &new).await;
+    assert_eq!((status, reason.as_deref()), (StatusCode::GONE, Some("invitation_revoked")));
+    assert!(cookie.is_none());
+    let (_, members) = app.get("/api/v1/members", &org.owner_key).await;
+    assert_eq!(members["items"].as_array().unwrap().len(), 1, "only the Owner: {members}");
+}
+
+#[tokio::test]
+async fn an_expired_link_is_refused() {
+    let clock = ManualClock::new(roster::clock::SystemClock.now());
+    let app = TestApp::spawn_with(TestDb::new().await, |_| {}, Arc::new(clock.clone())).await;
+    let org = app.org("Acme", 5).await;
+    app.post("/api/v1/invitations", &org.owner_key, json!({"email": "dee@example.com", "role": "read"})).await;
+    app.deliver_mail().await;
+    let link = accept_link(&app.mail_files()[0]);
+    clock.advance(chrono::Duration::days(15));
+    let (status, reason, cookie) = accept(&app, &link).await;
+    assert_eq!((status, reason.as_deref()), (StatusCode::GONE, Some("invitation_expired")));
+    assert!(cookie.is_none());
+}
+
+#[tokio::test]
+async fn an_organization_that_enforces_sso_accepts_only_through_its_sso() {
+    let tenant = TenantConnection {
+        issuer: "http://127.0.0.1:9/".into(),
+        client_id: "roster".into(),
+        client_secret: Secret::new("secret"),
+        scopes: vec!["openid".into(), "email".into()],
+        tenant_param: "tenant".into(),
+        tenant_claim: "tenants".into(),
+        require_email_verified: true,
+    };
+    let app = TestApp::spawn_with(
+        TestDb::new().await,
+        |c| {
+            c.sso_dev_mode = true;
+            c.tenant_connection = Some(tenant);
+        },
+        Arc::new(roster::clock::SystemClock),
+    )
+    .await;
+    let org = app.org("Acme", 5).await;
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            "/api/v1/organization/sso",
+            Some(&org.owner_key),
+            Some(json!({"tenant_id": "T1acme", "enforce": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    app.post("/api/v1/invitations", &org.owner_key, json!({"email": "eve@example.com", "role": "write"})).await;
+    app.deliver_mail().await;
+    let eml = &app.mail_files()[0];
+    assert!(eml.contains("signs in through its single sign-on"), "{eml}");
+    let link = accept_link(eml);
+    let html = app.client.get(&link).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("signs in only through its single sign-on"), "{html}");
+    assert!(!html.contains("<form"), "no way to accept without SSO: {html}");
+    let (status, reason, cookie) = accept(&app, &link).await;
+    assert_eq!((status, reason.as_deref()), (StatusCode::FORBIDDEN, Some("sso_required")));
+    assert!(cookie.is_none());
+    assert_eq!(invitations(&app, &org.owner_key).await[0]["status"], "pending");
+}
+
+#[tokio::test]
+async fn a_csv_of_fifty_invitations_sends_fifty_messages() {
+    let app = TestApp::spawn().await;
+    let org = app.org("Acme", 60).await;
+    let csv: String = std::iter::once("email,role\n".to_string())
+        .chain((0..50).map(|i| format!("p{i}@example.com,read\n")))
+        .collect();
+    let (status, body) = app.post_csv(&org.owner_key, &csv).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let mut attempts = 0;
+    loop {
+        let n = app.deliver_mail().await;
+        if n == 0 {
+            break;
+        }
+        attempts += n;
+    }
+    assert_eq!(attempts, 50);
+    let files = app.mail_files();
+    assert_eq!(files.len(), 50);
+    let mut to: Vec<String> =
+        files.iter().map(|f| f.lines().find_map(|l| l.strip_prefix("To: ")).unwrap().to_string()).collect();
+    to.sort();
+    to.dedup();
+    assert_eq!(to.len(), 50, "one message per invitee");
+    assert!(invitations(&app, &org.owner_key).await.iter().all(|i| i["email_delivery"]["status"] == "sent"));
+}
+
+#[tokio::test]
+async fn names_are_text_in_every_page_and_message() {
+    let app = TestApp::spawn().await;
+    let created = app
+        .roster
+        .create_organization(
+            NewOrganization {
+                name: Name::parse("<script>alert(1)</script>").unwrap(),
+                seats: 5,
+                owner_email: Email::parse("owner@example.com").unwrap(),
+                plan: Plan::EnterpriseSeatYearly,
+                contact_email: None,
+            },
+            "cli:test",
+        )
+        .await
+        .unwrap();
+    let key = created.api_key_secret.expose().to_string();
+    let (status, _) = app.post("/api/v1/invitations", &key, json!({"email": "fay@example.com", "role": "read"})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    app.deliver_mail().await;
+    let eml = &app.mail_files()[0];
+    let html_part = &eml[eml.find("Content-Type: text/html").expect("an HTML part")..];
+    assert!(!html_part.contains("<script>"), "{html_part}");
+    assert!(html_part.contains("&#60;script&#62;") || html_part.contains("&lt;script&gt;"), "{html_part}");
+    let page = app.client.get(accept_link(eml)).send().await.unwrap().text().await.unwrap();
+    assert!(!page.contains("<script>"), "{page}");
+}
+
+#[tokio::test]
+async fn a_form_posted_from_another_site_is_refused() {
+    let app = TestApp::spawn().await;
+    let org = app.org("Acme", 5).await;
+    let (_, created) =
+        app.post("/api/v1/invitations", &org.owner_key, json!({"email": "gus@example.com", "role": "read"})).await;
+    let res = app
+        .client
+        .post(app.url("/invitations/accept"))
+        .header("origin", "https://attacker.example")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={}", created["token"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert!(session_cookie(&res).is_none());
+    assert_eq!(invitations(&app, &org.owner_key).await[0]["status"], "pending");
+    // Without a token, or with a malformed one: a page, not a problem document.
+    for body in ["", "token=", "token=%00"] {
+        let res = app
+            .client
+            .post(app.url("/invitations/accept"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{body}");
+        assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    }
+}

@@ -23,4 +23,5 @@ mod reconcile_property;
 mod scim;
 mod scim_fixtures;
 mod seats;
+mod smtp_server;
 mod sso;

@@ -20,5 +20,11 @@ if [[ ! -x tests/openapi/.venv/bin/openapi-spec-validator ]]; then
   python3 -m venv tests/openapi/.venv
 fi
 tests/openapi/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/openapi/requirements.txt
+# The SMTP server the mail tests send to (tests/smtp), as pinned.
+echo "== pip install (tests/smtp)"
+if [[ ! -x tests/smtp/.venv/bin/python ]]; then
+  python3 -m venv tests/smtp/.venv
+fi
+tests/smtp/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/smtp/requirements.txt
 
 cargo test --all-targets --locked

@@ -98,7 +98,7 @@ impl Mailer {
                     let text: Vec<&str> = response.message().collect();
                     Ok(format!("{} {}", response.code(), text.join(" ")).trim_end().to_string())
                 }
-                Err(e) => Err(SendFailure { permanent: e.is_permanent(), reply: smtp_error_text(&e) }),
+                Err(e) => Err(SendFailure { permanent: refuses_the_message(&e), reply: smtp_error_text(&e) }),
             },
             Transport::Folder(dir) => {
                 let path = dir.join(format!("{}-{}.eml", mail.created_at.format("%Y%m%dT%H%M%S"), mail.id));
@@ -158,6 +158,16 @@ impl Mailer {
             Transport::Smtp(_) => Body::new(text.to_string()),
         }
     }
+}
+
+/// Whether a relay's error refuses this message for good: a `5xx` reply,
+/// except to authentication (`530`, `534`, `535`, `538`), which is the
+/// deployment's credentials at fault and fails every message alike until
+/// they are fixed, so it is retried like a relay that is down.
+fn refuses_the_message(e: &lettre::transport::smtp::Error) -> bool {
+    let authentication =
+        e.status().is_some_and(|code| matches!(code.to_string().as_str(), "530" | "534" | "535" | "538"));
+    e.is_permanent() && !authentication
 }
 
 /// An SMTP error in words, with the relay's reply when there was one.

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-fn roster(db_url: &str) -> Command {
+pub fn roster(db_url: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_roster"));
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -27,9 +27,9 @@ fn run_json(db_url: &str, args: &[&str]) -> Value {
 }
 
 /// A `roster serve` process on a random port.
-struct Server {
+pub struct Server {
     child: Child,
-    base: String,
+    pub base: String,
 }
 
 impl Server {
@@ -38,7 +38,7 @@ impl Server {
     }
 
     /// Starts with more `ROSTER_*` settings.
-    fn start_with(db_url: &str, env: &[(&str, &str)]) -> Self {
+    pub fn start_with(db_url: &str, env: &[(&str, &str)]) -> Self {
         let mut child = roster(db_url)
             .arg("serve")
             .envs(env.iter().copied())
@@ -57,7 +57,7 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits; true when the process exited cleanly.
-    fn terminate(mut self) -> bool {
+    pub fn terminate(mut self) -> bool {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success();
         sent && self.child.wait().expect("wait").success()

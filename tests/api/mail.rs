@@ -311,3 +311,244 @@ async fn a_form_posted_from_another_site_is_refused() {
         assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
     }
 }
+
+// ---- A real SMTP server --------------------------------------------------
+
+use crate::smtp_server::{SmtpOptions, SmtpServer, SmtpTls};
+use roster::config::{MailTransport, SmtpSecurity, SmtpSettings};
+use std::time::Duration;
+
+/// Roster's SMTP settings for the test server.
+fn smtp_settings(server: &SmtpServer, auth: Option<(&str, &str)>) -> SmtpSettings {
+    let security = match server.url() {
+        u if u.starts_with("smtps://") => SmtpSecurity::ImplicitTls,
+        u if u.ends_with("?tls=none") => SmtpSecurity::None,
+        _ => SmtpSecurity::StartTls,
+    };
+    SmtpSettings {
+        host: "127.0.0.1".into(),
+        port: server.port(),
+        security,
+        username: auth.map(|(u, _)| u.to_string()),
+        password: auth.map(|(_, p)| Secret::new(p)),
+        ca_pem: server.ca_pem_path().map(|p| std::fs::read(p).expect("the server's CA")),
+        timeout: Duration::from_secs(10),
+    }
+}
+
+async fn app_sending_to(server: &SmtpServer, auth: Option<(&str, &str)>, clock: &ManualClock) -> TestApp {
+    let smtp = smtp_settings(server, auth);
+    TestApp::spawn_with(
+        TestDb::new().await,
+        |c| {
+            c.mail.transport = MailTransport::Smtp(smtp);
+            c.mail.from = "Acme via Roster <roster@example.com>".into();
+        },
+        Arc::new(clock.clone()),
+    )
+    .await
+}
+
+fn now_clock() -> ManualClock {
+    ManualClock::new(roster::clock::SystemClock.now())
+}
+
+#[tokio::test]
+async fn an_invitation_goes_out_over_starttls_with_authentication() {
+    let server =
+        SmtpServer::start(SmtpOptions { tls: SmtpTls::StartTls, auth: Some(("roster".into(), "s3cret".into())) }).await;
+    let clock = now_clock();
+    let app = app_sending_to(&server, Some(("roster", "s3cret")), &clock).await;
+    let org = app.org("Acme", 5).await;
+    let (status, created) =
+        app.post("/api/v1/invitations", &org.owner_key, json!({"email": "bob@example.com", "role": "write"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(app.deliver_mail().await, 1);
+    let got = server.wait_for_messages(1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1);
+    let mail = &got[0];
+    assert_eq!(mail.rcpt_tos, vec!["bob@example.com".to_string()]);
+    assert_eq!(mail.mail_from, "roster@example.com");
+    assert_eq!((mail.tls, mail.auth_user.as_deref()), (true, Some("roster")));
+    assert_eq!(mail.header("Subject").as_deref(), Some("Join Acme as Write"));
+    let text = mail.text().expect("a text part");
+    let html = mail.html().expect("an HTML part");
+    assert!(text.contains("invited you to join Acme as Write"), "{text}");
+    assert!(html.contains("<strong>Acme</strong>"), "{html}");
+    let link = accept_link(&text);
+    assert!(link.ends_with(&format!("token={}", created["token"].as_str().unwrap())), "{link}");
+    let delivery = &invitations(&app, &org.owner_key).await[0]["email_delivery"];
+    assert_eq!(delivery["status"], "sent", "{delivery}");
+    assert!(delivery["reply"].as_str().unwrap().starts_with("250"), "the relay's reply: {delivery}");
+    let (status, _, cookie) = accept(&app, &link).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(cookie.is_some());
+}
+
+#[tokio::test]
+async fn implicit_tls_delivers_and_a_wrong_password_keeps_the_message_queued() {
+    let server =
+        SmtpServer::start(SmtpOptions { tls: SmtpTls::Implicit, auth: Some(("roster".into(), "right".into())) }).await;
+    let clock = now_clock();
+    let app = app_sending_to(&server, Some(("roster", "wrong")), &clock).await;
+    let org = app.org("Acme", 5).await;
+    app.post("/api/v1/invitations", &org.owner_key, json!({"email": "cy@example.com", "role": "read"})).await;
+    assert_eq!(app.deliver_mail().await, 1);
+    let delivery = invitations(&app, &org.owner_key).await[0]["email_delivery"].clone();
+    // 535 is a permanent reply, but to the deployment's credentials, not to the message: it is retried.
+    assert_eq!(delivery["status"], "queued", "{delivery}");
+    assert!(delivery["reply"].as_str().unwrap().contains("535"), "{delivery}");
+    assert!(server.messages().is_empty());
+
+    let right = TestApp::spawn_with(
+        TestDb::new().await,
+        |c| c.mail.transport = MailTransport::Smtp(smtp_settings(&server, Some(("roster", "right")))),
+        Arc::new(clock.clone()),
+    )
+    .await;
+    let org = right.org("Acme", 5).await;
+    right.post("/api/v1/invitations", &org.owner_key, json!({"email": "dee@example.com", "role": "read"})).await;
+    assert_eq!(right.deliver_mail().await, 1);
+    let got = server.wait_for_messages(1, Duration::from_secs(10)).await;
+    assert_eq!((got[0].tls, got[0].rcpt_tos[0].as_str()), (true, "dee@example.com"));
+}
+
+#[tokio::test]
+async fn a_relay_that_is_down_keeps_messages_queued_and_they_go_out_once_when_it_returns() {
+    let mut server = SmtpServer::start(SmtpOptions::default()).await;
+    let clock = now_clock();
+    let app = app_sending_to(&server, None, &clock).await;
+    let org = app.org("Acme", 10).await;
+    server.stop().await;
+    for name in ["a", "b", "c"] {
+        let (status, _) = app
+            .post(
+                "/api/v1/invitations",
+                &org.owner_key,
+                json!({"email": format!("{name}@example.com"), "role": "read"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    assert_eq!(app.deliver_mail().await, 3);
+    for inv in invitations(&app, &org.owner_key).await {
+        let d = &inv["email_delivery"];
+        assert_eq!((d["status"].as_str(), d["attempts"].as_i64()), (Some("queued"), Some(1)), "{d}");
+        assert!(d["reply"].as_str().is_some_and(|r| !r.is_empty()), "the connection error is shown: {d}");
+        assert!(d["next_attempt_at"].is_string(), "{d}");
+    }
+    // Not due again before the backoff has passed.
+    assert_eq!(app.deliver_mail().await, 0);
+    clock.advance(chrono::Duration::seconds(40));
+    assert_eq!(app.deliver_mail().await, 3, "the second attempt, still refused");
+    assert!(server.messages().is_empty());
+
+    server.start_again().await;
+    // The third attempt is due after about a minute (±20%).
+    assert_eq!(app.deliver_mail().await, 0);
+    clock.advance(chrono::Duration::seconds(80));
+    assert_eq!(app.deliver_mail().await, 3);
+    let got = server.wait_for_messages(3, Duration::from_secs(10)).await;
+    let mut to: Vec<&str> = got.iter().map(|m| m.rcpt_tos[0].as_str()).collect();
+    to.sort();
+    assert_eq!(to, ["a@example.com", "b@example.com", "c@example.com"], "each once");
+    clock.advance(chrono::Duration::hours(3));
+    assert_eq!(app.deliver_mail().await, 0, "nothing is sent twice");
+    assert_eq!(server.messages().len(), 3);
+    for inv in invitations(&app, &org.owner_key).await {
+        assert_eq!(inv["email_delivery"]["status"], "sent", "{inv}");
+        assert_eq!(inv["email_delivery"]["attempts"], 3, "{inv}");
+    }
+}
+
+#[tokio::test]
+async fn a_permanent_refusal_fails_the_message_and_the_invitation_says_so() {
+    let server = SmtpServer::start(SmtpOptions::default()).await;
+    let clock = now_clock();
+    let app = app_sending_to(&server, None, &clock).await;
+    let org = app.org("Acme", 10).await;
+    app.post("/api/v1/invitations", &org.owner_key, json!({"email": "reject-me@example.com", "role": "read"})).await;
+    app.post("/api/v1/invitations", &org.owner_key, json!({"email": "tempfail-me@example.com", "role": "read"})).await;
+    assert_eq!(app.deliver_mail().await, 2);
+    let listed = invitations(&app, &org.owner_key).await;
+    let by_email = |e: &str| listed.iter().find(|i| i["email"] == e).unwrap()["email_delivery"].clone();
+    let rejected = by_email("reject-me@example.com");
+    assert_eq!(rejected["status"], "failed", "{rejected}");
+    assert!(rejected["reply"].as_str().unwrap().contains("550"), "{rejected}");
+    let deferred = by_email("tempfail-me@example.com");
+    assert_eq!(deferred["status"], "queued", "{deferred}");
+    assert!(deferred["reply"].as_str().unwrap().contains("451"), "{deferred}");
+    let audit = app.audit(&org.owner_key).await;
+    let failed = audit.iter().find(|a| a["action"] == "mail.failed").expect("mail.failed is audited");
+    assert_eq!(failed["after"]["to"], "reject-me@example.com", "{failed}");
+    assert!(failed["after"]["reply"].as_str().unwrap().contains("550"), "{failed}");
+
+    // A message still deferred when its retry window (48 hours) closes fails too.
+    for _ in 0..12 {
+        clock.advance(chrono::Duration::hours(4));
+        app.deliver_mail().await;
+    }
+    let deferred = invitations(&app, &org.owner_key).await;
+    let deferred = deferred.iter().find(|i| i["email"] == "tempfail-me@example.com").unwrap();
+    assert_eq!(deferred["email_delivery"]["status"], "failed", "{deferred}");
+    assert!(deferred["email_delivery"]["reply"].as_str().unwrap().contains("no more retries"), "{deferred}");
+    assert!(server.messages().is_empty());
+}
+
+#[tokio::test]
+async fn two_serve_processes_deliver_each_of_200_queued_messages_once() {
+    let server = SmtpServer::start(SmtpOptions::default()).await;
+    let db = TestDb::new().await;
+    let db_url = db.url.clone();
+    // The messages are queued before any sender runs.
+    let app = TestApp::spawn_on(db).await;
+    let org = app.org("Acme", 250).await;
+    let csv: String = std::iter::once("email,role\n".to_string())
+        .chain((0..200).map(|i| format!("person{i}@example.com,read\n")))
+        .collect();
+    let (status, body) = app.post_csv(&org.owner_key, &csv).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let url = server.url();
+    let env =
+        [("ROSTER_LISTEN", "127.0.0.1:0"), ("ROSTER_SMTP_URL", url.as_str()), ("ROSTER_MAIL_POLL_INTERVAL_MS", "20")];
+    let one = crate::cli::Server::start_with(&db_url, &env);
+    let two = crate::cli::Server::start_with(&db_url, &env);
+    let got = server.wait_for_messages(200, Duration::from_secs(120)).await;
+    // Both senders keep polling; anything sent twice would arrive by the time every invitation says sent.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let all = invitations_all(&app, &org.owner_key).await;
+        if all.iter().all(|i| i["email_delivery"]["status"] == "sent") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not every invitation says sent");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(one.terminate() && two.terminate());
+    let got_after = server.messages();
+    assert_eq!(got_after.len(), 200, "each message once (got {} then {})", got.len(), got_after.len());
+    let mut to: Vec<String> = got_after.iter().map(|m| m.rcpt_tos[0].clone()).collect();
+    to.sort();
+    to.dedup();
+    assert_eq!(to.len(), 200);
+}
+
+/// Every invitation of the key's organization, page by page.
+async fn invitations_all(app: &TestApp, key: &str) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/invitations?limit=200&cursor={c}"),
+            None => "/api/v1/invitations?limit=200".to_string(),
+        };
+        let (status, body) = app.get(&path, key).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        all.extend(body["items"].as_array().unwrap().iter().cloned());
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return all,
+        }
+    }
+}

@@ -24,4 +24,5 @@ mod reconcile_property;
 mod scim;
 mod scim_fixtures;
 mod seats;
+mod smtp_server;
 mod sso;

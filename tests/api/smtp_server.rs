@@ -167,7 +167,7 @@ impl SmtpServer {
     }
 
     /// The server as Roster's configuration names one:
-    /// `smtp://127.0.0.1:PORT`, `smtp://127.0.0.1:PORT?tls=starttls` or
+    /// `smtp://127.0.0.1:PORT?tls=none`, `smtp://127.0.0.1:PORT?tls=starttls` or
     /// `smtps://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         match self.opts.tls {
@@ -417,7 +417,7 @@ fn connection_refused(error: &lettre::transport::smtp::Error) -> bool {
 #[tokio::test]
 async fn a_multipart_message_is_received_and_decoded() {
     let server = SmtpServer::start(SmtpOptions::default()).await;
-    assert_eq!(server.url(), format!("smtp://127.0.0.1:{}", server.port()));
+    assert_eq!(server.url(), format!("smtp://127.0.0.1:{}?tls=none", server.port()));
     assert_eq!(server.ca_pem_path(), None);
 
     let subject = "Willkommen bei Roster, Jörg — Grüße ✓";

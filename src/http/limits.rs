@@ -115,6 +115,8 @@ pub struct RateLimits {
     pub failed_auth: RateLimiter,
     /// Sign-ins started or finished (`/sso/authorize`, `/sso/callback`) per client address.
     pub sign_in: RateLimiter,
+    /// Sign-in links asked for, per email address (whoever asks).
+    pub sign_in_links: RateLimiter,
     /// Whether the client address is the last one in `X-Forwarded-For`
     /// (Roster behind a proxy that sets it) rather than the peer's.
     pub trust_forwarded_for: bool,

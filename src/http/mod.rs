@@ -77,6 +77,7 @@ impl AppState {
         let limits = limits::RateLimits {
             failed_auth: limits::RateLimiter::new("failed_auth", config.rate_limit_failed_auth_per_minute),
             sign_in: limits::RateLimiter::new("sign_in", config.rate_limit_sign_in_per_minute),
+            sign_in_links: limits::RateLimiter::new("sign_in_links", SIGN_IN_LINKS_PER_ADDRESS_PER_MINUTE),
             trust_forwarded_for: config.trust_forwarded_for,
         };
         let mailer = Arc::new(crate::mail::Mailer::from_config(&config.mail)?);
@@ -109,6 +110,9 @@ fn sso_policy(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<SsoPolic
         dev_mode: config.sso_dev_mode,
     })
 }
+
+/// Sign-in links one email address may be sent a minute (in bursts of as many).
+pub const SIGN_IN_LINKS_PER_ADDRESS_PER_MINUTE: u32 = 3;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 

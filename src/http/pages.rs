@@ -1,11 +1,14 @@
-//! Pages a person opens from an email: the invitation link
-//! (`/invitations/accept`). Showing a link never changes anything (mail
-//! scanners open links before people do); accepting is a form post.
+//! Pages a person opens from an email or is sent to by the product: the
+//! invitation link (`/invitations/accept`), and sign-in by emailed link
+//! (`/signin`, `/signin/link`). Showing a link never changes anything (mail
+//! scanners open links before people do); using it is a form post.
 
-use super::sso::{page, set_cookie, sign_in_limited, SESSION_COOKIE};
+use super::sso::{cookie, page, redirect, set_cookie, sign_in_limited, SESSION_COOKIE};
 use super::AppState;
-use crate::mail::templates::{InvitationPage, MessagePage};
-use crate::service::{human_time, role_title, LoginError};
+use crate::mail::templates::{InvitationPage, MessagePage, SignInLinkPage, SignInPage};
+use crate::model::Email;
+use crate::secrets::{generate_token, Secret};
+use crate::service::{human_time, role_title, LinkRequest, LoginError, SignInRoute, SIGN_IN_LINK_TTL_MINUTES};
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::header::{CACHE_CONTROL, ORIGIN, REFERRER_POLICY};
@@ -22,7 +25,10 @@ const CONTENT_SECURITY_POLICY: &str =
     "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/invitations/accept", get(show_invitation).post(accept_invitation))
+    Router::new()
+        .route("/invitations/accept", get(show_invitation).post(accept_invitation))
+        .route("/signin", get(sign_in_form).post(sign_in))
+        .route("/signin/link", get(show_sign_in_link).post(use_sign_in_link))
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,4 +160,187 @@ fn same_origin(s: &AppState, parts: &Parts) -> bool {
     let public = s.config.public_base_url.origin().ascii_serialization();
     let host = parts.headers.get(axum::http::header::HOST).and_then(|v| v.to_str().ok());
     origin == public || host.is_some_and(|h| origin == format!("http://{h}") || origin == format!("https://{h}"))
+}
+
+/// Binds a requested sign-in link to the browser that asked for it.
+const LINK_BROWSER_COOKIE: &str = "roster_signin_browser";
+
+/// The product's request, as `/signin` carries it: where to come back to.
+#[derive(Debug, Deserialize, Default)]
+struct SignInQuery {
+    redirect_uri: Option<String>,
+    state: Option<String>,
+    client_id: Option<String>,
+    email: Option<String>,
+}
+
+impl SignInQuery {
+    /// The checked request, or the page saying what is missing.
+    fn checked(&self) -> Result<(String, Option<String>, Option<uuid::Uuid>), LoginError> {
+        let redirect_uri = self
+            .redirect_uri
+            .as_deref()
+            .filter(|r| !r.is_empty() && r.len() <= 2048)
+            .ok_or_else(|| LoginError::new(400, "invalid_request", "The sign-in link has no redirect_uri."))?;
+        url::Url::parse(redirect_uri)
+            .map_err(|_| LoginError::new(400, "invalid_request", "The sign-in link's redirect_uri is not a URL."))?;
+        if self.state.as_ref().is_some_and(|s| s.len() > 1024) {
+            return Err(LoginError::new(400, "invalid_request", "The sign-in link's state is too long."));
+        }
+        let client_id = match self.client_id.as_deref().filter(|c| !c.is_empty()) {
+            None => None,
+            Some(c) => Some(
+                uuid::Uuid::parse_str(c.trim())
+                    .map_err(|_| LoginError::new(400, "invalid_request", format!("`{c}` is not a client id.")))?,
+            ),
+        };
+        Ok((redirect_uri.to_string(), self.state.clone().filter(|s| !s.is_empty()), client_id))
+    }
+
+    fn page(&self, status: StatusCode, problem: Option<&str>) -> Response {
+        html(
+            status,
+            SignInPage {
+                email: self.email.as_deref().unwrap_or(""),
+                problem,
+                redirect_uri: self.redirect_uri.as_deref().unwrap_or(""),
+                state: self.state.as_deref(),
+                client_id: self.client_id.as_deref(),
+            }
+            .render(),
+        )
+    }
+}
+
+/// The sign-in page: one email field.
+async fn sign_in_form(
+    State(s): State<AppState>,
+    parts: Parts,
+    query: Result<Query<SignInQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Some(limited) = sign_in_limited(&s, &parts) {
+        return limited;
+    }
+    let Ok(Query(q)) = query else {
+        return refusal(&LoginError::new(400, "invalid_request", "The sign-in link is malformed."));
+    };
+    if let Err(e) = q.checked() {
+        return refusal(&e);
+    }
+    q.page(StatusCode::OK, None)
+}
+
+/// An email given: on to its organization's SSO, or a link emailed. The
+/// page says the same whether or not the address may sign in, and the
+/// link is looked for and sent after the answer, so its timing says
+/// nothing either.
+async fn sign_in(State(s): State<AppState>, parts: Parts, body: axum::body::Bytes) -> Response {
+    if let Some(limited) = sign_in_limited(&s, &parts) {
+        return limited;
+    }
+    if !same_origin(&s, &parts) {
+        return refusal(&LoginError::new(403, "cross_site_request", "This form was sent from another site."));
+    }
+    let mut q = SignInQuery::default();
+    for (k, v) in url::form_urlencoded::parse(&body) {
+        let v = Some(v.into_owned());
+        match k.as_ref() {
+            "email" => q.email = v,
+            "redirect_uri" => q.redirect_uri = v,
+            "state" => q.state = v,
+            "client_id" => q.client_id = v,
+            _ => {}
+        }
+    }
+    let (redirect_uri, state, client_id) = match q.checked() {
+        Ok(checked) => checked,
+        Err(e) => return refusal(&e),
+    };
+    let email = match q.email.as_deref().map(Email::parse) {
+        Some(Ok(email)) => email,
+        _ => return q.page(StatusCode::BAD_REQUEST, Some("Enter your email address, such as ada@example.com.")),
+    };
+    match s.roster.sign_in_route(&email).await {
+        Ok(SignInRoute::Sso) => {
+            let mut query = url::form_urlencoded::Serializer::new(String::new());
+            query.append_pair("email", email.as_str()).append_pair("redirect_uri", &redirect_uri);
+            if let Some(state) = &state {
+                query.append_pair("state", state);
+            }
+            if let Some(client) = client_id {
+                query.append_pair("client_id", &client.to_string());
+            }
+            return redirect(&format!("/sso/authorize?{}", query.finish()), Vec::new());
+        }
+        Ok(SignInRoute::Link) => {}
+        Err(e) => return refusal(&LoginError::from(e)),
+    }
+    let browser = cookie(&parts.headers, LINK_BROWSER_COOKIE)
+        .filter(|b| b.starts_with("rb_") && b.len() == 46)
+        .map(Secret::new)
+        .unwrap_or_else(|| generate_token("rb"));
+    if s.limits.sign_in_links.take(&email.normalized()).is_ok() {
+        let req = LinkRequest { email, redirect_uri, state, client_id, browser: Secret::new(browser.expose()) };
+        let roster = s.roster.clone();
+        tokio::spawn(async move {
+            if let Err(e) = roster.send_sign_in_link(req).await {
+                tracing::error!(error = %e, "could not queue a sign-in link");
+            }
+        });
+    }
+    let message = format!(
+        "If this address may sign in here, we sent it a sign-in link. Open it in this browser within \
+         {SIGN_IN_LINK_TTL_MINUTES} minutes."
+    );
+    let mut res =
+        html(StatusCode::OK, MessagePage { title: "Check your email", message: &message, code: None }.render());
+    let cookie = set_cookie(&s, LINK_BROWSER_COOKIE, browser.expose(), "/signin", Some(3600));
+    res.headers_mut().append(axum::http::header::SET_COOKIE, cookie);
+    res
+}
+
+/// The page a sign-in link opens: who it signs in to, and one button.
+async fn show_sign_in_link(
+    State(s): State<AppState>,
+    parts: Parts,
+    query: Result<Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Some(limited) = sign_in_limited(&s, &parts) {
+        return limited;
+    }
+    let raw = query.as_ref().ok().and_then(|q| q.token.as_deref());
+    let token = match token_of(raw) {
+        Ok(t) => t.to_string(),
+        Err(e) => return refusal(&e),
+    };
+    let browser = cookie(&parts.headers, LINK_BROWSER_COOKIE);
+    match s.roster.sign_in_link_offer(&token, browser.as_deref()).await {
+        Ok(org_name) => html(StatusCode::OK, SignInLinkPage { org_name: &org_name, token: &token }.render()),
+        Err(e) => refusal(&e),
+    }
+}
+
+/// Uses a sign-in link: Roster's session, and back to the product with its code.
+async fn use_sign_in_link(State(s): State<AppState>, parts: Parts, body: axum::body::Bytes) -> Response {
+    if let Some(limited) = sign_in_limited(&s, &parts) {
+        return limited;
+    }
+    if !same_origin(&s, &parts) {
+        return refusal(&LoginError::new(403, "cross_site_request", "This form was sent from another site."));
+    }
+    let token = url::form_urlencoded::parse(&body).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned());
+    let token = match token_of(token.as_deref()) {
+        Ok(t) => t.to_string(),
+        Err(e) => return refusal(&e),
+    };
+    let browser = cookie(&parts.headers, LINK_BROWSER_COOKIE);
+    let request_id = parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+    match s.roster.use_sign_in_link(&token, browser.as_deref(), request_id).await {
+        Ok(done) => {
+            let max_age = (done.session_expires - s.roster.now()).num_seconds().max(0) as u64;
+            let session = set_cookie(&s, SESSION_COOKIE, done.session.expose(), "/", Some(max_age));
+            redirect(done.redirect.as_str(), vec![session])
+        }
+        Err(e) => refusal(&e),
+    }
 }

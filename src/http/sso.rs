@@ -353,7 +353,7 @@ impl LoginError {
 /// Whether a path is one of the sign-in routes a browser is sent to, whose
 /// every answer is a page for a person.
 pub(super) fn is_sign_in_page(path: &str) -> bool {
-    matches!(path, "/sso/authorize" | "/sso/callback" | "/invitations/accept")
+    matches!(path, "/sso/authorize" | "/sso/callback" | "/invitations/accept" | "/signin" | "/signin/link")
 }
 
 /// The page for a sign-in link that cannot be read.
@@ -383,7 +383,7 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
 
-fn redirect(to: &str, cookies: Vec<HeaderValue>) -> Response {
+pub(super) fn redirect(to: &str, cookies: Vec<HeaderValue>) -> Response {
     let mut res = StatusCode::SEE_OTHER.into_response();
     if let Ok(v) = HeaderValue::from_str(to) {
         res.headers_mut().insert(LOCATION, v);
@@ -411,7 +411,7 @@ fn clear_cookie(s: &AppState, name: &str, path: &str) -> HeaderValue {
 }
 
 /// The value of cookie `name`, from any `Cookie` header.
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(super) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(COOKIE)
         .iter()

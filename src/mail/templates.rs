@@ -105,7 +105,73 @@ mod tests {
         .render()
         .unwrap();
         assert!(!page.contains("<script>"), "{page}");
+        let r = SignInLinkMail { org_name: HOSTILE, email: "a@example.com", link: "https://r.example/x", minutes: 15 }
+            .render()
+            .unwrap();
+        assert!(!r.html.contains("<script>"), "{}", r.html);
+        let page = SignInPage {
+            email: HOSTILE,
+            problem: Some(HOSTILE),
+            redirect_uri: HOSTILE,
+            state: Some(HOSTILE),
+            client_id: Some(HOSTILE),
+        }
+        .render()
+        .unwrap();
+        assert!(!page.contains("<script>"), "{page}");
+        let page = SignInLinkPage { org_name: HOSTILE, token: HOSTILE }.render().unwrap();
+        assert!(!page.contains("<script>"), "{page}");
         let page = MessagePage { title: HOSTILE, message: HOSTILE, code: Some(HOSTILE) }.render().unwrap();
         assert!(!page.contains("<script>"), "{page}");
     }
+}
+
+/// A sign-in link: the organization, the address, the link and how long it works.
+#[derive(Debug, Clone)]
+pub struct SignInLinkMail<'a> {
+    pub org_name: &'a str,
+    pub email: &'a str,
+    pub link: &'a str,
+    pub minutes: i64,
+}
+
+#[derive(Template)]
+#[template(path = "mail/sign_in_link.txt")]
+struct SignInLinkText<'a, 'b> {
+    m: &'b SignInLinkMail<'a>,
+}
+
+#[derive(Template)]
+#[template(path = "mail/sign_in_link.html")]
+struct SignInLinkHtml<'a, 'b> {
+    m: &'b SignInLinkMail<'a>,
+}
+
+impl SignInLinkMail<'_> {
+    pub fn render(&self) -> askama::Result<Rendered> {
+        Ok(Rendered {
+            subject: format!("Sign in to {}", self.org_name),
+            text: SignInLinkText { m: self }.render()?,
+            html: SignInLinkHtml { m: self }.render()?,
+        })
+    }
+}
+
+/// The sign-in page: one email field, and the product's request carried along.
+#[derive(Template)]
+#[template(path = "pages/signin.html")]
+pub struct SignInPage<'a> {
+    pub email: &'a str,
+    pub problem: Option<&'a str>,
+    pub redirect_uri: &'a str,
+    pub state: Option<&'a str>,
+    pub client_id: Option<&'a str>,
+}
+
+/// The page a sign-in link opens: one button (opening the link changes nothing).
+#[derive(Template)]
+#[template(path = "pages/signin_link.html")]
+pub struct SignInLinkPage<'a> {
+    pub org_name: &'a str,
+    pub token: &'a str,
 }

@@ -13,6 +13,7 @@ mod reconcile;
 mod roles;
 mod scim;
 mod seats;
+mod signin;
 mod sso;
 
 pub use audit::*;
@@ -26,6 +27,7 @@ pub use reconcile::*;
 pub use roles::*;
 pub use scim::*;
 pub use seats::*;
+pub use signin::*;
 pub use sso::*;
 
 use crate::clock::Clock;

@@ -168,13 +168,27 @@ pub struct SsoProfile {
     pub member_id: Uuid,
     pub role: Role,
     pub member_status: MemberStatus,
-    /// `tenant` or `direct`.
-    pub connection: ConnectionKind,
+    /// How the person signed in: `sso`, or `email_link` (a link Roster emailed).
+    #[serde(default)]
+    pub method: SignInMethod,
+    /// `tenant` or `direct`, for a sign-in through SSO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<ConnectionKind>,
+    /// The identity provider's issuer; Roster's own public URL for an emailed link.
     pub issuer: String,
-    /// The subject (`sub`) at the identity provider.
+    /// The subject (`sub`) at the identity provider; the user id for an emailed link.
     pub idp_subject: String,
     /// True when the organization enforces SSO: the product must not let these users in any other way.
     pub sso_enforced: bool,
+}
+
+/// How a person signed in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SignInMethod {
+    #[default]
+    Sso,
+    EmailLink,
 }
 
 /// Why a code was not redeemed.
@@ -289,7 +303,7 @@ impl Roster {
         self.settings.sso.as_ref().map(|s| &s.rp)
     }
 
-    fn sso(&self) -> ServiceResult<&SsoPolicy> {
+    pub(super) fn sso(&self) -> ServiceResult<&SsoPolicy> {
         self.settings.sso.as_ref().ok_or_else(|| ServiceError::Conflict("single sign-on is not set up".into()))
     }
 
@@ -542,7 +556,7 @@ impl Roster {
     }
 
     /// The connection a login for `org` goes through: its own, else the tenant connection.
-    async fn connection_for(&self, tx: &mut dyn Tx, org: &Organization) -> Result<Connection, LoginError> {
+    pub(super) async fn connection_for(&self, tx: &mut dyn Tx, org: &Organization) -> Result<Connection, LoginError> {
         if let Some(c) = tx.get_sso_connection(org.id).await? {
             let secret = self.settings.sealing.open(c.client_secret.expose(), &seal_context(org.id)).map_err(|e| {
                 tracing::error!(org = %org.id, error = %e, "the organization's OpenID client secret cannot be read");
@@ -873,7 +887,8 @@ impl Roster {
             member_id: member.id,
             role: member.role,
             member_status: member.status,
-            connection: conn.kind,
+            method: SignInMethod::Sso,
+            connection: Some(conn.kind),
             issuer: identity.issuer.clone(),
             idp_subject: identity.subject.clone(),
             sso_enforced: org.sso.enforce,
@@ -1120,7 +1135,11 @@ fn provider_unavailable(e: OidcError) -> LoginError {
 /// The product client a login is for: the one named, or the one whose
 /// registered redirect URIs include `redirect_uri` (the organization's own
 /// before deployment-wide ones). Never redirects to an unregistered URI.
-fn pick_client(clients: Vec<SsoClient>, wanted: Option<Uuid>, redirect_uri: &str) -> Result<SsoClient, LoginError> {
+pub(super) fn pick_client(
+    clients: Vec<SsoClient>,
+    wanted: Option<Uuid>,
+    redirect_uri: &str,
+) -> Result<SsoClient, LoginError> {
     let unregistered = || {
         LoginError::new(
             400,
@@ -1149,7 +1168,7 @@ fn pick_client(clients: Vec<SsoClient>, wanted: Option<Uuid>, redirect_uri: &str
 
 /// Who the signing-in email is in the organization, admitting them when an
 /// invitation or auto-assignment allows; the reason in words when not.
-async fn resolve_membership(
+pub(super) async fn resolve_membership(
     tx: &mut dyn Tx,
     actor: &Actor,
     org: &Organization,

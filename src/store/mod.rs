@@ -463,6 +463,21 @@ pub struct MailAttempt {
     pub at: DateTime<Utc>,
 }
 
+/// A sign-in link in flight: the product's request it answers, for one browser.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignInLink {
+    pub org_id: Uuid,
+    pub email: Email,
+    pub client_id: Uuid,
+    pub redirect_uri: String,
+    pub state: Option<String>,
+    /// Hash of the browser-binding cookie of the browser that asked.
+    pub browser_hash: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub used_at: Option<DateTime<Utc>>,
+}
+
 /// The groups a User is in: `(group id, displayName)`, by display name.
 pub type UserGroups = Vec<(Uuid, String)>;
 
@@ -777,7 +792,13 @@ pub trait Tx: Send {
     /// Ends every live session of the member (a write that may go with the
     /// transaction's next statement, see `store::sql`).
     async fn end_member_sessions(&mut self, member_id: Uuid, at: DateTime<Utc>) -> StoreResult<()>;
-    /// Deletes attempts, codes and ended or expired sessions that expired before `before`.
+    async fn insert_sign_in_link(&mut self, token_hash: &str, link: &SignInLink) -> StoreResult<()>;
+    async fn find_sign_in_link(&mut self, token_hash: &str) -> StoreResult<Option<SignInLink>>;
+    /// Marks the link used; false when it already was (single use).
+    async fn use_sign_in_link(&mut self, token_hash: &str, at: DateTime<Utc>) -> StoreResult<bool>;
+    /// The organizations where `email` is an active member or has a live invitation, oldest first.
+    async fn orgs_for_email(&mut self, email: &Email, now: DateTime<Utc>) -> StoreResult<Vec<Uuid>>;
+    /// Deletes attempts, codes, sign-in links and ended or expired sessions that expired before `before`.
     async fn purge_sso(&mut self, before: DateTime<Utc>) -> StoreResult<u64>;
 
     // Mail outbox.

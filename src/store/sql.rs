@@ -455,6 +455,35 @@ impl MailDeliveryRow {
     }
 }
 
+#[derive(sqlx::FromRow)]
+pub(super) struct SignInLinkRow {
+    org_id: String,
+    email: String,
+    client_id: String,
+    redirect_uri: String,
+    state: Option<String>,
+    browser_hash: String,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    used_at: Option<DateTime<Utc>>,
+}
+
+impl SignInLinkRow {
+    pub(super) fn into_model(self) -> StoreResult<SignInLink> {
+        Ok(SignInLink {
+            org_id: uuid("sign_in_links.org_id", &self.org_id)?,
+            email: email(&self.email)?,
+            client_id: uuid("sign_in_links.client_id", &self.client_id)?,
+            redirect_uri: self.redirect_uri,
+            state: self.state,
+            browser_hash: self.browser_hash,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            used_at: self.used_at,
+        })
+    }
+}
+
 pub(super) const CREDENTIAL_COLUMNS: &str =
     "id, org_id, kind, name, role, created_by, created_at, expires_at, last_used_at, revoked_at, token_hash";
 
@@ -2157,10 +2186,78 @@ macro_rules! impl_tx {
                     "DELETE FROM sso_attempts WHERE expires_at < $1",
                     "DELETE FROM sso_codes WHERE expires_at < $1",
                     "DELETE FROM sso_sessions WHERE expires_at < $1 OR ended_at < $1",
+                    "DELETE FROM sign_in_links WHERE expires_at < $1",
                 ] {
                     n += sqlx::query(sql).bind(before).execute(self.conn().await?).await?.rows_affected();
                 }
                 Ok(n)
+            }
+
+            async fn insert_sign_in_link(&mut self, token_hash: &str, l: &SignInLink) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO sign_in_links (token_hash, org_id, email, client_id, redirect_uri, state, \
+                     browser_hash, created_at, expires_at, used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(token_hash)
+                .bind(l.org_id.to_string())
+                .bind(l.email.as_str())
+                .bind(l.client_id.to_string())
+                .bind(&l.redirect_uri)
+                .bind(&l.state)
+                .bind(&l.browser_hash)
+                .bind(l.created_at)
+                .bind(l.expires_at)
+                .bind(l.used_at)
+                .execute(self.conn().await?)
+                .await?;
+                Ok(())
+            }
+
+            async fn find_sign_in_link(&mut self, token_hash: &str) -> StoreResult<Option<SignInLink>> {
+                sqlx::query_as::<_, SignInLinkRow>(
+                    "SELECT org_id, email, client_id, redirect_uri, state, browser_hash, created_at, expires_at, \
+                     used_at FROM sign_in_links WHERE token_hash = $1",
+                )
+                .bind(token_hash)
+                .fetch_optional(self.conn().await?)
+                .await?
+                .map(SignInLinkRow::into_model)
+                .transpose()
+            }
+
+            async fn use_sign_in_link(&mut self, token_hash: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+                let done =
+                    sqlx::query("UPDATE sign_in_links SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL")
+                        .bind(token_hash)
+                        .bind(at)
+                        .execute(self.conn().await?)
+                        .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn orgs_for_email(&mut self, email: &Email, now: DateTime<Utc>) -> StoreResult<Vec<Uuid>> {
+                let rows: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+                    "SELECT m.org_id, m.created_at FROM users u JOIN members m ON m.user_id = u.id \
+                     WHERE u.email_normalized = $1 AND m.status = 'active' \
+                     UNION SELECT i.org_id, i.created_at FROM invitations i \
+                     WHERE i.email_normalized = $1 AND i.status = 'pending' AND i.expires_at > $2",
+                )
+                .bind(email.normalized())
+                .bind(now)
+                .fetch_all(self.conn().await?)
+                .await?;
+                let mut rows = rows
+                    .into_iter()
+                    .map(|(org, at)| Ok((at, uuid("org_id", &org)?)))
+                    .collect::<StoreResult<Vec<_>>>()?;
+                rows.sort();
+                let mut orgs: Vec<Uuid> = Vec::with_capacity(rows.len());
+                for (_, org) in rows {
+                    if !orgs.contains(&org) {
+                        orgs.push(org);
+                    }
+                }
+                Ok(orgs)
             }
 
             async fn insert_mail(&mut self, m: &OutboxMail) -> StoreResult<()> {

@@ -24,5 +24,6 @@ mod reconcile_property;
 mod scim;
 mod scim_fixtures;
 mod seats;
+mod signin;
 mod smtp_server;
 mod sso;

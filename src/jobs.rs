@@ -33,6 +33,21 @@ pub async fn domain_checks_tick(
     Ok(Some(roster.check_due_domains(DOMAIN_BATCH, concurrency).await?))
 }
 
+/// Queues the notices of credentials expiring within a week, as `holder`,
+/// if it can take the lease (one replica at a time, so none is sent twice).
+/// Returns how many credentials, or `None` when another replica holds it.
+pub async fn credential_notices_tick(roster: &Roster, holder: &str, lease: Duration) -> anyhow::Result<Option<usize>> {
+    let now = roster.now();
+    let until = now + chrono::Duration::from_std(lease)?;
+    let mut tx = roster.store().begin().await?;
+    let held = tx.try_acquire_lease(crate::service::CREDENTIAL_NOTICES, holder, now, until).await?;
+    tx.commit().await?;
+    if !held {
+        return Ok(None);
+    }
+    Ok(Some(roster.notify_expiring_credentials().await?))
+}
+
 /// Runs the reconciler if its run is due and no other replica claimed it:
 /// the claim moves the next run `interval` ahead, so across all replicas it
 /// runs once per interval. Returns the run, or `None` when not due here.
@@ -94,6 +109,11 @@ pub fn spawn(roster: Roster, schedule: Schedule) -> tokio::task::JoinHandle<()> 
                 Ok(Some(run)) => tracing::info!(summary = ?run.summary, "reconcile run"),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "reconcile run failed"),
+            }
+            match credential_notices_tick(&roster, &holder, lease).await {
+                Ok(Some(n)) if n > 0 => tracing::info!(credentials = n, "expiring-credential notices queued"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "expiring-credential notices failed"),
             }
             if let Err(e) = roster.store().optimize().await {
                 tracing::warn!(error = %e, "refreshing planner statistics failed");

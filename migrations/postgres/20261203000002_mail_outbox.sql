@@ -27,3 +27,7 @@ CREATE TABLE mail_outbox (
 );
 CREATE INDEX mail_outbox_due ON mail_outbox (next_attempt_at) WHERE status = 'queued';
 CREATE INDEX mail_outbox_subject ON mail_outbox (subject_id, created_at);
+-- Notices sent at most once per organization and period, or once per record.
+CREATE INDEX mail_outbox_org_kind ON mail_outbox (org_id, kind, created_at);
+-- Credentials nearing their expiry, for the notice to the organization's admins.
+CREATE INDEX credentials_expiry ON credentials (expires_at) WHERE revoked_at IS NULL;

@@ -119,6 +119,9 @@ mod tests {
         .render()
         .unwrap();
         assert!(!page.contains("<script>"), "{page}");
+        let lines = vec![HOSTILE.to_string()];
+        let r = NoticeMail { org_name: HOSTILE, headline: HOSTILE, lines: &lines }.render().unwrap();
+        assert!(!r.html.contains("<script>"), "{}", r.html);
         let page = SignInLinkPage { org_name: HOSTILE, token: HOSTILE }.render().unwrap();
         assert!(!page.contains("<script>"), "{page}");
         let page = MessagePage { title: HOSTILE, message: HOSTILE, code: Some(HOSTILE) }.render().unwrap();
@@ -174,4 +177,34 @@ pub struct SignInPage<'a> {
 pub struct SignInLinkPage<'a> {
     pub org_name: &'a str,
     pub token: &'a str,
+}
+
+/// A notice to an organization's Owners and Admins: a headline and what to know.
+#[derive(Debug, Clone)]
+pub struct NoticeMail<'a> {
+    pub org_name: &'a str,
+    pub headline: &'a str,
+    pub lines: &'a [String],
+}
+
+#[derive(Template)]
+#[template(path = "mail/notice.txt")]
+struct NoticeText<'a, 'b> {
+    m: &'b NoticeMail<'a>,
+}
+
+#[derive(Template)]
+#[template(path = "mail/notice.html")]
+struct NoticeHtml<'a, 'b> {
+    m: &'b NoticeMail<'a>,
+}
+
+impl NoticeMail<'_> {
+    pub fn render(&self) -> askama::Result<Rendered> {
+        Ok(Rendered {
+            subject: format!("{}: {}", self.org_name, self.headline),
+            text: NoticeText { m: self }.render()?,
+            html: NoticeHtml { m: self }.render()?,
+        })
+    }
 }

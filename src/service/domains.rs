@@ -194,7 +194,7 @@ impl Roster {
         let outcome = self.dns.check(&view.record.name, &view.record.value).await;
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
-        lock_org(&mut *tx, view.domain.org_id).await?;
+        let org = lock_org(&mut *tx, view.domain.org_id).await?;
         // The domain may have been removed, or re-added with a new token, while DNS answered.
         let current = tx.get_domain(view.domain.org_id, view.domain.id).await?;
         let Some(current) = current.filter(|c| c.verification_token == view.domain.verification_token) else {
@@ -218,7 +218,15 @@ impl Roster {
         if let Some(action) = action {
             tx.insert_audit(actor.audit(now, action, next.id, Some(&current), Some(&next))).await?;
         }
+        let lapsed = action == Some("domain.lapsed");
+        if lapsed {
+            let expected = format!("{} TXT \"{}\"", view.record.name, view.record.value);
+            self.notify_domain_lapsed(&mut *tx, &org, &next, &expected, now).await?;
+        }
         tx.commit().await?;
+        if lapsed {
+            self.wake_sender();
+        }
         let message = next.last_result.clone().unwrap_or_default();
         Ok(DomainCheck { domain: self.view(next), result: kind, found, message })
     }

@@ -505,6 +505,7 @@ impl Roster {
         if let Err(e) = write.await {
             tracing::warn!(error = %e, "could not audit a seat-limit refusal");
         }
+        self.notify_no_free_seat(actor.org_id, user_name, "SCIM provisioning").await;
     }
 
     // ---- Groups -------------------------------------------------------------

@@ -858,6 +858,9 @@ impl Roster {
                     )
                     .await;
                 }
+                if err.code == "no_free_seat" {
+                    self.notify_no_free_seat(org.id, email.as_str(), "single sign-on").await;
+                }
                 Err(err)
             }
         }

@@ -818,6 +818,18 @@ pub trait Tx: Send {
     /// claim had passed to someone else. A sent or failed message loses its
     /// subject and bodies.
     async fn record_mail_attempt(&mut self, id: Uuid, holder: &str, attempt: &MailAttempt) -> StoreResult<bool>;
+    /// Whether a message of `kind` about the organization was queued at or after `since`.
+    async fn mail_queued_since(&mut self, org_id: Uuid, kind: &str, since: DateTime<Utc>) -> StoreResult<bool>;
+    /// The email addresses of the organization's active Owners and Admins.
+    async fn admin_emails(&mut self, org_id: Uuid) -> StoreResult<Vec<Email>>;
+    /// Unrevoked credentials (every organization's) expiring after `now` and
+    /// by `until` that no message of `kind` was queued about yet.
+    async fn credentials_expiring(
+        &mut self,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        kind: &str,
+    ) -> StoreResult<Vec<Credential>>;
     /// The delivery of the latest message about each of these records.
     async fn mail_deliveries(
         &mut self,

@@ -2352,6 +2352,51 @@ macro_rules! impl_tx {
                 Ok(done.rows_affected() == 1)
             }
 
+            async fn mail_queued_since(&mut self, org_id: Uuid, kind: &str, since: DateTime<Utc>) -> StoreResult<bool> {
+                let found: Option<(String,)> = sqlx::query_as(
+                    "SELECT id FROM mail_outbox WHERE org_id = $1 AND kind = $2 AND created_at >= $3 LIMIT 1",
+                )
+                .bind(org_id.to_string())
+                .bind(kind)
+                .bind(since)
+                .fetch_optional(self.conn().await?)
+                .await?;
+                Ok(found.is_some())
+            }
+
+            async fn admin_emails(&mut self, org_id: Uuid) -> StoreResult<Vec<Email>> {
+                let rows: Vec<(String,)> = sqlx::query_as(
+                    "SELECT u.email FROM members m JOIN users u ON u.id = m.user_id \
+                     WHERE m.org_id = $1 AND m.status = 'active' AND m.role IN ('owner', 'admin') ORDER BY m.id",
+                )
+                .bind(org_id.to_string())
+                .fetch_all(self.conn().await?)
+                .await?;
+                rows.into_iter().map(|(e,)| email(&e)).collect()
+            }
+
+            async fn credentials_expiring(
+                &mut self,
+                now: DateTime<Utc>,
+                until: DateTime<Utc>,
+                kind: &str,
+            ) -> StoreResult<Vec<Credential>> {
+                let sql = format!(
+                    "SELECT {CREDENTIAL_COLUMNS} FROM credentials c WHERE c.revoked_at IS NULL \
+                     AND c.expires_at > $1 AND c.expires_at <= $2 AND NOT EXISTS \
+                     (SELECT 1 FROM mail_outbox o WHERE o.subject_id = c.id AND o.kind = $3) ORDER BY c.expires_at"
+                );
+                sqlx::query_as::<_, CredentialRow>(&sql)
+                    .bind(now)
+                    .bind(until)
+                    .bind(kind)
+                    .fetch_all(self.conn().await?)
+                    .await?
+                    .into_iter()
+                    .map(|r| r.into_model().map(|(c, _)| c))
+                    .collect()
+            }
+
             async fn mail_deliveries(
                 &mut self,
                 subject_ids: &[Uuid],

@@ -109,6 +109,8 @@ pub(super) const SEED: &[(&str, Option<&str>, &str)] = &[
     ("mail_outbox", Some("sqlite_autoindex_mail_outbox_1"), "100000 1"),
     ("mail_outbox", Some("mail_outbox_due"), "1000 1"),
     ("mail_outbox", Some("mail_outbox_subject"), "100000 2 1"),
+    ("mail_outbox", Some("mail_outbox_org_kind"), "100000 100 20 1"),
+    ("credentials", Some("credentials_expiry"), "5000 1"),
     ("sign_in_links", None, "10000"),
     ("sign_in_links", Some("sqlite_autoindex_sign_in_links_1"), "10000 1"),
     ("sign_in_links", Some("sign_in_links_expiry"), "10000 1"),

@@ -88,6 +88,13 @@ async fn lifecycle_pending_verified_lapsed_and_verified_again() {
         assert_eq!(d["failures"], round);
     }
     assert_eq!(routes_to(&app, "ada@acme.com").await, None, "a lapsed domain routes nobody");
+    // The Owner is told, with what DNS showed and the record to publish again.
+    assert_eq!(app.deliver_mail().await, 1);
+    let notice = app.mail_files().pop().expect("a notice");
+    assert!(notice.contains("To: owner@acme.example.com"), "{notice}");
+    assert!(notice.contains("Subject: Acme: acme.com lapsed"), "{notice}");
+    assert!(notice.contains("lapsed after 3 failed checks in a row"), "{notice}");
+    assert!(notice.contains(&format!("_roster-challenge.acme.com TXT \"{value}\"")), "{notice}");
 
     // Published again: verified again, failures reset.
     dns.set_txt("_roster-challenge.acme.com", &[&[value.as_str()]]);

@@ -16,6 +16,7 @@ mod hardening;
 mod invitations;
 mod mail;
 mod members;
+mod notices;
 mod oidc_provider;
 mod openapi;
 mod permissions;

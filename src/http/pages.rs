@@ -102,6 +102,7 @@ async fn show_invitation(
                 email: offer.invitation.email.as_str(),
                 expires: human_time(offer.invitation.expires_at),
                 sso_enforced: offer.sso_enforced,
+                sso_login: offer.sso_login.as_deref(),
                 action: "/invitations/accept",
                 token: &token,
             }

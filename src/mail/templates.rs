@@ -53,6 +53,8 @@ pub struct InvitationPage<'a> {
     pub email: &'a str,
     pub expires: String,
     pub sso_enforced: bool,
+    /// Where the organization's SSO login starts, when it enforces SSO.
+    pub sso_login: Option<&'a str>,
     /// Where the accept form posts.
     pub action: &'a str,
     pub token: &'a str,
@@ -99,6 +101,7 @@ mod tests {
             email: "ada@example.com",
             expires: String::new(),
             sso_enforced: false,
+            sso_login: None,
             action: "/invitations/accept",
             token: "t\"><script>",
         }

@@ -418,6 +418,10 @@ pub struct InvitationOffer {
     pub invitation: Invitation,
     pub org_name: String,
     pub sso_enforced: bool,
+    /// For an organization that enforces SSO: where its SSO login starts
+    /// (through its first registered product client), which accepts the
+    /// invitation when it signs in the invited email.
+    pub sso_login: Option<String>,
 }
 
 /// An accepted invitation: the new member, signed in.
@@ -474,7 +478,19 @@ impl Roster {
             .get_org(invitation.org_id)
             .await?
             .ok_or_else(|| LoginError::new(404, "invitation_unknown", "The organization no longer exists."))?;
-        Ok(InvitationOffer { invitation, org_name: org.name, sso_enforced: org.sso.enforce })
+        let sso_login = match org.sso.enforce {
+            false => None,
+            true => tx.sso_clients_for(org.id).await?.into_iter().find_map(|client| {
+                let uri = client.redirect_uris.first()?;
+                let mut query = url::form_urlencoded::Serializer::new(String::new());
+                query
+                    .append_pair("organization", &org.id.to_string())
+                    .append_pair("redirect_uri", uri)
+                    .append_pair("client_id", &client.id.to_string());
+                Some(format!("/sso/authorize?{}", query.finish()))
+            }),
+        };
+        Ok(InvitationOffer { invitation, org_name: org.name, sso_enforced: org.sso.enforce, sso_login })
     }
 
     /// Accepts the invitation a link's token names: following the emailed

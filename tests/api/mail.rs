@@ -216,6 +216,25 @@ async fn an_organization_that_enforces_sso_accepts_only_through_its_sso() {
     let html = app.client.get(&link).send().await.unwrap().text().await.unwrap();
     assert!(html.contains("signs in only through its single sign-on"), "{html}");
     assert!(!html.contains("<form"), "no way to accept without SSO: {html}");
+    assert!(!html.contains(r#"id="sso""#), "no product client registered yet, so no SSO button: {html}");
+    // With a product client, the page starts the organization's SSO login, which accepts the invitation.
+    let client = app
+        .roster
+        .create_sso_client(
+            &roster::service::Actor::cli(org.id),
+            roster::service::NewSsoClient {
+                name: Name::parse("app").unwrap(),
+                redirect_uris: vec!["http://127.0.0.1:9/cb".into()],
+            },
+        )
+        .await
+        .unwrap();
+    let html = app.client.get(&link).send().await.unwrap().text().await.unwrap();
+    let expected = format!(
+        r#"id="sso" href="/sso/authorize?organization={}&#38;redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcb&#38;client_id={}""#,
+        org.id, client.client.id
+    );
+    assert!(html.contains(&expected) || html.contains(&expected.replace("&#38;", "&amp;")), "{html}");
     let (status, reason, cookie) = accept(&app, &link).await;
     assert_eq!((status, reason.as_deref()), (StatusCode::FORBIDDEN, Some("sso_required")));
     assert!(cookie.is_none());

@@ -70,12 +70,35 @@ fn refusal(e: &LoginError) -> Response {
 }
 
 /// A token as links carry it: bounded, printable.
-fn token_of(raw: Option<&str>) -> Result<&str, LoginError> {
+fn token_of(raw: Option<&str>) -> Result<String, LoginError> {
     raw.map(str::trim)
         .filter(|t| !t.is_empty() && t.len() <= 256 && t.chars().all(|c| c.is_ascii_graphic()))
+        .map(str::to_string)
         .ok_or_else(|| {
             LoginError::new(400, "invalid_link", "This link is incomplete. Open the whole link from the email.")
         })
+}
+
+/// The `token` field of a posted form.
+fn form_token(body: &[u8]) -> Result<String, LoginError> {
+    let token = url::form_urlencoded::parse(body).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned());
+    token_of(token.as_deref())
+}
+
+/// A form post this address may not make now (rate limit), or that came
+/// from another site, answered; `None` when it may go on.
+fn post_refused(s: &AppState, parts: &Parts) -> Option<Response> {
+    if let Some(limited) = sign_in_limited(s, parts) {
+        return Some(limited);
+    }
+    if !same_origin(s, parts) {
+        return Some(refusal(&LoginError::new(
+            403,
+            "cross_site_request",
+            "This form was sent from another site. Open the link from the email again.",
+        )));
+    }
+    None
 }
 
 /// The invitation a link names: organization, role, email, expiry, and
@@ -88,9 +111,8 @@ async fn show_invitation(
     if let Some(limited) = sign_in_limited(&s, &parts) {
         return limited;
     }
-    let raw = query.as_ref().ok().and_then(|q| q.token.as_deref());
-    let token = match token_of(raw) {
-        Ok(t) => t.to_string(),
+    let token = match token_of(query.as_ref().ok().and_then(|q| q.token.as_deref())) {
+        Ok(t) => t,
         Err(e) => return refusal(&e),
     };
     match s.roster.invitation_offer(&token).await {
@@ -115,19 +137,11 @@ async fn show_invitation(
 /// Accepts the invitation: the member becomes active and the browser gets
 /// Roster's session cookie.
 async fn accept_invitation(State(s): State<AppState>, parts: Parts, body: axum::body::Bytes) -> Response {
-    if let Some(limited) = sign_in_limited(&s, &parts) {
-        return limited;
+    if let Some(refused) = post_refused(&s, &parts) {
+        return refused;
     }
-    if !same_origin(&s, &parts) {
-        return refusal(&LoginError::new(
-            403,
-            "cross_site_request",
-            "This form was sent from another site. Open the invitation link from the email again.",
-        ));
-    }
-    let token = url::form_urlencoded::parse(&body).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned());
-    let token = match token_of(token.as_deref()) {
-        Ok(t) => t.to_string(),
+    let token = match form_token(&body) {
+        Ok(t) => t,
         Err(e) => return refusal(&e),
     };
     let request_id = parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -236,11 +250,8 @@ async fn sign_in_form(
 /// link is looked for and sent after the answer, so its timing says
 /// nothing either.
 async fn sign_in(State(s): State<AppState>, parts: Parts, body: axum::body::Bytes) -> Response {
-    if let Some(limited) = sign_in_limited(&s, &parts) {
-        return limited;
-    }
-    if !same_origin(&s, &parts) {
-        return refusal(&LoginError::new(403, "cross_site_request", "This form was sent from another site."));
+    if let Some(refused) = post_refused(&s, &parts) {
+        return refused;
     }
     let mut q = SignInQuery::default();
     for (k, v) in url::form_urlencoded::parse(&body) {
@@ -309,9 +320,8 @@ async fn show_sign_in_link(
     if let Some(limited) = sign_in_limited(&s, &parts) {
         return limited;
     }
-    let raw = query.as_ref().ok().and_then(|q| q.token.as_deref());
-    let token = match token_of(raw) {
-        Ok(t) => t.to_string(),
+    let token = match token_of(query.as_ref().ok().and_then(|q| q.token.as_deref())) {
+        Ok(t) => t,
         Err(e) => return refusal(&e),
     };
     let browser = cookie(&parts.headers, LINK_BROWSER_COOKIE);
@@ -323,15 +333,11 @@ async fn show_sign_in_link(
 
 /// Uses a sign-in link: Roster's session, and back to the product with its code.
 async fn use_sign_in_link(State(s): State<AppState>, parts: Parts, body: axum::body::Bytes) -> Response {
-    if let Some(limited) = sign_in_limited(&s, &parts) {
-        return limited;
+    if let Some(refused) = post_refused(&s, &parts) {
+        return refused;
     }
-    if !same_origin(&s, &parts) {
-        return refusal(&LoginError::new(403, "cross_site_request", "This form was sent from another site."));
-    }
-    let token = url::form_urlencoded::parse(&body).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned());
-    let token = match token_of(token.as_deref()) {
-        Ok(t) => t.to_string(),
+    let token = match form_token(&body) {
+        Ok(t) => t,
         Err(e) => return refusal(&e),
     };
     let browser = cookie(&parts.headers, LINK_BROWSER_COOKIE);

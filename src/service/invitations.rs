@@ -566,23 +566,13 @@ impl Roster {
             .map_err(|e| super::sso::seat_or_internal(e, &org))?,
         };
         let session_ttl = self.settings.sso.as_ref().map_or(chrono::Duration::hours(8), |s| s.session_ttl);
-        let session = generate_token("roster_sess");
-        let record = crate::store::SsoSession {
-            id: Uuid::now_v7(),
-            org_id: org.id,
-            member_id: member.id,
-            issuer: EMAIL_LINK_ISSUER.to_string(),
-            client_id: String::new(),
-            id_token: None,
-            created_at: now,
-            expires_at: now + session_ttl,
-            ended_at: None,
-        };
-        tx.insert_sso_session(&record, &hash_token(session.expose())).await?;
+        let (session, session_expires) =
+            super::sso::open_session(&mut *tx, &member, super::sso::SessionOrigin::email_link(), session_ttl, now)
+                .await?;
         let detail = serde_json::json!({ "email": email.as_str(), "how": "invitation_link", "role": member.role });
         tx.insert_audit(actor.audit(now, "sign_in.email_link", member.id, None::<&()>, Some(&detail))).await?;
         tx.commit().await?;
-        Ok(AcceptedInvitation { org_name: org.name, member, session, session_expires: record.expires_at })
+        Ok(AcceptedInvitation { org_name: org.name, member, session, session_expires })
     }
 }
 

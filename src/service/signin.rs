@@ -7,12 +7,12 @@
 //! (`"method": "email_link"`). Membership follows the SSO rules: an active
 //! member, a pending invitation, or auto-assignment by verified domain.
 
-use super::sso::{pick_client, resolve_membership};
+use super::sso::{open_session, pick_client, product_redirect, resolve_membership, SessionOrigin};
 use super::*;
 use crate::mail::templates::SignInLinkMail;
 use crate::model::*;
 use crate::secrets::{generate_token, hash_token, hashes_match, Secret};
-use crate::store::{SignInLink, SsoCode, SsoSession};
+use crate::store::{SignInLink, SsoCode};
 use chrono::Duration;
 
 /// How long an emailed sign-in link works.
@@ -234,19 +234,8 @@ impl Roster {
             used_at: None,
         };
         tx.insert_sso_code(&hash_token(code.expose()), &record).await?;
-        let session_token = generate_token("roster_sess");
-        let session = SsoSession {
-            id: Uuid::now_v7(),
-            org_id: org.id,
-            member_id: member.id,
-            issuer: EMAIL_LINK_ISSUER.to_string(),
-            client_id: String::new(),
-            id_token: None,
-            created_at: now,
-            expires_at: now + session_ttl,
-            ended_at: None,
-        };
-        tx.insert_sso_session(&session, &hash_token(session_token.expose())).await?;
+        let (session, session_expires) =
+            open_session(&mut *tx, &member, SessionOrigin::email_link(), session_ttl, now).await?;
         let detail = serde_json::json!({
             "email": link.email.as_str(),
             "how": how,
@@ -255,15 +244,7 @@ impl Roster {
         });
         tx.insert_audit(actor.audit(now, "sign_in.email_link", member.id, None::<&()>, Some(&detail))).await?;
         tx.commit().await?;
-        let mut redirect = url::Url::parse(&link.redirect_uri)
-            .map_err(|_| LoginError::new(500, "internal", "The registered redirect URI is not valid."))?;
-        {
-            let mut q = redirect.query_pairs_mut();
-            q.append_pair("code", code.expose());
-            if let Some(state) = &link.state {
-                q.append_pair("state", state);
-            }
-        }
-        Ok(LoginDone { redirect, session: session_token, session_expires: session.expires_at })
+        let redirect = product_redirect(&link.redirect_uri, &code, link.state.as_deref())?;
+        Ok(LoginDone { redirect, session, session_expires })
     }
 }

@@ -907,19 +907,12 @@ impl Roster {
             used_at: None,
         };
         tx.insert_sso_code(&hash_token(code.expose()), &record).await?;
-        let session_token = generate_token("roster_sess");
-        let session = SsoSession {
-            id: Uuid::now_v7(),
-            org_id: org.id,
-            member_id: member.id,
+        let origin = SessionOrigin {
             issuer: identity.issuer.clone(),
             client_id: conn.client_id.clone(),
             id_token: Some(identity.id_token.clone()),
-            created_at: now,
-            expires_at: now + sso.session_ttl,
-            ended_at: None,
         };
-        tx.insert_sso_session(&session, &hash_token(session_token.expose())).await?;
+        let (session, session_expires) = open_session(&mut *tx, &member, origin, sso.session_ttl, now).await?;
         let detail = serde_json::json!({
             "email": email.as_str(),
             "how": how,
@@ -931,16 +924,8 @@ impl Roster {
         });
         tx.insert_audit(actor.audit(now, "sso.login", member.id, None::<&()>, Some(&detail))).await?;
         tx.commit().await?;
-        let mut redirect = url::Url::parse(&attempt.redirect_uri)
-            .map_err(|_| LoginError::new(500, "internal", "The registered redirect URI is not valid."))?;
-        {
-            let mut q = redirect.query_pairs_mut();
-            q.append_pair("code", code.expose());
-            if let Some(state) = &attempt.product_state {
-                q.append_pair("state", state);
-            }
-        }
-        Ok(LoginDone { redirect, session: session_token, session_expires: session.expires_at })
+        let redirect = product_redirect(&attempt.redirect_uri, &code, attempt.product_state.as_deref())?;
+        Ok(LoginDone { redirect, session, session_expires })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1105,6 +1090,60 @@ impl Roster {
         tx.commit().await?;
         Ok(n)
     }
+}
+
+/// Where a Roster session came from: the identity provider's login (for
+/// its logout later), or an emailed link.
+pub(super) struct SessionOrigin {
+    pub issuer: String,
+    pub client_id: String,
+    pub id_token: Option<String>,
+}
+
+impl SessionOrigin {
+    /// A session begun by a link Roster emailed, with no provider session behind it.
+    pub(super) fn email_link() -> Self {
+        Self { issuer: EMAIL_LINK_ISSUER.to_string(), client_id: String::new(), id_token: None }
+    }
+}
+
+/// Opens a Roster session for the member, stored by the hash of its cookie;
+/// returns the cookie's value and when the session ends.
+pub(super) async fn open_session(
+    tx: &mut dyn Tx,
+    member: &Member,
+    origin: SessionOrigin,
+    ttl: Duration,
+    now: DateTime<Utc>,
+) -> ServiceResult<(Secret, DateTime<Utc>)> {
+    let token = generate_token("roster_sess");
+    let session = SsoSession {
+        id: Uuid::now_v7(),
+        org_id: member.org_id,
+        member_id: member.id,
+        issuer: origin.issuer,
+        client_id: origin.client_id,
+        id_token: origin.id_token,
+        created_at: now,
+        expires_at: now + ttl,
+        ended_at: None,
+    };
+    tx.insert_sso_session(&session, &hash_token(token.expose())).await?;
+    Ok((token, session.expires_at))
+}
+
+/// The product's redirect URI with the one-time code and the product's state.
+pub(super) fn product_redirect(redirect_uri: &str, code: &Secret, state: Option<&str>) -> Result<url::Url, LoginError> {
+    let mut redirect = url::Url::parse(redirect_uri)
+        .map_err(|_| LoginError::new(500, "internal", "The registered redirect URI is not valid."))?;
+    {
+        let mut q = redirect.query_pairs_mut();
+        q.append_pair("code", code.expose());
+        if let Some(state) = state {
+            q.append_pair("state", state);
+        }
+    }
+    Ok(redirect)
 }
 
 fn new_client(

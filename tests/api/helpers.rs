@@ -334,3 +334,17 @@ pub async fn scim_token(app: &TestApp, org: &TestOrg) -> String {
     };
     app.roster.create_credential(&Actor::cli(org.id), new).await.unwrap().secret.expose().to_string()
 }
+
+/// A tenant connection whose provider never answers (port 9): enough for
+/// settings that need one to exist (a tenant ID, SSO enforcement).
+pub fn tenant_connection_nobody_answers() -> roster::config::TenantConnection {
+    roster::config::TenantConnection {
+        issuer: "http://127.0.0.1:9/".into(),
+        client_id: "roster".into(),
+        client_secret: roster::secrets::Secret::new("secret"),
+        scopes: vec!["openid".into(), "email".into()],
+        tenant_param: "tenant".into(),
+        tenant_claim: "tenants".into(),
+        require_email_verified: true,
+    }
+}

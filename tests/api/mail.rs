@@ -6,7 +6,6 @@
 use crate::helpers::*;
 use reqwest::{Method, StatusCode};
 use roster::clock::{Clock, ManualClock};
-use roster::config::TenantConnection;
 use roster::model::{Email, Name, Plan};
 use roster::secrets::Secret;
 use roster::service::NewOrganization;
@@ -180,15 +179,7 @@ async fn an_expired_link_is_refused() {
 
 #[tokio::test]
 async fn an_organization_that_enforces_sso_accepts_only_through_its_sso() {
-    let tenant = TenantConnection {
-        issuer: "http://127.0.0.1:9/".into(),
-        client_id: "roster".into(),
-        client_secret: Secret::new("secret"),
-        scopes: vec!["openid".into(), "email".into()],
-        tenant_param: "tenant".into(),
-        tenant_claim: "tenants".into(),
-        require_email_verified: true,
-    };
+    let tenant = tenant_connection_nobody_answers();
     let app = TestApp::spawn_with(
         TestDb::new().await,
         |c| {

@@ -6,9 +6,7 @@
 use crate::helpers::*;
 use reqwest::StatusCode;
 use roster::clock::{Clock, ManualClock};
-use roster::config::TenantConnection;
 use roster::model::Name;
-use roster::secrets::Secret;
 use roster::service::{Actor, NewSsoClient};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -214,15 +212,7 @@ async fn a_link_dies_after_fifteen_minutes_and_an_invitee_joins_by_one() {
 
 #[tokio::test]
 async fn an_organization_that_enforces_sso_never_gets_a_link() {
-    let tenant = TenantConnection {
-        issuer: "http://127.0.0.1:9/".into(),
-        client_id: "roster".into(),
-        client_secret: Secret::new("secret"),
-        scopes: vec!["openid".into(), "email".into()],
-        tenant_param: "tenant".into(),
-        tenant_claim: "tenants".into(),
-        require_email_verified: true,
-    };
+    let tenant = tenant_connection_nobody_answers();
     let w = world(|c| c.tenant_connection = Some(tenant)).await;
     let (status, body) = w
         .app

@@ -79,6 +79,19 @@ fn token_of(raw: Option<&str>) -> Result<String, LoginError> {
         })
 }
 
+/// The token of a link being opened, unless this address is past its rate
+/// limit or the link is malformed (then the page that says so).
+fn link_token(
+    s: &AppState,
+    parts: &Parts,
+    query: &Result<Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<String, Box<Response>> {
+    if let Some(limited) = sign_in_limited(s, parts) {
+        return Err(Box::new(limited));
+    }
+    token_of(query.as_ref().ok().and_then(|q| q.token.as_deref())).map_err(|e| Box::new(refusal(&e)))
+}
+
 /// The `token` field of a posted form.
 fn form_token(body: &[u8]) -> Result<String, LoginError> {
     let token = url::form_urlencoded::parse(body).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned());
@@ -108,12 +121,9 @@ async fn show_invitation(
     parts: Parts,
     query: Result<Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    if let Some(limited) = sign_in_limited(&s, &parts) {
-        return limited;
-    }
-    let token = match token_of(query.as_ref().ok().and_then(|q| q.token.as_deref())) {
+    let token = match link_token(&s, &parts, &query) {
         Ok(t) => t,
-        Err(e) => return refusal(&e),
+        Err(refused) => return *refused,
     };
     match s.roster.invitation_offer(&token).await {
         Ok(offer) => html(
@@ -317,12 +327,9 @@ async fn show_sign_in_link(
     parts: Parts,
     query: Result<Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    if let Some(limited) = sign_in_limited(&s, &parts) {
-        return limited;
-    }
-    let token = match token_of(query.as_ref().ok().and_then(|q| q.token.as_deref())) {
+    let token = match link_token(&s, &parts, &query) {
         Ok(t) => t,
-        Err(e) => return refusal(&e),
+        Err(refused) => return *refused,
     };
     let browser = cookie(&parts.headers, LINK_BROWSER_COOKIE);
     match s.roster.sign_in_link_offer(&token, browser.as_deref()).await {

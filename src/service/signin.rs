@@ -7,12 +7,12 @@
 //! (`"method": "email_link"`). Membership follows the SSO rules: an active
 //! member, a pending invitation, or auto-assignment by verified domain.
 
-use super::sso::{open_session, pick_client, product_redirect, resolve_membership, SessionOrigin};
+use super::sso::{issue_code, open_session, pick_client, product_redirect, resolve_membership, SessionOrigin};
 use super::*;
 use crate::mail::templates::SignInLinkMail;
 use crate::model::*;
 use crate::secrets::{generate_token, hash_token, hashes_match, Secret};
-use crate::store::{SignInLink, SsoCode};
+use crate::store::SignInLink;
 use chrono::Duration;
 
 /// How long an emailed sign-in link works.
@@ -223,17 +223,7 @@ impl Roster {
         let sso = self.sso().ok();
         let code_ttl = sso.map_or(Duration::seconds(60), |s| s.code_ttl);
         let session_ttl = sso.map_or(Duration::hours(8), |s| s.session_ttl);
-        let code = generate_token("roster_code");
-        let record = SsoCode {
-            client_id: link.client_id,
-            org_id: org.id,
-            member_id: member.id,
-            profile: serde_json::to_value(&profile).unwrap_or_default(),
-            created_at: now,
-            expires_at: now + code_ttl,
-            used_at: None,
-        };
-        tx.insert_sso_code(&hash_token(code.expose()), &record).await?;
+        let code = issue_code(&mut *tx, link.client_id, &profile, now + code_ttl, now).await?;
         let (session, session_expires) =
             open_session(&mut *tx, &member, SessionOrigin::email_link(), session_ttl, now).await?;
         let detail = serde_json::json!({

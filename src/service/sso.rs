@@ -896,17 +896,7 @@ impl Roster {
             idp_subject: identity.subject.clone(),
             sso_enforced: org.sso.enforce,
         };
-        let code = generate_token("roster_code");
-        let record = SsoCode {
-            client_id: attempt.client_id,
-            org_id: org.id,
-            member_id: member.id,
-            profile: serde_json::to_value(&profile).unwrap_or_default(),
-            created_at: now,
-            expires_at: now + sso.code_ttl,
-            used_at: None,
-        };
-        tx.insert_sso_code(&hash_token(code.expose()), &record).await?;
+        let code = issue_code(&mut *tx, attempt.client_id, &profile, now + sso.code_ttl, now).await?;
         let origin = SessionOrigin {
             issuer: identity.issuer.clone(),
             client_id: conn.client_id.clone(),
@@ -1130,6 +1120,28 @@ pub(super) async fn open_session(
     };
     tx.insert_sso_session(&session, &hash_token(token.expose())).await?;
     Ok((token, session.expires_at))
+}
+
+/// Stores a one-time code for the product client that redeems it for `profile` until `expires_at`.
+pub(super) async fn issue_code(
+    tx: &mut dyn Tx,
+    client_id: Uuid,
+    profile: &SsoProfile,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> ServiceResult<Secret> {
+    let code = generate_token("roster_code");
+    let record = SsoCode {
+        client_id,
+        org_id: profile.organization_id,
+        member_id: profile.member_id,
+        profile: serde_json::to_value(profile).unwrap_or_default(),
+        created_at: now,
+        expires_at,
+        used_at: None,
+    };
+    tx.insert_sso_code(&hash_token(code.expose()), &record).await?;
+    Ok(code)
 }
 
 /// The product's redirect URI with the one-time code and the product's state.

@@ -187,21 +187,7 @@ impl OidcProvider {
             .spawn()
             .unwrap_or_else(|e| panic!("could not run `node` (Node.js 20 or later must be on PATH): {e}"));
 
-        // The provider's stderr is kept for panic messages and echoed into the
-        // test's captured output; the pipe must be drained in any case.
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut err_lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let stderr_task = tokio::spawn({
-            let stderr = stderr.clone();
-            async move {
-                while let Ok(Some(line)) = err_lines.next_line().await {
-                    eprintln!("[oidc-provider] {line}");
-                    let mut text = stderr.lock().unwrap();
-                    text.push_str(&line);
-                    text.push('\n');
-                }
-            }
-        });
+        let (stderr, stderr_task) = keep_stderr(child.stderr.take().unwrap(), "oidc-provider");
 
         let mut out_lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let ready = tokio::time::timeout(START_TIMEOUT, async {
@@ -897,4 +883,27 @@ fn provider_config_serializes_to_what_server_mjs_reads() {
 async fn a_provider_that_dies_at_start_says_why() {
     let config = ProviderConfig::new().client(ProviderClient::new("roster", "s3cret", CALLBACK).tamper("bogus"));
     OidcProvider::start(&config).await;
+}
+
+/// Keeps what a child process writes to stderr (for panic messages) and
+/// echoes it, prefixed by `label`, into the test's captured output; the pipe
+/// is drained in any case. Returns the text so far and the draining task.
+pub fn keep_stderr(
+    stderr: tokio::process::ChildStderr,
+    label: &'static str,
+) -> (Arc<Mutex<String>>, tokio::task::JoinHandle<()>) {
+    let text = Arc::new(Mutex::new(String::new()));
+    let mut lines = BufReader::new(stderr).lines();
+    let task = tokio::spawn({
+        let text = text.clone();
+        async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("[{label}] {line}");
+                let mut kept = text.lock().unwrap();
+                kept.push_str(&line);
+                kept.push('\n');
+            }
+        }
+    });
+    (text, task)
 }

@@ -20,7 +20,6 @@ use mail_parser::{HeaderValue, MessageParser, MimeHeaders, PartType};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -309,21 +308,7 @@ async fn spawn(opts: &SmtpOptions, maildir: &Path, port: u16) -> (Child, u16) {
         .spawn()
         .unwrap_or_else(|e| panic!("could not run {}: {e}", python.display()));
 
-    // The server's stderr is kept for panic messages and echoed into the
-    // test's captured output; the pipe must be drained in any case.
-    let stderr = Arc::new(Mutex::new(String::new()));
-    let mut err_lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let stderr_task = tokio::spawn({
-        let stderr = stderr.clone();
-        async move {
-            while let Ok(Some(line)) = err_lines.next_line().await {
-                eprintln!("[smtp-server] {line}");
-                let mut text = stderr.lock().unwrap();
-                text.push_str(&line);
-                text.push('\n');
-            }
-        }
-    });
+    let (stderr, stderr_task) = crate::oidc_provider::keep_stderr(child.stderr.take().unwrap(), "smtp-server");
 
     let mut out_lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let ready = tokio::time::timeout(START_TIMEOUT, async {

@@ -244,6 +244,9 @@ pub fn backoff(attempts: i64) -> Duration {
 /// Delivers the messages due now as `holder`; returns how many attempts it made.
 pub async fn deliver_due(roster: &Roster, mailer: &Mailer, holder: &str) -> anyhow::Result<usize> {
     let now = roster.now();
+    if !roster.store().read().await?.mail_due(now).await? {
+        return Ok(0);
+    }
     let until = now + chrono::Duration::from_std(CLAIM_FOR)?;
     let mut tx = roster.store().begin().await?;
     let claimed = tx.claim_mail(holder, now, until, CLAIM_BATCH).await?;

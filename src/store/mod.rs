@@ -804,6 +804,8 @@ pub trait Tx: Send {
     // Mail outbox.
     /// Queues a message, due at once (a write that may go with the transaction's next statement).
     async fn insert_mail(&mut self, mail: &OutboxMail) -> StoreResult<()>;
+    /// Whether any message is due and unclaimed at `now` (a read, so an idle sender takes no write lock).
+    async fn mail_due(&mut self, now: DateTime<Utc>) -> StoreResult<bool>;
     /// Claims up to `limit` due messages for `holder` until `until`: no one
     /// else claims them before then (on PostgreSQL, rows another
     /// transaction is claiming are skipped, not waited for).

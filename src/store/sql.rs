@@ -2292,6 +2292,17 @@ macro_rules! impl_tx {
                 .await
             }
 
+            async fn mail_due(&mut self, now: DateTime<Utc>) -> StoreResult<bool> {
+                let due: Option<(String,)> = sqlx::query_as(
+                    "SELECT id FROM mail_outbox WHERE status = 'queued' AND next_attempt_at <= $1 \
+                     AND (claimed_until IS NULL OR claimed_until <= $1) LIMIT 1",
+                )
+                .bind(now)
+                .fetch_optional(self.conn().await?)
+                .await?;
+                Ok(due.is_some())
+            }
+
             async fn claim_mail(
                 &mut self,
                 holder: &str,

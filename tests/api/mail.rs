@@ -234,10 +234,12 @@ async fn an_organization_that_enforces_sso_accepts_only_through_its_sso() {
 
 #[tokio::test]
 async fn a_csv_of_fifty_invitations_sends_fifty_messages() {
-    let app = TestApp::spawn().await;
+    let server = SmtpServer::start(SmtpOptions::default()).await;
+    let clock = now_clock();
+    let app = app_sending_to(&server, None, &clock).await;
     let org = app.org("Acme", 60).await;
     let csv: String = std::iter::once("email,role\n".to_string())
-        .chain((0..50).map(|i| format!("p{i}@example.com,read\n")))
+        .chain((0..50u32).map(|i| format!("p{i}@example.com,{}\n", if i.is_multiple_of(2) { "read" } else { "write" })))
         .collect();
     let (status, body) = app.post_csv(&org.owner_key, &csv).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -250,13 +252,25 @@ async fn a_csv_of_fifty_invitations_sends_fifty_messages() {
         attempts += n;
     }
     assert_eq!(attempts, 50);
-    let files = app.mail_files();
-    assert_eq!(files.len(), 50);
-    let mut to: Vec<String> =
-        files.iter().map(|f| f.lines().find_map(|l| l.strip_prefix("To: ")).unwrap().to_string()).collect();
+    let got = server.wait_for_messages(50, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 50);
+    let mut to: Vec<String> = got.iter().map(|m| m.rcpt_tos[0].clone()).collect();
     to.sort();
     to.dedup();
     assert_eq!(to.len(), 50, "one message per invitee");
+    // Each message names its own role and carries its own link.
+    let mut links: Vec<String> = got
+        .iter()
+        .map(|m| {
+            let i: usize = m.rcpt_tos[0].trim_start_matches('p').split('@').next().unwrap().parse().unwrap();
+            let role = if i.is_multiple_of(2) { "Read" } else { "Write" };
+            assert_eq!(m.header("Subject").as_deref(), Some(format!("Join Acme as {role}").as_str()));
+            accept_link(&m.text().unwrap())
+        })
+        .collect();
+    links.sort();
+    links.dedup();
+    assert_eq!(links.len(), 50);
     assert!(invitations(&app, &org.owner_key).await.iter().all(|i| i["email_delivery"]["status"] == "sent"));
 }
 

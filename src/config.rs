@@ -468,8 +468,7 @@ impl Config {
                 message: "must start with sqlite:, postgres:// or postgresql://".into(),
             });
         }
-        let mail = resolve_mail(&raw, &database_url)?;
-        let public_base_url = match raw.public_base_url {
+        let public_base_url = match raw.public_base_url.clone() {
             Some(url) => {
                 if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
                     return Err(ConfigError::Invalid {
@@ -507,6 +506,10 @@ impl Config {
         positive("sso_session_ttl_secs", raw.sso_session_ttl_secs)?;
         positive("sso_http_timeout_ms", raw.sso_http_timeout_ms)?;
         positive("sso_metadata_ttl_secs", raw.sso_metadata_ttl_secs)?;
+        positive("smtp_timeout_secs", raw.smtp_timeout_secs)?;
+        positive("mail_retry_hours", raw.mail_retry_hours)?;
+        positive("mail_poll_interval_ms", raw.mail_poll_interval_ms)?;
+        let mail = resolve_mail(&raw, &database_url)?;
 
         let tenant_connection = match raw.tenant_connection {
             None => None,
@@ -574,15 +577,7 @@ impl Config {
 /// The mail settings: SMTP when `smtp_url` is set, else the `.eml` folder.
 fn resolve_mail(raw: &RawConfig, database_url: &str) -> Result<MailConfig, ConfigError> {
     let invalid = |key: &'static str, message: String| ConfigError::Invalid { key, message };
-    for (key, value) in [
-        ("smtp_timeout_secs", raw.smtp_timeout_secs),
-        ("mail_retry_hours", raw.mail_retry_hours),
-        ("mail_poll_interval_ms", raw.mail_poll_interval_ms),
-    ] {
-        if value == 0 {
-            return Err(invalid(key, "must be greater than 0".into()));
-        }
-    }
+
     if raw.mail_from.parse::<lettre::message::Mailbox>().is_err() {
         return Err(invalid("mail_from", format!("`{}` is not `Name <address>` or an address", raw.mail_from)));
     }

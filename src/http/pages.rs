@@ -3,7 +3,7 @@
 //! (`/signin`, `/signin/link`). Showing a link never changes anything (mail
 //! scanners open links before people do); using it is a form post.
 
-use super::sso::{cookie, page, redirect, set_cookie, sign_in_limited, SESSION_COOKIE};
+use super::sso::{cookie, redirect, set_cookie, sign_in_limited, SESSION_COOKIE};
 use super::AppState;
 use crate::mail::templates::{InvitationPage, MessagePage, SignInLinkPage, SignInPage};
 use crate::model::Email;
@@ -37,12 +37,13 @@ struct TokenQuery {
 }
 
 /// A rendered page with the headers every page carries.
-fn html(status: StatusCode, body: askama::Result<String>) -> Response {
-    let body = match body {
-        Ok(b) => b,
+pub(super) fn html(status: StatusCode, body: askama::Result<String>) -> Response {
+    let (status, body) = match body {
+        Ok(b) => (status, b),
         Err(e) => {
             tracing::error!(error = %e, "a page could not be rendered");
-            return page(&LoginError::new(500, "internal", "An internal error occurred; see the server log."));
+            let text = "<!doctype html><title>Error</title><p>An internal error occurred; see the server log.</p>";
+            (StatusCode::INTERNAL_SERVER_ERROR, text.to_string())
         }
     };
     let mut res = (status, Html(body)).into_response();

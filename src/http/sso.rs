@@ -9,13 +9,15 @@
 use super::error::Problem;
 use super::extract::too_many_requests;
 use super::AppState;
+use crate::mail::templates::MessagePage;
 use crate::model::{Email, TenantId};
 use crate::service::{CallbackParams, LoginError, LoginRequest, LoginTarget, RedeemError};
+use askama::Template;
 use axum::extract::{Query, Request, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
 use serde::Deserialize;
@@ -361,26 +363,16 @@ pub(super) fn malformed_link() -> Response {
     page(&LoginError::invalid("The sign-in link is malformed."))
 }
 
-/// The page a person sees when a sign-in stops.
+/// The page a person sees when a sign-in stops, with its reason code in
+/// `X-Roster-SSO-Error`.
 pub(super) fn page(e: &LoginError) -> Response {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
-    let body = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign-in stopped</title>\
-         <meta name=\"viewport\" content=\"width=device-width\"></head>\n<body>\n<h1>Sign-in stopped</h1>\n\
-         <p id=\"message\">{}</p>\n<p><small>Reason: <code id=\"reason\">{}</code></small></p>\n</body></html>\n",
-        escape(&e.message),
-        e.code
-    );
-    let mut res = (status, Html(body)).into_response();
-    res.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let body = MessagePage { title: "Sign-in stopped", message: &e.message, code: Some(e.code) }.render();
+    let mut res = super::pages::html(status, body);
     if let Ok(v) = HeaderValue::from_str(e.code) {
         res.headers_mut().insert("x-roster-sso-error", v);
     }
     res
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
 
 pub(super) fn redirect(to: &str, cookies: Vec<HeaderValue>) -> Response {

@@ -433,10 +433,11 @@ pub struct AcceptedInvitation {
     pub session_expires: DateTime<Utc>,
 }
 
-/// Why an invitation link cannot be used, in the words of the page that says so.
-fn link_refusal(inv: Option<&Invitation>, now: DateTime<Utc>) -> Option<LoginError> {
+/// The invitation a link's token found, if it can still be accepted; else
+/// why not, in the words of the page that says so.
+fn live_invitation(inv: Option<Invitation>, now: DateTime<Utc>) -> Result<Invitation, LoginError> {
     let Some(inv) = inv else {
-        return Some(LoginError::new(
+        return Err(LoginError::new(
             404,
             "invitation_unknown",
             "This invitation link is not valid. It may have been replaced by a newer invitation: use the link in the \
@@ -444,19 +445,19 @@ fn link_refusal(inv: Option<&Invitation>, now: DateTime<Utc>) -> Option<LoginErr
         ));
     };
     match inv.status {
-        InvitationStatus::Accepted => Some(LoginError::new(
+        InvitationStatus::Accepted => Err(LoginError::new(
             410,
             "invitation_used",
             "This invitation was already accepted. Sign in to the application instead.",
         )),
-        InvitationStatus::Revoked => Some(LoginError::new(
+        InvitationStatus::Revoked => Err(LoginError::new(
             410,
             "invitation_revoked",
             "This invitation was withdrawn. Ask an administrator to invite you again.",
         )),
-        InvitationStatus::Expired => Some(expired_link()),
-        InvitationStatus::Pending if inv.expires_at <= now => Some(expired_link()),
-        InvitationStatus::Pending => None,
+        InvitationStatus::Expired => Err(expired_link()),
+        InvitationStatus::Pending if inv.expires_at <= now => Err(expired_link()),
+        InvitationStatus::Pending => Ok(inv),
     }
 }
 
@@ -469,11 +470,7 @@ impl Roster {
     pub async fn invitation_offer(&self, token: &str) -> Result<InvitationOffer, LoginError> {
         let now = self.clock.now();
         let mut tx = self.store.read().await?;
-        let inv = tx.find_invitation_by_token(&hash_token(token)).await?;
-        if let Some(refusal) = link_refusal(inv.as_ref(), now) {
-            return Err(refusal);
-        }
-        let invitation = inv.ok_or_else(|| LoginError::new(404, "invitation_unknown", "unknown invitation"))?;
+        let invitation = live_invitation(tx.find_invitation_by_token(&hash_token(token)).await?, now)?;
         let org = tx
             .get_org(invitation.org_id)
             .await?
@@ -505,18 +502,11 @@ impl Roster {
     ) -> Result<AcceptedInvitation, LoginError> {
         let now = self.clock.now();
         let token_hash = hash_token(token);
-        let found = self.store.read().await?.find_invitation_by_token(&token_hash).await?;
-        if let Some(refusal) = link_refusal(found.as_ref(), now) {
-            return Err(refusal);
-        }
-        let found = found.ok_or_else(|| LoginError::new(404, "invitation_unknown", "unknown invitation"))?;
+        let found = live_invitation(self.store.read().await?.find_invitation_by_token(&token_hash).await?, now)?;
         let mut tx = self.store.begin().await?;
         let org = lock_org(&mut *tx, found.org_id).await?;
         // Under the organization's lock: a second use of the link waits here, then sees it accepted.
-        let inv = tx.find_invitation_by_token(&token_hash).await?;
-        if let Some(refusal) = link_refusal(inv.as_ref(), now) {
-            return Err(refusal);
-        }
+        live_invitation(tx.find_invitation_by_token(&token_hash).await?, now)?;
         if org.sso.enforce {
             return Err(LoginError::new(
                 403,

@@ -66,10 +66,10 @@ impl Roster {
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
         let mut candidates = tx.orgs_for_email(&req.email, now).await?;
-        if let Some(domain) = tx.find_verified_domain(&req.email.domain()).await? {
-            if !candidates.contains(&domain.org_id) {
-                candidates.push(domain.org_id);
-            }
+        // The organization that verified the email's domain, if any: it may auto-assign.
+        let domain_org = tx.find_verified_domain(&req.email.domain()).await?.map(|d| d.org_id);
+        if let Some(org_id) = domain_org.filter(|o| !candidates.contains(o)) {
+            candidates.push(org_id);
         }
         for org_id in candidates {
             let Some(org) = tx.get_org(org_id).await? else { continue };
@@ -79,8 +79,7 @@ impl Roster {
             let person = tx.find_person(org.id, &req.email).await?;
             let member_status = person.member.as_ref().map(|m| m.status);
             let invited = person.invitation.as_ref().is_some_and(|i| i.expires_at > now);
-            let by_domain = org.sso.auto_assign
-                && tx.find_verified_domain(&req.email.domain()).await?.is_some_and(|d| d.org_id == org.id);
+            let by_domain = org.sso.auto_assign && domain_org == Some(org.id);
             let admitted = match member_status {
                 Some(MemberStatus::Active) => true,
                 Some(MemberStatus::Suspended) => false,

@@ -55,6 +55,9 @@ pub enum Command {
     /// Invite people (each gets an email with the accept link) and follow their invitations.
     #[command(subcommand)]
     Invitation(InvitationCommand),
+    /// The organization portal (`/portal`).
+    #[command(subcommand)]
+    Portal(PortalCommand),
     /// Register a product that starts single sign-on logins and redeems their codes.
     #[command(subcommand, name = "sso-client")]
     SsoClient(SsoClientCommand),
@@ -202,6 +205,21 @@ pub enum DomainCommand {
     },
     /// Remove a domain; it stops routing at once.
     Remove(DomainArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PortalCommand {
+    /// Print a one-time link that signs a member in to the portal (15
+    /// minutes, single use, in any browser): for operators and local
+    /// development.
+    Link {
+        /// Organization id.
+        #[arg(long)]
+        org: String,
+        /// An active member's email.
+        #[arg(long)]
+        email: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -445,6 +463,19 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Invitation(cmd) => {
             let roster = AppState::from_config(config).await?.roster;
             invitation(&roster, cmd, cli.json).await
+        }
+        Command::Portal(PortalCommand::Link { org, email }) => {
+            let roster = AppState::from_config(config).await?.roster;
+            let org = org_id(&org)?;
+            let email = input("email", Email::parse(&email))?;
+            let who = std::env::var("USER").unwrap_or_else(|_| "operator".into());
+            let link = roster.portal_link(org, &email, &format!("cli:{who}")).await?;
+            if cli.json {
+                println!("{}", json!({ "url": link, "expires_in_minutes": crate::service::SIGN_IN_LINK_TTL_MINUTES }));
+            } else {
+                println!("{link}");
+            }
+            Ok(())
         }
         Command::SsoClient(cmd) => {
             let roster = AppState::from_config(config).await?.roster;

@@ -61,6 +61,17 @@ struct RawConfig {
     mail_dir: Option<PathBuf>,
     mail_retry_hours: u64,
     mail_poll_interval_ms: u64,
+    portal_idle_timeout_secs: u64,
+    portal_resources: Vec<PortalResource>,
+}
+
+/// A link the portal's Home shows under Resources (`[[portal_resources]]`
+/// with `title` and `url`): the product's help center, a status page….
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortalResource {
+    pub title: String,
+    pub url: Url,
 }
 
 /// The deployment's tenant-routing OpenID provider, as written.
@@ -157,6 +168,8 @@ impl Default for RawConfig {
             mail_dir: None,
             mail_retry_hours: 48,
             mail_poll_interval_ms: 1000,
+            portal_idle_timeout_secs: 30 * 60,
+            portal_resources: Vec::new(),
         }
     }
 }
@@ -236,6 +249,10 @@ pub struct Config {
     pub sealing_keys: crate::secrets::SealingKeys,
     /// How Roster sends email.
     pub mail: MailConfig,
+    /// A portal session unused this long ends (its absolute limit is `sso_session_ttl_secs`).
+    pub portal_idle_timeout_secs: u64,
+    /// Links the portal's Home shows under Resources.
+    pub portal_resources: Vec<PortalResource>,
 }
 
 /// How Roster sends email: over SMTP when `smtp_url` is set, otherwise as
@@ -509,6 +526,17 @@ impl Config {
         positive("smtp_timeout_secs", raw.smtp_timeout_secs)?;
         positive("mail_retry_hours", raw.mail_retry_hours)?;
         positive("mail_poll_interval_ms", raw.mail_poll_interval_ms)?;
+        positive("portal_idle_timeout_secs", raw.portal_idle_timeout_secs)?;
+        if let Some(r) = raw
+            .portal_resources
+            .iter()
+            .find(|r| r.title.trim().is_empty() || !matches!(r.url.scheme(), "http" | "https"))
+        {
+            return Err(ConfigError::Invalid {
+                key: "portal_resources",
+                message: format!("`{}` needs a title and an http(s) url", r.url),
+            });
+        }
         let mail = resolve_mail(&raw, &database_url)?;
 
         let tenant_connection = match raw.tenant_connection {
@@ -565,6 +593,8 @@ impl Config {
             tenant_connection,
             sealing_keys,
             mail,
+            portal_idle_timeout_secs: raw.portal_idle_timeout_secs,
+            portal_resources: raw.portal_resources.clone(),
         })
     }
 

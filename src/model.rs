@@ -128,8 +128,17 @@ string_enum! {
 
 string_enum! {
     /// Who made a change, as recorded in the audit log.
-    /// `email_link`: a person who proved their address by following a link Roster emailed.
-    ActorKind { ApiKey = "api_key", Cli = "cli", Scim = "scim", Sso = "sso", EmailLink = "email_link", System = "system" }
+    /// `email_link`: a person who proved their address by following a link Roster emailed;
+    /// `portal`: a member signed in to the portal (the actor id is their email).
+    ActorKind {
+        ApiKey = "api_key",
+        Cli = "cli",
+        Scim = "scim",
+        Sso = "sso",
+        EmailLink = "email_link",
+        Portal = "portal",
+        System = "system",
+    }
 }
 
 string_enum! {

@@ -190,6 +190,11 @@ async fn set_seats(
 struct MemberParams {
     status: Option<MemberStatus>,
     role: Option<Role>,
+    /// Only members that came through this door.
+    source: Option<MemberSource>,
+    /// Only members whose email or name contains this, in any case.
+    #[param(max_length = 254)]
+    q: Option<String>,
     /// The `next_cursor` of the previous page.
     #[param(format = Uuid)]
     cursor: Option<String>,
@@ -198,7 +203,7 @@ struct MemberParams {
     limit: Option<i64>,
 }
 
-/// Members, filtered by status and role, in joining order.
+/// Members, filtered by status, role, source and a search of email and name, in joining order.
 #[utoipa::path(get, path = "/api/v1/members", tag = "members", params(MemberParams),
     responses((status = 200, body = MemberPage), (status = 400, body = Problem)))]
 async fn list_members(
@@ -206,7 +211,8 @@ async fn list_members(
     AdminActor(a): AdminActor,
     ApiQuery(p): ApiQuery<MemberParams>,
 ) -> ApiResult<Json<MemberPage>> {
-    let q = MemberQuery { status: p.status, role: p.role, cursor: p.cursor, limit: p.limit };
+    let q =
+        MemberQuery { status: p.status, role: p.role, source: p.source, search: p.q, cursor: p.cursor, limit: p.limit };
     Ok(Json(s.roster.list_members(&a, q).await?))
 }
 

@@ -8,6 +8,7 @@ pub mod limits;
 mod openapi;
 mod ops;
 mod pages;
+mod portal;
 pub mod scim;
 pub mod sso;
 
@@ -133,6 +134,7 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(ops::router())
         .merge(pages::router())
+        .merge(portal::router())
         .nest("/scim/v2", scim::router())
         .fallback(|| async { error::Problem::new(StatusCode::NOT_FOUND, "not-found", "no such route") })
         .method_not_allowed_fallback(|| async {

@@ -145,8 +145,8 @@ async fn show_invitation(
     }
 }
 
-/// Accepts the invitation: the member becomes active and the browser gets
-/// Roster's session cookie.
+/// Accepts the invitation: the member becomes active, the browser gets
+/// Roster's session cookie and lands on the portal's Home.
 async fn accept_invitation(State(s): State<AppState>, parts: Parts, body: axum::body::Bytes) -> Response {
     if let Some(refused) = post_refused(&s, &parts) {
         return refused;
@@ -158,18 +158,10 @@ async fn accept_invitation(State(s): State<AppState>, parts: Parts, body: axum::
     let request_id = parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
     match s.roster.accept_invitation(&token, request_id).await {
         Ok(accepted) => {
-            let message = format!(
-                "You joined {} as {} and are signed in as {}.",
-                accepted.org_name,
-                role_title(accepted.member.role),
-                accepted.member.label()
-            );
-            let title = format!("Welcome to {}", accepted.org_name);
-            let mut res = html(StatusCode::OK, MessagePage { title: &title, message: &message, code: None }.render());
+            // Signed in: on to the portal's Home.
             let max_age = (accepted.session_expires - s.roster.now()).num_seconds().max(0) as u64;
             let cookie = set_cookie(&s, SESSION_COOKIE, accepted.session.expose(), "/", Some(max_age));
-            res.headers_mut().append(axum::http::header::SET_COOKIE, cookie);
-            res
+            redirect("/portal", vec![cookie])
         }
         Err(e) => refusal(&e),
     }
@@ -179,7 +171,7 @@ async fn accept_invitation(State(s): State<AppState>, parts: Parts, body: axum::
 /// the browser sends one, is Roster's public origin (or the address it was
 /// reached at). A post from another site could sign the browser in as
 /// someone else.
-fn same_origin(s: &AppState, parts: &Parts) -> bool {
+pub(super) fn same_origin(s: &AppState, parts: &Parts) -> bool {
     let Some(origin) = parts.headers.get(ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };

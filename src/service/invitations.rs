@@ -266,15 +266,10 @@ async fn check_invitable(
     now: DateTime<Utc>,
 ) -> ServiceResult<()> {
     let person = tx.find_person(org.id, email).await?;
-    if let Some(m) = person.member {
-        if m.status != MemberStatus::Deprovisioned {
-            return Err(ServiceError::Conflict(format!("{email} is already a member ({})", m.status)));
-        }
+    if let Some(problem) = not_invitable(&person, email, now) {
+        return Err(ServiceError::Conflict(problem));
     }
     if let Some(inv) = person.invitation {
-        if inv.expires_at > now {
-            return Err(ServiceError::Conflict(format!("{email} already has a pending invitation")));
-        }
         // The old invitation lapsed: mark it so the new one can take its place.
         let before = inv.clone();
         let mut expired = inv;
@@ -284,6 +279,20 @@ async fn check_invitable(
         tx.insert_audit(actor.audit(now, "invitation.expired", expired.id, Some(&before), Some(&expired))).await?;
     }
     Ok(())
+}
+
+/// Why `email` cannot be invited now, if it cannot: a member already, or
+/// an invitation still pending.
+pub(super) fn not_invitable(person: &crate::store::Person, email: &Email, now: DateTime<Utc>) -> Option<String> {
+    if let Some(m) = &person.member {
+        if m.status != MemberStatus::Deprovisioned {
+            return Some(format!("{email} is already a member ({})", m.status));
+        }
+    }
+    match &person.invitation {
+        Some(inv) if inv.expires_at > now => Some(format!("{email} already has a pending invitation")),
+        _ => None,
+    }
 }
 
 /// One accepted line of an invitation upload.
@@ -298,6 +307,25 @@ pub struct CsvInvitation {
 /// header; blank lines and a leading byte-order mark (spreadsheet exports)
 /// are skipped. Line numbers are 1-based.
 pub fn parse_invitation_csv(bytes: &[u8]) -> ServiceResult<Vec<CsvInvitation>> {
+    let (rows, errors) = parse_invitation_lines(bytes);
+    if !errors.is_empty() {
+        return Err(ServiceError::BulkRejected(errors));
+    }
+    if rows.is_empty() {
+        return Err(ServiceError::invalid("file", "the upload has no `email,role` lines"));
+    }
+    if rows.len() > MAX_BULK_INVITATIONS {
+        return Err(ServiceError::invalid(
+            "file",
+            format!("at most {MAX_BULK_INVITATIONS} invitations per upload, found {}", rows.len()),
+        ));
+    }
+    Ok(rows)
+}
+
+/// The good lines of an upload and what is wrong with each of the others
+/// (a malformed line, an unknown role, an address already on an earlier line).
+pub fn parse_invitation_lines(bytes: &[u8]) -> (Vec<CsvInvitation>, Vec<LineError>) {
     let bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(bytes);
     let mut rows = Vec::new();
     let mut errors = Vec::new();
@@ -360,19 +388,7 @@ pub fn parse_invitation_csv(bytes: &[u8]) -> ServiceResult<Vec<CsvInvitation>> {
         }
         rows.push(CsvInvitation { line, email, role });
     }
-    if !errors.is_empty() {
-        return Err(ServiceError::BulkRejected(errors));
-    }
-    if rows.is_empty() {
-        return Err(ServiceError::invalid("file", "the upload has no `email,role` lines"));
-    }
-    if rows.len() > MAX_BULK_INVITATIONS {
-        return Err(ServiceError::invalid(
-            "file",
-            format!("at most {MAX_BULK_INVITATIONS} invitations per upload, found {}", rows.len()),
-        ));
-    }
-    Ok(rows)
+    (rows, errors)
 }
 
 #[cfg(test)]
@@ -477,7 +493,7 @@ impl Roster {
             .ok_or_else(|| LoginError::new(404, "invitation_unknown", "The organization no longer exists."))?;
         let sso_login = match org.sso.enforce {
             false => None,
-            true => tx.sso_clients_for(org.id).await?.into_iter().find_map(|client| {
+            true => self.login_clients(&mut *tx, org.id).await?.into_iter().find_map(|client| {
                 let uri = client.redirect_uris.first()?;
                 let mut query = url::form_urlencoded::Serializer::new(String::new());
                 query

@@ -10,6 +10,9 @@ use crate::store::{Member, MemberFilter};
 pub struct MemberQuery {
     pub status: Option<MemberStatus>,
     pub role: Option<Role>,
+    pub source: Option<MemberSource>,
+    /// Part of the email or name, any case.
+    pub search: Option<String>,
     pub cursor: Option<String>,
     pub limit: Option<i64>,
 }
@@ -33,9 +36,14 @@ impl Roster {
     pub async fn list_members(&self, actor: &Actor, q: MemberQuery) -> ServiceResult<MemberPage> {
         actor.require(Role::Read)?;
         let limit = page_size(q.limit)?;
+        if q.search.as_ref().is_some_and(|s| s.chars().count() > 254) {
+            return Err(ServiceError::invalid("q", "a search is at most 254 characters"));
+        }
         let filter = MemberFilter {
             status: q.status,
             role: q.role,
+            source: q.source,
+            search: q.search.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()),
             after: parse_cursor(q.cursor.as_deref())?,
             limit: limit + 1,
         };

@@ -315,7 +315,7 @@ fn fingerprint(changes: &[PlannedChange]) -> String {
 }
 
 /// Reads the state of `org` in `tx` and plans.
-async fn plan_in(tx: &mut dyn Tx, org: &Organization, now: DateTime<Utc>) -> ServiceResult<ReconcilePlan> {
+pub(super) async fn plan_in(tx: &mut dyn Tx, org: &Organization, now: DateTime<Utc>) -> ServiceResult<ReconcilePlan> {
     let mut members = tx.current_members(org.id).await?;
     let links = tx.member_links(org.id, None, now).await?;
     // Removed members with sessions still alive are planned too.
@@ -331,7 +331,7 @@ async fn plan_in(tx: &mut dyn Tx, org: &Organization, now: DateTime<Utc>) -> Ser
 }
 
 /// Applies `changes` in `tx` (the organization locked), each with its audit record.
-async fn apply_in(
+pub(super) async fn apply_in(
     tx: &mut dyn Tx,
     actor: &Actor,
     org: &Organization,

@@ -32,7 +32,7 @@ pub struct Seats {
 }
 
 impl Seats {
-    fn of(org: &Organization, usage: crate::store::SeatUsage) -> Self {
+    pub(super) fn of(org: &Organization, usage: crate::store::SeatUsage) -> Self {
         let used = usage.used();
         Seats {
             purchased: org.purchased_seats,
@@ -79,6 +79,21 @@ pub async fn reserve_seats(
     }
 }
 
+/// The audit record of a change of seats: what they were, and are now.
+pub(super) fn seats_updated(
+    actor: &Actor,
+    now: DateTime<Utc>,
+    before: &Organization,
+    after: &Seats,
+) -> crate::store::NewAudit {
+    let old = serde_json::json!({
+        "purchased": before.purchased_seats,
+        "policy": before.seat_policy,
+        "enforcement": before.seat_enforcement,
+    });
+    actor.audit(now, "seats.updated", before.id, Some(&old), Some(after))
+}
+
 /// A change to the organization's seats.
 #[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -121,12 +136,7 @@ impl Roster {
         org.updated_at = now;
         tx.update_org(&org).await?;
         let seats = Seats::of(&org, tx.seat_usage(org.id, now).await?);
-        let old = serde_json::json!({
-            "purchased": before.purchased_seats,
-            "policy": before.seat_policy,
-            "enforcement": before.seat_enforcement,
-        });
-        tx.insert_audit(actor.audit(now, "seats.updated", org.id, Some(&old), Some(&seats))).await?;
+        tx.insert_audit(seats_updated(actor, now, &before, &seats)).await?;
         tx.commit().await?;
         metrics::gauge!("roster_seats_overage", "org" => org.id.to_string()).set(seats.overage as f64);
         Ok(seats)

@@ -88,7 +88,8 @@ impl Roster {
             if !admitted {
                 continue;
             }
-            let Ok(client) = pick_client(tx.sso_clients_for(org.id).await?, req.client_id, &req.redirect_uri) else {
+            let Ok(client) = pick_client(self.login_clients(&mut *tx, org.id).await?, req.client_id, &req.redirect_uri)
+            else {
                 continue;
             };
             let token = generate_token("roster_link");
@@ -161,7 +162,9 @@ impl Roster {
                 ),
             ));
         }
-        if !browser.is_some_and(|b| hashes_match(&hash_token(b), &link.browser_hash)) {
+        // A link the operator issued (`roster portal link`) is bound to no browser.
+        let unbound = link.browser_hash.is_empty();
+        if !unbound && !browser.is_some_and(|b| hashes_match(&hash_token(b), &link.browser_hash)) {
             return Err(LoginError::new(
                 403,
                 "browser_mismatch",

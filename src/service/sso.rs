@@ -638,7 +638,7 @@ impl Roster {
                 (org, None)
             }
         };
-        let client = pick_client(tx.sso_clients_for(org.id).await?, req.client_id, &req.redirect_uri)?;
+        let client = pick_client(self.login_clients(&mut *tx, org.id).await?, req.client_id, &req.redirect_uri)?;
         let conn = self.connection_for(&mut *tx, &org).await?;
         drop(tx);
 
@@ -1082,6 +1082,9 @@ impl Roster {
     }
 }
 
+/// The issuer of a session opened by switching organization in the portal.
+pub const ORGANIZATION_SWITCH_ISSUER: &str = "organization_switch";
+
 /// Where a Roster session came from: the identity provider's login (for
 /// its logout later), or an emailed link.
 pub(super) struct SessionOrigin {
@@ -1094,6 +1097,11 @@ impl SessionOrigin {
     /// A session begun by a link Roster emailed, with no provider session behind it.
     pub(super) fn email_link() -> Self {
         Self { issuer: EMAIL_LINK_ISSUER.to_string(), client_id: String::new(), id_token: None }
+    }
+
+    /// A session a signed-in person opened by switching organization in the portal.
+    pub(super) fn switched() -> Self {
+        Self { issuer: ORGANIZATION_SWITCH_ISSUER.to_string(), client_id: String::new(), id_token: None }
     }
 }
 
@@ -1117,6 +1125,7 @@ pub(super) async fn open_session(
         created_at: now,
         expires_at: now + ttl,
         ended_at: None,
+        last_seen_at: Some(now),
     };
     tx.insert_sso_session(&session, &hash_token(token.expose())).await?;
     Ok((token, session.expires_at))

@@ -383,6 +383,8 @@ pub struct SsoSession {
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
+    /// When the session last served a page (the portal's idle timeout).
+    pub last_seen_at: Option<DateTime<Utc>>,
 }
 
 /// A message in the mail outbox, as the sender delivers it.
@@ -547,6 +549,9 @@ pub struct AuditEntry {
 pub struct MemberFilter {
     pub status: Option<MemberStatus>,
     pub role: Option<Role>,
+    pub source: Option<MemberSource>,
+    /// Part of the email or the SCIM display name, any case.
+    pub search: Option<String>,
     pub after: Option<Uuid>,
     pub limit: i64,
 }
@@ -788,6 +793,10 @@ pub trait Tx: Send {
     async fn use_sso_code(&mut self, code_hash: &str, at: DateTime<Utc>) -> StoreResult<bool>;
     async fn insert_sso_session(&mut self, s: &SsoSession, token_hash: &str) -> StoreResult<()>;
     async fn find_sso_session(&mut self, token_hash: &str) -> StoreResult<Option<SsoSession>>;
+    /// Records that the session served a page now.
+    async fn touch_sso_session(&mut self, id: Uuid, at: DateTime<Utc>) -> StoreResult<()>;
+    /// The organizations where the user is an active member: id, name, role.
+    async fn active_memberships(&mut self, user_id: Uuid) -> StoreResult<Vec<(Uuid, String, Role)>>;
     async fn end_sso_session(&mut self, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool>;
     /// Ends every live session of the member (a write that may go with the
     /// transaction's next statement, see `store::sql`).

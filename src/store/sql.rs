@@ -292,6 +292,30 @@ pub(super) const MEMBER_SELECT: &str = "SELECT m.id, m.org_id, m.user_id, u.emai
     m.manual_role, m.role_pinned, m.sso_roles, m.role_source, m.created_at, m.updated_at \
     FROM members m JOIN users u ON u.id = m.user_id";
 
+/// The portal's member filters, with the statement's parameters `$n`
+/// (source) and `$n+1` (a `LIKE` pattern over the email and the SCIM
+/// display name, both lower-cased).
+pub(super) fn member_search(n: usize) -> String {
+    let p = n + 1;
+    format!(
+        "AND (${n} IS NULL OR m.source = ${n}) AND (${p} IS NULL OR u.email_normalized LIKE ${p} ESCAPE '\\' \
+         OR EXISTS (SELECT 1 FROM scim_users s WHERE s.member_id = m.id AND s.display_name_lc LIKE ${p} ESCAPE '\\'))"
+    )
+}
+
+/// `%needle%` for `LIKE`, lower-cased, its wildcards taken literally.
+pub(super) fn like_pattern(needle: &str) -> String {
+    let mut p = String::from("%");
+    for c in needle.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
 #[derive(sqlx::FromRow)]
 pub(super) struct MemberRow {
     id: String,
@@ -854,7 +878,7 @@ impl SsoCodeRow {
 }
 
 pub(super) const SSO_SESSION_COLUMNS: &str =
-    "id, org_id, member_id, issuer, client_id, id_token, created_at, expires_at, ended_at";
+    "id, org_id, member_id, issuer, client_id, id_token, created_at, expires_at, ended_at, last_seen_at";
 
 #[derive(sqlx::FromRow)]
 pub(super) struct SsoSessionRow {
@@ -867,6 +891,7 @@ pub(super) struct SsoSessionRow {
     created_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
     ended_at: Option<DateTime<Utc>>,
+    last_seen_at: Option<DateTime<Utc>>,
 }
 
 impl SsoSessionRow {
@@ -881,6 +906,7 @@ impl SsoSessionRow {
             created_at: self.created_at,
             expires_at: self.expires_at,
             ended_at: self.ended_at,
+            last_seen_at: self.last_seen_at,
         })
     }
 }
@@ -1213,7 +1239,9 @@ macro_rules! impl_tx {
             async fn list_members(&mut self, org_id: Uuid, f: &MemberFilter) -> StoreResult<Vec<Member>> {
                 let sql = format!(
                     "{MEMBER_SELECT} WHERE m.org_id = $1 AND ($2 IS NULL OR m.status = $2) \
-                     AND ($3 IS NULL OR m.role = $3) AND ($4 IS NULL OR m.id > $4) ORDER BY m.id LIMIT $5"
+                     AND ($3 IS NULL OR m.role = $3) AND ($4 IS NULL OR m.id > $4) {} \
+                     ORDER BY m.id LIMIT $5",
+                    member_search(6)
                 );
                 sqlx::query_as::<_, MemberRow>(&sql)
                     .bind(org_id.to_string())
@@ -1221,6 +1249,8 @@ macro_rules! impl_tx {
                     .bind(f.role.map(|r| r.as_str()))
                     .bind(f.after.map(|a| a.to_string()))
                     .bind(f.limit)
+                    .bind(f.source.map(|s| s.as_str()))
+                    .bind(f.search.as_deref().map(like_pattern))
                     .fetch_all(self.conn().await?)
                     .await?
                     .into_iter()
@@ -1229,13 +1259,17 @@ macro_rules! impl_tx {
             }
 
             async fn count_members(&mut self, org_id: Uuid, f: &MemberFilter) -> StoreResult<i64> {
-                let (n,): (i64,) = sqlx::query_as(
-                    "SELECT COUNT(*) FROM members WHERE org_id = $1 AND ($2 IS NULL OR status = $2) \
-                     AND ($3 IS NULL OR role = $3)",
-                )
+                let sql = format!(
+                    "SELECT COUNT(*) FROM members m JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 \
+                     AND ($2 IS NULL OR m.status = $2) AND ($3 IS NULL OR m.role = $3) {}",
+                    member_search(4)
+                );
+                let (n,): (i64,) = sqlx::query_as(&sql)
                 .bind(org_id.to_string())
                 .bind(f.status.map(|s| s.as_str()))
                 .bind(f.role.map(|r| r.as_str()))
+                .bind(f.source.map(|s| s.as_str()))
+                .bind(f.search.as_deref().map(like_pattern))
                 .fetch_one(self.conn().await?)
                 .await?;
                 Ok(n)
@@ -2134,7 +2168,7 @@ macro_rules! impl_tx {
             async fn insert_sso_session(&mut self, s: &SsoSession, token_hash: &str) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO sso_sessions (id, token_hash, org_id, member_id, issuer, client_id, id_token, \
-                     created_at, expires_at, ended_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                     created_at, expires_at, ended_at, last_seen_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 )
                 .bind(s.id.to_string())
                 .bind(token_hash)
@@ -2146,6 +2180,7 @@ macro_rules! impl_tx {
                 .bind(s.created_at)
                 .bind(s.expires_at)
                 .bind(s.ended_at)
+                .bind(s.last_seen_at)
                 .execute(self.conn().await?)
                 .await?;
                 Ok(())
@@ -2159,6 +2194,31 @@ macro_rules! impl_tx {
                     .await?
                     .map(SsoSessionRow::into_model)
                     .transpose()
+            }
+
+            async fn touch_sso_session(&mut self, id: Uuid, at: DateTime<Utc>) -> StoreResult<()> {
+                sqlx::query("UPDATE sso_sessions SET last_seen_at = $2 WHERE id = $1 AND ended_at IS NULL")
+                    .bind(id.to_string())
+                    .bind(at)
+                    .execute(self.conn().await?)
+                    .await?;
+                Ok(())
+            }
+
+            async fn active_memberships(&mut self, user_id: Uuid) -> StoreResult<Vec<(Uuid, String, Role)>> {
+                let rows: Vec<(String, String, String)> = sqlx::query_as(
+                    "SELECT o.id, o.name, m.role FROM members m JOIN organizations o ON o.id = m.org_id \
+                     WHERE m.user_id = $1 AND m.status = 'active' ORDER BY o.name, o.id",
+                )
+                .bind(user_id.to_string())
+                .fetch_all(self.conn().await?)
+                .await?;
+                rows.into_iter()
+                    .map(|(id, name, role)| {
+                        let role: Role = role.parse().map_err(|e| StoreError::Other(anyhow::anyhow!("members.role: {e}")))?;
+                        Ok((uuid("organizations.id", &id)?, name, role))
+                    })
+                    .collect()
             }
 
             async fn end_sso_session(&mut self, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool> {

@@ -34,8 +34,8 @@ fn session_cookie(res: &reqwest::Response) -> Option<String> {
 /// post's status, its reason header and the session cookie it set.
 async fn accept(app: &TestApp, link: &str) -> (StatusCode, Option<String>, Option<String>) {
     let token = link.split("token=").nth(1).expect("token").to_string();
-    let res = app
-        .client
+    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let res = browser
         .post(app.url("/invitations/accept"))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(format!("token={token}"))
@@ -45,6 +45,11 @@ async fn accept(app: &TestApp, link: &str) -> (StatusCode, Option<String>, Optio
     let status = res.status();
     let reason = res.headers().get("x-roster-error").map(|v| v.to_str().unwrap().to_string());
     let cookie = session_cookie(&res);
+    if status == StatusCode::SEE_OTHER {
+        // Accepted: signed in, on to the portal's Home.
+        assert_eq!(res.headers()["location"], "/portal");
+        return (StatusCode::OK, reason, cookie);
+    }
     let body = res.text().await.unwrap();
     assert!(body.contains("<h1>"), "a page for a person: {body}");
     (status, reason, cookie)
@@ -207,8 +212,15 @@ async fn an_organization_that_enforces_sso_accepts_only_through_its_sso() {
     let html = app.client.get(&link).send().await.unwrap().text().await.unwrap();
     assert!(html.contains("signs in only through its single sign-on"), "{html}");
     assert!(!html.contains("<form"), "no way to accept without SSO: {html}");
-    assert!(!html.contains(r#"id="sso""#), "no product client registered yet, so no SSO button: {html}");
-    // With a product client, the page starts the organization's SSO login, which accepts the invitation.
+    // No product client registered yet: the SSO login signs in to the portal, and accepts the invitation.
+    let portal = format!(
+        r#"id="sso" href="/sso/authorize?organization={}&#38;redirect_uri={}&#38;client_id={}""#,
+        org.id,
+        url::form_urlencoded::byte_serialize(app.url("/portal/callback").as_bytes()).collect::<String>(),
+        roster::service::PORTAL_CLIENT_ID
+    );
+    assert!(html.contains(&portal), "{portal} in {html}");
+    // With a product client, the page starts the organization's SSO login through it.
     let client = app
         .roster
         .create_sso_client(

@@ -20,6 +20,7 @@ mod notices;
 mod oidc_provider;
 mod openapi;
 mod permissions;
+mod portal;
 mod reconcile;
 mod reconcile_property;
 mod scim;

@@ -27,4 +27,35 @@ if [[ ! -x tests/smtp/.venv/bin/python ]]; then
 fi
 tests/smtp/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/smtp/requirements.txt
 
+# Debian's Chromium and its WebDriver for the browser tests (tests/api/browser.rs).
+chromium="${CHROMIUM:-/usr/bin/chromium}"
+chromedriver="${CHROMEDRIVER:-/usr/bin/chromedriver}"
+if [[ ! -x "$chromium" || ! -x "$chromedriver" ]]; then
+  echo "== apt-get install chromium chromium-driver"
+  as_root=()
+  if [[ $(id -u) -ne 0 ]]; then
+    if ! command -v sudo >/dev/null; then
+      echo "scripts/test.sh: the browser tests need chromium and chromium-driver; run as root or install sudo" >&2
+      exit 1
+    fi
+    as_root=(sudo -n)
+  fi
+  apt_log=$(mktemp)
+  install_chromium() {
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -q --no-install-recommends chromium chromium-driver >>"$apt_log" 2>&1
+  }
+  # The package lists may be missing or stale: update them only when the install fails.
+  if ! install_chromium && ! { "${as_root[@]}" apt-get update -q >>"$apt_log" 2>&1 && install_chromium; }; then
+    cat "$apt_log" >&2
+    echo "scripts/test.sh: installing chromium and chromium-driver failed (apt-get output above)" >&2
+    exit 1
+  fi
+  rm -f "$apt_log"
+  if [[ ! -x "$chromium" || ! -x "$chromedriver" ]]; then
+    echo "scripts/test.sh: no $chromium or $chromedriver after installing chromium and chromium-driver" >&2
+    exit 1
+  fi
+fi
+
 cargo test --all-targets --locked

@@ -293,14 +293,19 @@ pub(super) const MEMBER_SELECT: &str = "SELECT m.id, m.org_id, m.user_id, u.emai
     FROM members m JOIN users u ON u.id = m.user_id";
 
 /// The portal's member filters, with the statement's parameters `$n`
-/// (source) and `$n+1` (a `LIKE` pattern over the email and the SCIM
-/// display name, both lower-cased).
-pub(super) fn member_search(n: usize) -> String {
-    let p = n + 1;
-    format!(
-        "AND (${n} IS NULL OR m.source = ${n}) AND (${p} IS NULL OR u.email_normalized LIKE ${p} ESCAPE '\\' \
-         OR EXISTS (SELECT 1 FROM scim_users s WHERE s.member_id = m.id AND s.display_name_lc LIKE ${p} ESCAPE '\\'))"
-    )
+/// (source) and, when `searching`, `$n+1` (a `LIKE` pattern over the email
+/// and the SCIM display name, both lower-cased). A listing without a search
+/// keeps to the organization's index on `members`.
+pub(super) fn member_search(n: usize, searching: bool) -> String {
+    let mut clause = format!("AND (${n} IS NULL OR m.source = ${n})");
+    if searching {
+        let p = n + 1;
+        clause.push_str(&format!(
+            " AND (u.email_normalized LIKE ${p} ESCAPE '\\' \
+             OR EXISTS (SELECT 1 FROM scim_users s WHERE s.member_id = m.id AND s.display_name_lc LIKE ${p} ESCAPE '\\'))"
+        ));
+    }
+    clause
 }
 
 /// `%needle%` for `LIKE`, lower-cased, its wildcards taken literally.
@@ -1241,37 +1246,37 @@ macro_rules! impl_tx {
                     "{MEMBER_SELECT} WHERE m.org_id = $1 AND ($2 IS NULL OR m.status = $2) \
                      AND ($3 IS NULL OR m.role = $3) AND ($4 IS NULL OR m.id > $4) {} \
                      ORDER BY m.id LIMIT $5",
-                    member_search(6)
+                    member_search(6, f.search.is_some())
                 );
-                sqlx::query_as::<_, MemberRow>(&sql)
+                let mut query = sqlx::query_as::<_, MemberRow>(&sql)
                     .bind(org_id.to_string())
                     .bind(f.status.map(|s| s.as_str()))
                     .bind(f.role.map(|r| r.as_str()))
                     .bind(f.after.map(|a| a.to_string()))
                     .bind(f.limit)
-                    .bind(f.source.map(|s| s.as_str()))
-                    .bind(f.search.as_deref().map(like_pattern))
-                    .fetch_all(self.conn().await?)
-                    .await?
-                    .into_iter()
-                    .map(MemberRow::into_model)
-                    .collect()
+                    .bind(f.source.map(|s| s.as_str()));
+                if let Some(search) = &f.search {
+                    query = query.bind(like_pattern(search));
+                }
+                query.fetch_all(self.conn().await?).await?.into_iter().map(MemberRow::into_model).collect()
             }
 
             async fn count_members(&mut self, org_id: Uuid, f: &MemberFilter) -> StoreResult<i64> {
+                let join = if f.search.is_some() { " JOIN users u ON u.id = m.user_id" } else { "" };
                 let sql = format!(
-                    "SELECT COUNT(*) FROM members m JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 \
+                    "SELECT COUNT(*) FROM members m{join} WHERE m.org_id = $1 \
                      AND ($2 IS NULL OR m.status = $2) AND ($3 IS NULL OR m.role = $3) {}",
-                    member_search(4)
+                    member_search(4, f.search.is_some())
                 );
-                let (n,): (i64,) = sqlx::query_as(&sql)
-                .bind(org_id.to_string())
-                .bind(f.status.map(|s| s.as_str()))
-                .bind(f.role.map(|r| r.as_str()))
-                .bind(f.source.map(|s| s.as_str()))
-                .bind(f.search.as_deref().map(like_pattern))
-                .fetch_one(self.conn().await?)
-                .await?;
+                let mut query = sqlx::query_as(&sql)
+                    .bind(org_id.to_string())
+                    .bind(f.status.map(|s| s.as_str()))
+                    .bind(f.role.map(|r| r.as_str()))
+                    .bind(f.source.map(|s| s.as_str()));
+                if let Some(search) = &f.search {
+                    query = query.bind(like_pattern(search));
+                }
+                let (n,): (i64,) = query.fetch_one(self.conn().await?).await?;
                 Ok(n)
             }
 

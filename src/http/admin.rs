@@ -193,7 +193,7 @@ struct MemberParams {
     /// Only members that came through this door.
     source: Option<MemberSource>,
     /// Only members whose email or name contains this, in any case.
-    #[param(max_length = 254)]
+    #[param(max_length = 254, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     q: Option<String>,
     /// The `next_cursor` of the previous page.
     #[param(format = Uuid)]
@@ -205,7 +205,7 @@ struct MemberParams {
 
 /// Members, filtered by status, role, source and a search of email and name, in joining order.
 #[utoipa::path(get, path = "/api/v1/members", tag = "members", params(MemberParams),
-    responses((status = 200, body = MemberPage), (status = 400, body = Problem)))]
+    responses((status = 200, body = MemberPage), (status = 400, body = Problem), (status = 422, body = Problem)))]
 async fn list_members(
     State(s): State<AppState>,
     AdminActor(a): AdminActor,
@@ -661,8 +661,10 @@ async fn verify_domain(
 #[serde(deny_unknown_fields)]
 struct AuditParams {
     /// Only this action, e.g. `member.suspended`.
+    #[param(max_length = 512, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     action: Option<String>,
     /// Only this actor id (an API key id, `cli:<user>`, …).
+    #[param(max_length = 512, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     actor: Option<String>,
     /// From this time on (RFC 3339).
     since: Option<DateTime<Utc>>,
@@ -678,7 +680,7 @@ struct AuditParams {
 
 /// The audit log, newest first (Owner, Admin).
 #[utoipa::path(get, path = "/api/v1/audit-log", tag = "audit", params(AuditParams),
-    responses((status = 200, body = Page<AuditEntry>), (status = 403, body = Problem)))]
+    responses((status = 200, body = Page<AuditEntry>), (status = 403, body = Problem), (status = 422, body = Problem)))]
 async fn list_audit_log(
     State(s): State<AppState>,
     AdminActor(a): AdminActor,

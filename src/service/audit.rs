@@ -19,6 +19,11 @@ impl Roster {
     pub async fn audit_log(&self, actor: &Actor, q: AuditQuery) -> ServiceResult<Page<AuditEntry>> {
         actor.require(Role::Admin)?;
         let limit = page_size(q.limit)?;
+        for (field, value) in [("actor", &q.actor), ("action", &q.action)] {
+            if value.as_deref().is_some_and(|v| v.chars().count() > 512 || v.chars().any(char::is_control)) {
+                return Err(ServiceError::invalid(field, "at most 512 characters, without control characters"));
+            }
+        }
         let before = q
             .cursor
             .as_deref()

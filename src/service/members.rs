@@ -36,8 +36,8 @@ impl Roster {
     pub async fn list_members(&self, actor: &Actor, q: MemberQuery) -> ServiceResult<MemberPage> {
         actor.require(Role::Read)?;
         let limit = page_size(q.limit)?;
-        if q.search.as_ref().is_some_and(|s| s.chars().count() > 254) {
-            return Err(ServiceError::invalid("q", "a search is at most 254 characters"));
+        if q.search.as_ref().is_some_and(|s| s.chars().count() > 254 || s.chars().any(char::is_control)) {
+            return Err(ServiceError::invalid("q", "a search is at most 254 characters, without control characters"));
         }
         let filter = MemberFilter {
             status: q.status,

@@ -502,3 +502,31 @@ async fn the_operator_link_needs_an_active_member_and_a_session_ends_with_its_me
     assert_eq!(s, StatusCode::OK);
     assert_eq!(page(&app, &cookie, "/portal").await.0, StatusCode::SEE_OTHER);
 }
+
+#[tokio::test]
+async fn a_nul_character_in_a_form_or_a_search_is_refused() {
+    let app = TestApp::spawn().await;
+    let org = app.org("Acme", 10).await;
+    let cookie = sign_in(&app, org.id, &owner_email("Acme")).await;
+    let (_, html) = page(&app, &cookie, "/portal/settings").await;
+    let csrf = csrf_of(&html);
+    let (status, _) =
+        submit(&app, &cookie, "/portal/settings", &[("csrf", &csrf), ("name", "Ac\0me"), ("contact_email", "")]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(app.get("/api/v1/organization", &org.owner_key).await.1["name"], "Acme");
+    // An encoded NUL in any query string is refused before routing; other control characters by the services.
+    assert_eq!(page(&app, &cookie, "/portal/members?q=a%00b").await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(page(&app, &cookie, "/portal/members?q=a%01b").await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(page(&app, &cookie, "/portal/audit?actor=a%01b").await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(app.get("/api/v1/members?q=a%01b", &org.owner_key).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(app.get("/api/v1/audit-log?action=a%01b", &org.owner_key).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    // A search finds members by part of their email, in any case.
+    member(&app, &org.owner_key, "Grace.Hopper@example.com", "write").await;
+    let (status, html) = page(&app, &cookie, "/portal/members?q=HOPPER").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("Grace.Hopper@example.com") && !html.contains(">owner@acme.example.com</a>"), "{html}");
+    let (_, list) = app.get("/api/v1/members?q=hop&source=admin", &org.owner_key).await;
+    assert_eq!(list["total"], 1, "{list}");
+    let (_, list) = app.get("/api/v1/members?q=50%25", &org.owner_key).await;
+    assert_eq!(list["total"], 0, "a % is a character, not a wildcard: {list}");
+}

@@ -124,6 +124,13 @@ async fn posted(s: &AppState, parts: &Parts, body: &[u8]) -> Result<(Signed, For
              Go back, reload the page and try again.",
         ));
     }
+    if form.0.iter().any(|(k, v)| k.contains('\0') || v.contains('\0')) {
+        return Err(views::refused(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "This form cannot be accepted",
+            "The form holds a NUL character, which nothing here can store; nothing was changed.",
+        ));
+    }
     Ok((signed, form))
 }
 

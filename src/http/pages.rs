@@ -20,9 +20,12 @@ use axum::Router;
 use serde::Deserialize;
 
 /// What every page says about itself: no scripts, no framing, no caching,
-/// and links (which carry tokens) never leak as a referrer.
+/// and links (which carry tokens) never leak as a referrer to another site.
+/// No `form-action`: these forms' answers go on to the organization's
+/// identity provider or the product's redirect URI, and Chrome applies
+/// `form-action` to the redirects that follow a form post.
 const CONTENT_SECURITY_POLICY: &str =
-    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'";
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -38,6 +41,11 @@ struct TokenQuery {
 
 /// A rendered page with the headers every page carries.
 pub(super) fn html(status: StatusCode, body: askama::Result<String>) -> Response {
+    html_with(status, body, CONTENT_SECURITY_POLICY)
+}
+
+/// A rendered page under the content security policy `csp`.
+pub(super) fn html_with(status: StatusCode, body: askama::Result<String>, csp: &'static str) -> Response {
     let (status, body) = match body {
         Ok(b) => (status, b),
         Err(e) => {
@@ -49,9 +57,10 @@ pub(super) fn html(status: StatusCode, body: askama::Result<String>) -> Response
     let mut res = (status, Html(body)).into_response();
     let headers = res.headers_mut();
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert("content-security-policy", HeaderValue::from_static(CONTENT_SECURITY_POLICY));
-    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert("content-security-policy", HeaderValue::from_static(csp));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     res
 }
 
@@ -170,11 +179,16 @@ async fn accept_invitation(State(s): State<AppState>, parts: Parts, body: axum::
 /// Whether a form post comes from Roster's own pages: its `Origin`, when
 /// the browser sends one, is Roster's public origin (or the address it was
 /// reached at). A post from another site could sign the browser in as
-/// someone else.
+/// someone else. A browser sends `Origin: null` for a page whose referrer
+/// policy withholds it; then its `Sec-Fetch-Site` must say the post is
+/// same-origin.
 pub(super) fn same_origin(s: &AppState, parts: &Parts) -> bool {
     let Some(origin) = parts.headers.get(ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
+    if origin == "null" {
+        return parts.headers.get("sec-fetch-site").is_some_and(|v| v == "same-origin");
+    }
     let public = s.config.public_base_url.origin().ascii_serialization();
     let host = parts.headers.get(axum::http::header::HOST).and_then(|v| v.to_str().ok());
     origin == public || host.is_some_and(|h| origin == format!("http://{h}") || origin == format!("https://{h}"))

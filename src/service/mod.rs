@@ -111,6 +111,11 @@ impl Actor {
         Self { kind: ActorKind::Cli, id: format!("cli:{who}"), org_id, role: Role::Owner, request_id: None }
     }
 
+    /// The deployment's operator (`created_by`: `cli:<user>`), acting on `org_id` with every right.
+    pub fn operator(org_id: Uuid, created_by: &str) -> Self {
+        Self { kind: ActorKind::Cli, id: created_by.to_string(), org_id, role: Role::Owner, request_id: None }
+    }
+
     /// Refuses unless the actor's role is at least `needed`.
     pub fn require(&self, needed: Role) -> Result<(), ServiceError> {
         if self.role.at_least(needed) {

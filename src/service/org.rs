@@ -88,13 +88,7 @@ impl Roster {
             created_at: now,
             updated_at: now,
         };
-        let actor = Actor {
-            kind: ActorKind::Cli,
-            id: created_by.to_string(),
-            org_id: org.id,
-            role: Role::Owner,
-            request_id: None,
-        };
+        let actor = Actor::operator(org.id, created_by);
         let mut tx = self.store.begin().await?;
         tx.insert_org(&org).await?;
         tx.insert_audit(actor.audit(now, "organization.created", org.id, None::<&()>, Some(&org))).await?;

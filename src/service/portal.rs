@@ -242,13 +242,7 @@ impl Roster {
             used_at: None,
         };
         tx.insert_sign_in_link(&hash_token(token.expose()), &link).await?;
-        let actor = Actor {
-            kind: ActorKind::Cli,
-            id: created_by.to_string(),
-            org_id: org.id,
-            role: Role::Owner,
-            request_id: None,
-        };
+        let actor = Actor::operator(org.id, created_by);
         let detail = serde_json::json!({ "email": email.as_str(), "expires_at": link.expires_at });
         tx.insert_audit(actor.audit(now, "portal.link_issued", member.id, None::<&()>, Some(&detail))).await?;
         tx.commit().await?;

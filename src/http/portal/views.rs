@@ -4,9 +4,8 @@
 use super::{Signed, CONTENT_SECURITY_POLICY};
 use crate::service::{role_title, LineError, ServiceError};
 use askama::Template;
-use axum::http::header::{CACHE_CONTROL, REFERRER_POLICY};
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 
 /// What every page around its content shows: the sidebar with the
 /// organization switcher and the sections the member may open, and the
@@ -159,22 +158,7 @@ fn capitalized(s: &str) -> String {
 
 /// A rendered portal page with the headers every page carries.
 pub(super) fn render(status: StatusCode, body: askama::Result<String>) -> Response {
-    let (status, body) = match body {
-        Ok(b) => (status, b),
-        Err(e) => {
-            tracing::error!(error = %e, "a portal page could not be rendered");
-            let text = "<!doctype html><title>Error</title><p>An internal error occurred; see the server log.</p>";
-            (StatusCode::INTERNAL_SERVER_ERROR, text.to_string())
-        }
-    };
-    let mut res = (status, Html(body)).into_response();
-    let headers = res.headers_mut();
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert("content-security-policy", HeaderValue::from_static(CONTENT_SECURITY_POLICY));
-    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
-    res
+    crate::http::pages::html_with(status, body, CONTENT_SECURITY_POLICY)
 }
 
 /// A page with a title, one message and a way back, outside the frame.

@@ -882,7 +882,7 @@ pub(super) async fn domain_action(
             let outcome = match action.as_str() {
                 "verify" => match s.roster.verify_domain(signed.actor(), id).await {
                     Ok(check) if check.domain.domain.status == DomainStatus::Verified => {
-                        Outcome::done(format!("{} is verified. {}", check.domain.domain.name, check.message))
+                        Outcome::done(format!("{} is verified.", check.domain.domain.name))
                     }
                     Ok(check) => {
                         let found = if check.found.is_empty() {

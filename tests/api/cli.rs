@@ -16,6 +16,8 @@ pub fn roster(db_url: &str) -> Command {
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("ROSTER_DATABASE_URL", db_url)
+        // On PostgreSQL the mail folder would default to the working directory.
+        .env("ROSTER_MAIL_DIR", concat!(env!("CARGO_TARGET_TMPDIR"), "/cli-mail"))
         .env("RUST_LOG", "warn");
     cmd
 }

@@ -22,6 +22,7 @@ mod oidc_provider;
 mod openapi;
 mod permissions;
 mod portal;
+mod portal_browser;
 mod reconcile;
 mod reconcile_property;
 mod scim;

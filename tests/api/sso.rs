@@ -770,3 +770,43 @@ async fn organizations_client_secrets_are_sealed_at_rest_and_keys_rotate() {
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(serde_json::from_str::<Value>(out.trim()).unwrap(), json!({"current": 1, "stale": 0, "clear": 0}));
 }
+
+#[tokio::test]
+async fn the_portal_signs_in_through_the_organizations_sso() {
+    let w = World::start(10, Arc::new(SystemClock)).await;
+    let browser = Browser::new();
+    // Signed out, the portal sends the browser to sign in with the portal as the client.
+    let res = browser.get(&w.app.url("/portal/signin")).await;
+    let signin = w.app.url(res.headers()["location"].to_str().unwrap());
+    assert!(signin.contains(&roster::service::PORTAL_CLIENT_ID.to_string()), "{signin}");
+    // An email of the verified domain goes on to the organization's SSO.
+    let res = browser
+        .client
+        .post(w.app.url("/signin"))
+        .form(&[
+            ("email", format!("owner@{DOMAIN}")),
+            ("redirect_uri", w.app.url("/portal/callback")),
+            ("client_id", roster::service::PORTAL_CLIENT_ID.to_string()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let authorize = w.app.url(res.headers()["location"].to_str().unwrap());
+    assert!(authorize.contains("/sso/authorize?"), "{authorize}");
+    let back = browser.follow(&authorize, "owner", &w.app.url("/portal/callback")).await.unwrap();
+    let res = browser.get(&back).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(res.headers()["location"], "/portal");
+    let res = browser.get(&w.app.url("/portal")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let home = res.text().await.unwrap();
+    assert!(
+        home.contains(
+            r#"Sign in to the product with <strong id="setup-email">owner@acme.example.com</strong>, through Acme's single sign-on."#
+        ),
+        "{home}"
+    );
+    assert!(home.contains("Acme (Owner)"), "{home}");
+    assert!(home.contains(r#"<strong id="sso-state">on, enforced</strong>"#), "{home}");
+}

@@ -308,6 +308,38 @@ pub(super) fn member_search(n: usize, searching: bool) -> String {
     clause
 }
 
+/// A member's SCIM User: (member, SCIM user, active, `roles`).
+type ScimUserLink = (String, String, bool, Option<Json<serde_json::Value>>);
+
+/// Records a member's SCIM User in `links`, and whose it is in `member_of_user`.
+pub(super) fn link_scim_user(
+    links: &mut std::collections::HashMap<Uuid, MemberLinks>,
+    member_of_user: &mut std::collections::HashMap<Uuid, Uuid>,
+    (member, user, active, roles): ScimUserLink,
+) -> StoreResult<()> {
+    let member = uuid("scim_users.member_id", &member)?;
+    let user = uuid("scim_users.id", &user)?;
+    member_of_user.insert(user, member);
+    let entry = links.entry(member).or_default();
+    entry.scim_user = Some(user);
+    entry.scim_active = Some(active);
+    entry.scim_roles = crate::roles::scim_role_values(roles.as_ref().map(|r| &r.0));
+    Ok(())
+}
+
+/// Records a group membership (SCIM user, group name, group external id) of a member in `links`.
+pub(super) fn link_group(
+    links: &mut std::collections::HashMap<Uuid, MemberLinks>,
+    member_of_user: &std::collections::HashMap<Uuid, Uuid>,
+    (user, display_name, external_id): (String, String, Option<String>),
+) -> StoreResult<()> {
+    let user = uuid("scim_group_members.user_id", &user)?;
+    if let Some(member) = member_of_user.get(&user) {
+        links.entry(*member).or_default().groups.push(crate::roles::GroupRef { display_name, external_id });
+    }
+    Ok(())
+}
+
 /// `%needle%` for `LIKE`, lower-cased, its wildcards taken literally.
 pub(super) fn like_pattern(needle: &str) -> String {
     let mut p = String::from("%");
@@ -2632,13 +2664,15 @@ macro_rules! impl_tx {
 
             async fn current_members(&mut self, org_id: Uuid) -> StoreResult<Vec<Member>> {
                 let sql = format!("{MEMBER_SELECT} WHERE m.org_id = $1 AND m.status <> 'deprovisioned' ORDER BY m.id");
-                sqlx::query_as::<_, MemberRow>(&sql)
-                    .bind(org_id.to_string())
-                    .fetch_all(self.conn().await?)
-                    .await?
-                    .into_iter()
-                    .map(MemberRow::into_model)
-                    .collect()
+                // Row by row: the reconciler reads every member of the
+                // organization, and holding their rows beside their models
+                // doubled its memory.
+                let mut rows = sqlx::query_as::<_, MemberRow>(&sql).bind(org_id.to_string()).fetch(self.conn().await?);
+                let mut members = Vec::new();
+                while let Some(row) = futures::TryStreamExt::try_next(&mut rows).await? {
+                    members.push(row.into_model()?);
+                }
+                Ok(members)
             }
 
             async fn member_links(
@@ -2649,14 +2683,20 @@ macro_rules! impl_tx {
             ) -> StoreResult<std::collections::HashMap<Uuid, MemberLinks>> {
                 let mut links: std::collections::HashMap<Uuid, MemberLinks> = std::collections::HashMap::new();
                 // (member, scim user, active, roles) for the members asked about.
-                let mut users: Vec<(String, String, bool, Option<sqlx::types::Json<serde_json::Value>>)> = Vec::new();
+                // The organization's rows are read one at a time: a reconcile
+                // reads every member's, and holding them all at once beside
+                // the links they become doubled its memory.
+                let mut member_of_user = std::collections::HashMap::new();
                 let roles = "r.resource -> 'roles'";
                 match ids {
                     None => {
                         let sql = format!(
                             "SELECT r.member_id, r.id, r.active, {roles} FROM scim_users r WHERE r.org_id = $1"
                         );
-                        users = sqlx::query_as(&sql).bind(org_id.to_string()).fetch_all(self.conn().await?).await?;
+                        let mut rows = sqlx::query_as(&sql).bind(org_id.to_string()).fetch(self.conn().await?);
+                        while let Some(row) = futures::TryStreamExt::try_next(&mut rows).await? {
+                            link_scim_user(&mut links, &mut member_of_user, row)?;
+                        }
                     }
                     Some(ids) => {
                         for chunk in ids.chunks(ID_CHUNK) {
@@ -2669,29 +2709,23 @@ macro_rules! impl_tx {
                             for id in chunk {
                                 query = query.bind(id.to_string());
                             }
-                            users.extend(query.fetch_all(self.conn().await?).await?);
+                            for row in query.fetch_all(self.conn().await?).await? {
+                                link_scim_user(&mut links, &mut member_of_user, row)?;
+                            }
                         }
                     }
                 }
-                let mut member_of_user = std::collections::HashMap::new();
-                for (member, user, active, roles) in users {
-                    let member = uuid("scim_users.member_id", &member)?;
-                    let user = uuid("scim_users.id", &user)?;
-                    member_of_user.insert(user, member);
-                    let entry = links.entry(member).or_default();
-                    entry.scim_user = Some(user);
-                    entry.scim_active = Some(active);
-                    entry.scim_roles = crate::roles::scim_role_values(roles.as_ref().map(|r| &r.0));
-                }
                 // Their groups.
                 let user_ids: Vec<Uuid> = member_of_user.keys().copied().collect();
-                let mut memberships: Vec<(String, String, Option<String>)> = Vec::new();
                 let group_select = "SELECT gm.user_id, g.display_name, g.external_id FROM scim_group_members gm \
                     JOIN scim_groups g ON g.id = gm.group_id";
                 match ids {
                     None => {
                         let sql = format!("{group_select} WHERE gm.org_id = $1");
-                        memberships = sqlx::query_as(&sql).bind(org_id.to_string()).fetch_all(self.conn().await?).await?;
+                        let mut rows = sqlx::query_as(&sql).bind(org_id.to_string()).fetch(self.conn().await?);
+                        while let Some(row) = futures::TryStreamExt::try_next(&mut rows).await? {
+                            link_group(&mut links, &member_of_user, row)?;
+                        }
                     }
                     Some(_) => {
                         for chunk in user_ids.chunks(ID_CHUNK) {
@@ -2700,18 +2734,10 @@ macro_rules! impl_tx {
                             for id in chunk {
                                 query = query.bind(id.to_string());
                             }
-                            memberships.extend(query.fetch_all(self.conn().await?).await?);
+                            for row in query.fetch_all(self.conn().await?).await? {
+                                link_group(&mut links, &member_of_user, row)?;
+                            }
                         }
-                    }
-                }
-                for (user, display_name, external_id) in memberships {
-                    let user = uuid("scim_group_members.user_id", &user)?;
-                    if let Some(member) = member_of_user.get(&user) {
-                        links
-                            .entry(*member)
-                            .or_default()
-                            .groups
-                            .push(crate::roles::GroupRef { display_name, external_id });
                     }
                 }
                 // Live sessions: of the members named (their own index), or of the organization.

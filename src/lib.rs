@@ -1,6 +1,7 @@
 //! Roster: an identity provisioning gateway. It owns a SaaS product's
 //! organization model and puts an admin API, SCIM and SSO in front of it.
 
+pub mod allocator;
 pub mod bench;
 pub mod cli;
 pub mod clock;

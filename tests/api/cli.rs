@@ -193,6 +193,37 @@ async fn mistakes_get_messages_that_say_what_to_do() {
     assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
 }
 
+/// The environment a running process started with, as `NAME=value` entries.
+fn environment_of(child: &Child) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{}/environ", child.id())).expect("/proc/PID/environ");
+    raw.split(|b| *b == 0).map(|e| String::from_utf8_lossy(e).into_owned()).collect()
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[tokio::test]
+async fn serve_limits_mallocs_arenas_unless_the_environment_tunes_them() {
+    let db = TestDb::new().await;
+    let server = Server::start(&db.url);
+    let env = environment_of(&server.child);
+    let ours = format!("MALLOC_ARENA_MAX={}", roster::allocator::arena_max());
+    assert!(env.contains(&ours), "{env:?}");
+    // The process the test started is the one serving: it replaced itself.
+    let res = reqwest::get(format!("{}/healthz", server.base)).await.expect("request");
+    assert_eq!(res.status(), StatusCode::OK);
+    drop(server);
+    // An operator's own setting stands.
+    let server = Server::start_with(&db.url, &[("ROSTER_LISTEN", "127.0.0.1:0"), ("MALLOC_ARENA_MAX", "1")]);
+    let arenas: Vec<String> =
+        environment_of(&server.child).into_iter().filter(|e| e.starts_with("MALLOC_ARENA_MAX=")).collect();
+    assert_eq!(arenas, ["MALLOC_ARENA_MAX=1"]);
+    drop(server);
+    let tunables = [("ROSTER_LISTEN", "127.0.0.1:0"), ("GLIBC_TUNABLES", "glibc.malloc.arena_max=3")];
+    let server = Server::start_with(&db.url, &tunables);
+    let env = environment_of(&server.child);
+    assert!(env.contains(&"GLIBC_TUNABLES=glibc.malloc.arena_max=3".to_string()), "{env:?}");
+    assert!(!env.iter().any(|e| e.starts_with("MALLOC_ARENA_MAX=")), "{env:?}");
+}
+
 #[tokio::test]
 async fn serve_answers_health_readiness_metrics_and_stops_on_sigterm() {
     let db = TestDb::new().await;

@@ -20,7 +20,7 @@ impl Roster {
         actor.require(Role::Admin)?;
         let limit = page_size(q.limit)?;
         for (field, value) in [("actor", &q.actor), ("action", &q.action)] {
-            if value.as_deref().is_some_and(|v| v.chars().count() > 512 || v.chars().any(char::is_control)) {
+            if value.as_deref().is_some_and(|v| !plain_text(v, 512)) {
                 return Err(ServiceError::invalid(field, "at most 512 characters, without control characters"));
             }
         }

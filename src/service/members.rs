@@ -36,7 +36,7 @@ impl Roster {
     pub async fn list_members(&self, actor: &Actor, q: MemberQuery) -> ServiceResult<MemberPage> {
         actor.require(Role::Read)?;
         let limit = page_size(q.limit)?;
-        if q.search.as_ref().is_some_and(|s| s.chars().count() > 254 || s.chars().any(char::is_control)) {
+        if q.search.as_deref().is_some_and(|s| !plain_text(s, 254)) {
             return Err(ServiceError::invalid("q", "a search is at most 254 characters, without control characters"));
         }
         let filter = MemberFilter {

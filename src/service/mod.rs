@@ -108,7 +108,7 @@ impl Actor {
     /// The operator at the command line, acting on `org_id` with every right.
     pub fn cli(org_id: Uuid) -> Self {
         let who = std::env::var("USER").unwrap_or_else(|_| "operator".into());
-        Self { kind: ActorKind::Cli, id: format!("cli:{who}"), org_id, role: Role::Owner, request_id: None }
+        Self::operator(org_id, &format!("cli:{who}"))
     }
 
     /// The deployment's operator (`created_by`: `cli:<user>`), acting on `org_id` with every right.
@@ -229,6 +229,12 @@ pub(crate) fn page_size(limit: Option<i64>) -> ServiceResult<i64> {
         Some(n) if (1..=MAX_PAGE_SIZE).contains(&n) => Ok(n),
         Some(n) => Err(ServiceError::invalid("limit", format!("must be between 1 and {MAX_PAGE_SIZE}, got {n}"))),
     }
+}
+
+/// Whether `s` is at most `max` characters with no control character: what
+/// a free-text filter or value may hold.
+pub(crate) fn plain_text(s: &str, max: usize) -> bool {
+    s.chars().count() <= max && !s.chars().any(char::is_control)
 }
 
 /// Locks the actor's organization for the rest of `tx`, or says it is gone.

@@ -92,7 +92,7 @@ impl Roster {
     pub async fn create_role_mapping(&self, actor: &Actor, new: NewRoleMapping) -> ServiceResult<RoleMapping> {
         actor.require(Role::Admin)?;
         let value = new.value.trim();
-        if value.is_empty() || value.chars().count() > MAX_MAPPING_VALUE || value.chars().any(char::is_control) {
+        if value.is_empty() || !plain_text(value, MAX_MAPPING_VALUE) {
             return Err(ServiceError::invalid(
                 "value",
                 format!("must be 1 to {MAX_MAPPING_VALUE} characters without control characters"),

@@ -2682,10 +2682,10 @@ macro_rules! impl_tx {
                 now: DateTime<Utc>,
             ) -> StoreResult<std::collections::HashMap<Uuid, MemberLinks>> {
                 let mut links: std::collections::HashMap<Uuid, MemberLinks> = std::collections::HashMap::new();
-                // (member, scim user, active, roles) for the members asked about.
-                // The organization's rows are read one at a time: a reconcile
-                // reads every member's, and holding them all at once beside
-                // the links they become doubled its memory.
+                // The SCIM Users of the members asked about. A whole
+                // organization's are read one row at a time: a reconcile reads
+                // every member's, and holding all the rows beside the links
+                // they become doubled its memory.
                 let mut member_of_user = std::collections::HashMap::new();
                 let roles = "r.resource -> 'roles'";
                 match ids {

@@ -227,6 +227,7 @@ async fn an_admin_changes_a_role_and_lowers_seats_through_their_plan() {
     assert_eq!(browser.text("#billing-purchased").await, "2");
     let (_, seats) = app.get("/api/v1/seats", &org.owner_key).await;
     assert_eq!((seats["purchased"].as_i64(), seats["used"].as_i64()), (Some(2), Some(2)));
+    browser.screenshot("portal-billing").await;
     browser.close().await;
 }
 

@@ -201,13 +201,15 @@ fn meta(
     })
 }
 
-fn user_json(base: &str, u: &ScimUser) -> Value {
-    let r = &u.record;
-    let mut obj = r.resource.as_object().cloned().unwrap_or_default();
+fn user_json(base: &str, u: ScimUser) -> Value {
+    let ScimUser { record: r, groups } = u;
+    let mut obj = match r.resource {
+        Value::Object(obj) => obj,
+        _ => Map::new(),
+    };
     obj.insert("id".into(), r.id.to_string().into());
-    if !u.groups.is_empty() {
-        let groups: Vec<Value> = u
-            .groups
+    if !groups.is_empty() {
+        let groups: Vec<Value> = groups
             .iter()
             .map(|(id, name)| json!({ "value": id.to_string(), "display": name, "$ref": format!("{base}/Groups/{id}"), "type": "direct" }))
             .collect();
@@ -217,11 +219,15 @@ fn user_json(base: &str, u: &ScimUser) -> Value {
     Value::Object(obj)
 }
 
-fn group_json(base: &str, g: &ScimGroup) -> Value {
-    let r = &g.record;
-    let mut obj = r.resource.as_object().cloned().unwrap_or_default();
+fn group_json(base: &str, g: ScimGroup) -> Value {
+    let ScimGroup { record: r, members } = g;
+    let mut obj = match r.resource {
+        Value::Object(obj) => obj,
+        _ => Map::new(),
+    };
     obj.insert("id".into(), r.id.to_string().into());
-    if let Some(members) = &g.members {
+    // No `members` for none, as a default projection writes an empty list.
+    if let Some(members) = members.as_ref().filter(|m| !m.is_empty()) {
         let list: Vec<Value> =
             members.iter().map(|(id, name)| Value::Object(member_json(base, id, name.as_deref()))).collect();
         obj.insert("members".into(), Value::Array(list));
@@ -393,8 +399,16 @@ impl Projection {
         Ok(Self { attributes: split(attributes, "attributes")?, excluded: split(excluded, "excludedAttributes")? })
     }
 
-    fn apply(&self, kind: ResourceKind, value: &Value) -> Value {
-        registry().project(kind, value, &self.attributes, &self.excluded)
+    /// `value` as this projection returns it. Without `attributes` or
+    /// `excludedAttributes` that is `value` itself: a representation built
+    /// from a stored resource holds only what the default returns (what
+    /// is never returned, `password`, is never stored; see
+    /// `default_projection_keeps_a_stored_resource_whole` in the schema).
+    fn apply(&self, kind: ResourceKind, value: Value) -> Value {
+        if self.attributes.is_empty() && self.excluded.is_empty() {
+            return value;
+        }
+        registry().project(kind, &value, &self.attributes, &self.excluded)
     }
 
     /// How to write a group's members under this projection, found by
@@ -403,7 +417,7 @@ impl Projection {
     /// members. `None` when `members` is left out altogether.
     fn members_writer(&self, base: String) -> Option<MembersWriter> {
         let sample = json!({ "members": [member_json(&base, &Uuid::nil(), Some("-"))] });
-        let projected = self.apply(ResourceKind::Group, &sample);
+        let projected = self.apply(ResourceKind::Group, sample);
         let keep = projected.get("members")?.get(0)?.as_object()?.keys().cloned().collect();
         Some(MembersWriter { base, keep, after_attribute: false, opened: false })
     }
@@ -501,7 +515,7 @@ fn parse_id(raw: &str, kind: &str) -> ScimResult<Uuid> {
 async fn users_page(s: &AppState, a: &Actor, params: ScimListParams, projection: &Projection) -> ScimResult<Response> {
     let base = base_url(s);
     let page: ScimPage<ScimUser> = s.roster.scim_list_users(a, params).await.map_err(to_scim)?;
-    let items = page.items.iter().map(|u| projection.apply(ResourceKind::User, &user_json(&base, u))).collect();
+    let items = page.items.into_iter().map(|u| projection.apply(ResourceKind::User, user_json(&base, u))).collect();
     Ok(list_response(page.total, page.start_index, items))
 }
 
@@ -535,8 +549,9 @@ async fn get_user(
     if let Some(res) = not_modified(&headers, user.record.version) {
         return Ok(res);
     }
-    let body = projection.apply(ResourceKind::User, &user_json(&base_url(&s), &user));
-    Ok(resource(StatusCode::OK, body, user.record.version, None))
+    let version = user.record.version;
+    let body = projection.apply(ResourceKind::User, user_json(&base_url(&s), user));
+    Ok(resource(StatusCode::OK, body, version, None))
 }
 
 async fn create_user(
@@ -547,14 +562,10 @@ async fn create_user(
 ) -> ScimResult<Response> {
     let (_, projection) = list_params(&q)?;
     let user = s.roster.scim_create_user(&a, &body).await.map_err(to_scim)?;
-    let json = user_json(&base_url(&s), &user);
+    let version = user.record.version;
+    let json = user_json(&base_url(&s), user);
     let location = json["meta"]["location"].as_str().map(str::to_string);
-    Ok(resource(
-        StatusCode::CREATED,
-        projection.apply(ResourceKind::User, &json),
-        user.record.version,
-        location.as_deref(),
-    ))
+    Ok(resource(StatusCode::CREATED, projection.apply(ResourceKind::User, json), version, location.as_deref()))
 }
 
 async fn replace_user(
@@ -568,8 +579,9 @@ async fn replace_user(
     let (_, projection) = list_params(&q)?;
     let id = parse_id(&id, "User")?;
     let user = s.roster.scim_replace_user(&a, id, &body, if_match(&headers).as_deref()).await.map_err(to_scim)?;
-    let body = projection.apply(ResourceKind::User, &user_json(&base_url(&s), &user));
-    Ok(resource(StatusCode::OK, body, user.record.version, None))
+    let version = user.record.version;
+    let body = projection.apply(ResourceKind::User, user_json(&base_url(&s), user));
+    Ok(resource(StatusCode::OK, body, version, None))
 }
 
 async fn patch_user(
@@ -583,8 +595,9 @@ async fn patch_user(
     let (_, projection) = list_params(&q)?;
     let id = parse_id(&id, "User")?;
     let user = s.roster.scim_patch_user(&a, id, &body, if_match(&headers).as_deref()).await.map_err(to_scim)?;
-    let body = projection.apply(ResourceKind::User, &user_json(&base_url(&s), &user));
-    Ok(resource(StatusCode::OK, body, user.record.version, None))
+    let version = user.record.version;
+    let body = projection.apply(ResourceKind::User, user_json(&base_url(&s), user));
+    Ok(resource(StatusCode::OK, body, version, None))
 }
 
 async fn delete_user(
@@ -603,7 +616,7 @@ async fn delete_user(
 async fn groups_page(s: &AppState, a: &Actor, params: ScimListParams, projection: &Projection) -> ScimResult<Response> {
     let base = base_url(s);
     let page: ScimPage<ScimGroup> = s.roster.scim_list_groups(a, params).await.map_err(to_scim)?;
-    let items = page.items.iter().map(|g| projection.apply(ResourceKind::Group, &group_json(&base, g))).collect();
+    let items = page.items.into_iter().map(|g| projection.apply(ResourceKind::Group, group_json(&base, g))).collect();
     Ok(list_response(page.total, page.start_index, items))
 }
 
@@ -639,17 +652,17 @@ async fn get_group(
         return Ok(res);
     }
     let base = base_url(&s);
-    let mut json = group_json(&base, &group);
     let version = group.record.version;
+    let mut json = group_json(&base, group);
     match pages.zip(projection.members_writer(base)) {
         Some((pages, members)) => {
             // The list read from the store replaces any stored `members`, as in `group_json`.
             if let Some(obj) = json.as_object_mut() {
                 obj.remove("members");
             }
-            Ok(streamed_group(&projection.apply(ResourceKind::Group, &json), pages, members, version))
+            Ok(streamed_group(&projection.apply(ResourceKind::Group, json), pages, members, version))
         }
-        None => Ok(resource(StatusCode::OK, projection.apply(ResourceKind::Group, &json), version, None)),
+        None => Ok(resource(StatusCode::OK, projection.apply(ResourceKind::Group, json), version, None)),
     }
 }
 
@@ -661,21 +674,18 @@ async fn create_group(
 ) -> ScimResult<Response> {
     let (_, projection) = list_params(&q)?;
     let group = s.roster.scim_create_group(&a, &body).await.map_err(to_scim)?;
-    let json = group_json(&base_url(&s), &group);
+    let version = group.record.version;
+    let json = group_json(&base_url(&s), group);
     let location = json["meta"]["location"].as_str().map(str::to_string);
-    Ok(resource(
-        StatusCode::CREATED,
-        projection.apply(ResourceKind::Group, &json),
-        group.record.version,
-        location.as_deref(),
-    ))
+    Ok(resource(StatusCode::CREATED, projection.apply(ResourceKind::Group, json), version, location.as_deref()))
 }
 
 /// Answers a group write with the group as it now is (members read only when wanted).
 async fn group_answer(s: &AppState, a: &Actor, id: Uuid, projection: &Projection) -> ScimResult<Response> {
     let group = s.roster.scim_get_group(a, id, projection.wants_members()).await.map_err(to_scim)?;
-    let body = projection.apply(ResourceKind::Group, &group_json(&base_url(s), &group));
-    Ok(resource(StatusCode::OK, body, group.record.version, None))
+    let version = group.record.version;
+    let body = projection.apply(ResourceKind::Group, group_json(&base_url(s), group));
+    Ok(resource(StatusCode::OK, body, version, None))
 }
 
 async fn replace_group(
@@ -745,7 +755,7 @@ async fn search_all(
             .scim_list_users(&a, ScimListParams { start_index: Some(start), count: Some(count), ..params.clone() })
             .await
             .map_err(to_scim)?;
-        items.extend(page.items.iter().map(|u| projection.apply(ResourceKind::User, &user_json(&base, u))));
+        items.extend(page.items.into_iter().map(|u| projection.apply(ResourceKind::User, user_json(&base, u))));
     }
     let left = count - items.len() as i64;
     if left > 0 {
@@ -755,7 +765,7 @@ async fn search_all(
             .scim_list_groups(&a, ScimListParams { start_index: Some(group_start), count: Some(left), ..params })
             .await
             .map_err(to_scim)?;
-        items.extend(page.items.iter().map(|g| projection.apply(ResourceKind::Group, &group_json(&base, g))));
+        items.extend(page.items.into_iter().map(|g| projection.apply(ResourceKind::Group, group_json(&base, g))));
     }
     Ok(list_response(users_total + groups_total, start, items))
 }
@@ -927,31 +937,31 @@ async fn bulk_operation(s: &AppState, a: &Actor, base: &str, op: &Value) -> Valu
         None => None,
     };
     let r = &s.roster;
-    let outcome: Result<(StatusCode, Option<(Value, i64)>), ServiceError> = match (method.as_str(), kind, id) {
+    let outcome: Result<(StatusCode, Option<(i64, Value)>), ServiceError> = match (method.as_str(), kind, id) {
         ("POST", ResourceKind::User, None) => r
             .scim_create_user(a, &data)
             .await
-            .map(|u| (StatusCode::CREATED, Some((user_json(base, &u), u.record.version)))),
+            .map(|u| (StatusCode::CREATED, Some((u.record.version, user_json(base, u))))),
         ("POST", ResourceKind::Group, None) => r
             .scim_create_group(a, &data)
             .await
-            .map(|g| (StatusCode::CREATED, Some((group_json(base, &g), g.record.version)))),
+            .map(|g| (StatusCode::CREATED, Some((g.record.version, group_json(base, g))))),
         ("PUT", ResourceKind::User, Some(id)) => r
             .scim_replace_user(a, id, &data, version)
             .await
-            .map(|u| (StatusCode::OK, Some((user_json(base, &u), u.record.version)))),
+            .map(|u| (StatusCode::OK, Some((u.record.version, user_json(base, u))))),
         ("PUT", ResourceKind::Group, Some(id)) => r
             .scim_replace_group(a, id, &data, version)
             .await
-            .map(|g| (StatusCode::OK, Some((group_json(base, &g), g.record.version)))),
+            .map(|g| (StatusCode::OK, Some((g.record.version, group_json(base, g))))),
         ("PATCH", ResourceKind::User, Some(id)) => r
             .scim_patch_user(a, id, &data, version)
             .await
-            .map(|u| (StatusCode::OK, Some((user_json(base, &u), u.record.version)))),
+            .map(|u| (StatusCode::OK, Some((u.record.version, user_json(base, u))))),
         ("PATCH", ResourceKind::Group, Some(id)) => r
             .scim_patch_group(a, id, &data, version)
             .await
-            .map(|g| (StatusCode::OK, Some((group_json(base, &g), g.record.version)))),
+            .map(|g| (StatusCode::OK, Some((g.record.version, group_json(base, g))))),
         ("DELETE", ResourceKind::User, Some(id)) => {
             r.scim_delete_user(a, id, version).await.map(|_| (StatusCode::NO_CONTENT, None))
         }
@@ -961,7 +971,7 @@ async fn bulk_operation(s: &AppState, a: &Actor, base: &str, op: &Value) -> Valu
         _ => return fail(ScimError::invalid_syntax(format!("{method} {path} is not a bulk operation Roster runs"))),
     };
     match outcome {
-        Ok((status, Some((json, version)))) => {
+        Ok((status, Some((version, json)))) => {
             let location = json["meta"]["location"].as_str().map(str::to_string);
             let mut entry = bulk_entry(op, status, None, location, Some(version));
             entry["id"] = json["id"].clone();
@@ -1052,8 +1062,8 @@ mod tests {
                     .iter()
                     .map(|(id, name)| Value::Object(member_json("https://h/scim/v2", id, name.as_deref())))
                     .collect();
-                let want = projection.apply(ResourceKind::Group, &in_memory);
-                let got = spliced(&projection.apply(ResourceKind::Group, &head), &projection, &pages);
+                let want = projection.apply(ResourceKind::Group, in_memory);
+                let got = spliced(&projection.apply(ResourceKind::Group, head.clone()), &projection, &pages);
                 assert_eq!(got, want, "{attributes:?} {excluded:?} on {head}");
             }
         }

@@ -1482,6 +1482,51 @@ mod tests {
         );
     }
 
+    /// The SCIM answers skip projecting when a request names no attributes:
+    /// what `validate` stores, with what the answers add (`id`, `meta`, a
+    /// user's `groups`, a group's `members`), must be what the default
+    /// projection returns.
+    #[test]
+    fn default_projection_keeps_a_stored_resource_whole() {
+        let odd_case_extension = json!({
+            "schemas": [USER_SCHEMA, ENT.to_uppercase()], "USERNAME": "ada", "Password": "hunter2",
+            ENT.to_lowercase(): { "Department": "Ops", "manager": { "value": "m1" } },
+            format!("{ENT}:employeeNumber"): "7"
+        });
+        let group = json!({
+            "schemas": [GROUP_SCHEMA], "displayName": "Admins", "members": [{ "value": "u1", "display": "Ada" }]
+        });
+        let answers = [
+            (
+                ResourceKind::User,
+                full_user(),
+                json!({ "value": "g1", "display": "Admins", "$ref": "/Groups/g1", "type": "direct" }),
+            ),
+            (
+                ResourceKind::User,
+                odd_case_extension,
+                json!({ "value": "g1", "display": "Admins", "$ref": "/Groups/g1", "type": "direct" }),
+            ),
+            (
+                ResourceKind::Group,
+                group,
+                json!({ "value": "u1", "display": "Ada", "$ref": "/Users/u1", "type": "User" }),
+            ),
+        ];
+        for (kind, body, link) in answers {
+            for mode in [WriteMode::Create, WriteMode::Replace] {
+                let mut answer = registry().validate(kind, &body, mode).unwrap();
+                let links = if kind == ResourceKind::User { "groups" } else { "members" };
+                answer["id"] = json!("2819c223");
+                answer[links] = json!([link.clone()]);
+                answer["meta"] = json!({
+                    "resourceType": kind.to_string(), "created": "2026-01-01T00:00:00.000Z",
+                    "lastModified": "2026-01-01T00:00:00.000Z", "location": "https://h/scim/v2/x", "version": "W/\"1\""
+                });
+                assert_eq!(registry().project(kind, &answer, &[], &[]), answer, "{kind} {mode:?}");
+            }
+        }
+    }
     fn user_body(extra: Value) -> Value {
         let mut body = json!({ "schemas": [USER_SCHEMA], "userName": "bjensen" });
         for (k, v) in extra.as_object().unwrap() {

@@ -404,12 +404,12 @@ impl Roster {
         let result = async {
             let mut tx = self.store.begin().await?;
             let org = lock_org(&mut *tx, actor.org_id).await?;
-            let before = tx.get_scim_user(org.id, id).await?.ok_or(ServiceError::NotFound("User"))?;
+            let (before, groups) =
+                tx.get_scim_user_with_groups(org.id, id).await?.ok_or(ServiceError::NotFound("User"))?;
             user_name = before.user_name.clone();
             check_if_match(if_match, before.version)?;
             let resource = change(&before.resource)?;
             let attrs = UserAttrs::of(&resource)?;
-            let groups = tx.groups_of_user(before.id).await?;
             let unchanged = resource == before.resource
                 && attrs.user_name == before.user_name
                 && attrs.active == before.active

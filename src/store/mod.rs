@@ -766,8 +766,6 @@ pub trait Tx: Send {
         after: Option<Uuid>,
         limit: i64,
     ) -> StoreResult<Vec<(Uuid, Option<String>)>>;
-    /// The groups a user is in, with their display names.
-    async fn groups_of_user(&mut self, user_id: Uuid) -> StoreResult<UserGroups>;
 
     // Single sign-on.
     async fn upsert_sso_connection(&mut self, c: &SsoConnectionRecord) -> StoreResult<()>;

@@ -78,7 +78,7 @@ impl Statements for Postgres {
     const USER_GROUPS: &'static str = "(SELECT COALESCE(json_agg(json_build_array(g.id, g.display_name) \
         ORDER BY g.display_name_lc, g.id), '[]') FROM scim_group_members gm CROSS JOIN LATERAL \
         (SELECT id, display_name, display_name_lc FROM scim_groups WHERE id = gm.group_id OFFSET 0) g \
-        WHERE gm.user_id = r.id) AS groups";
+        WHERE gm.user_id = r.id)";
     const SENDS_STATEMENTS_TOGETHER: bool = false;
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
 

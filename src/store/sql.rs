@@ -24,8 +24,8 @@ pub(super) trait Statements {
     /// lock orders the feed: a number is taken only after the previous
     /// holder committed or rolled back.
     const INSERT_AUDIT_AND_EVENT: &'static str;
-    /// The column `groups` of a User `r`: a JSON array of `[id, displayName]`
-    /// of its groups, by display name, `[]` for none.
+    /// The groups of a User `r`: a JSON array of `[id, displayName]` of
+    /// its groups, by display name, `[]` for none.
     const USER_GROUPS: &'static str;
     /// Whether a string of several statements with parameters goes to the
     /// database in one round trip: then writes are [`Deferred`] and sent
@@ -41,6 +41,15 @@ pub(super) trait Statements {
     /// not know the LIMIT) may hash the page against a scan of the table.
     fn id_among(subquery: &str) -> String {
         format!("r.id IN ({subquery})")
+    }
+    /// A list's page as one row: `SELECT` of a JSON array holding, in
+    /// `order`, each row's `columns` as an array (each column as JSON takes
+    /// it: `json(…)` around JSON text), or `None` to read the rows
+    /// themselves. SQLite's connection hands over each row from its worker
+    /// thread to the reader, often a thread wake-up per row; as one row a
+    /// page is one hand-off.
+    fn page_as_one_row(_columns: &str, _from_where: &str, _order: &str) -> Option<String> {
+        None
     }
 }
 
@@ -216,6 +225,17 @@ pub(super) fn parse<T: FromStr>(column: &str, raw: &str) -> StoreResult<T> {
 
 pub(super) fn uuid(column: &str, raw: &str) -> StoreResult<Uuid> {
     Uuid::parse_str(raw).map_err(|_| StoreError::Other(anyhow::anyhow!("stored {column} `{raw}` is not a UUID")))
+}
+
+/// A timestamp as SQLite stores it (RFC 3339, or with a space for the `T`
+/// and no offset, meaning UTC), read from JSON text rather than a column.
+pub(super) fn time(column: &str, raw: &str) -> StoreResult<DateTime<Utc>> {
+    let rfc3339 = |s: &str| DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc));
+    let with_t = raw.replacen(' ', "T", 1);
+    rfc3339(raw)
+        .or_else(|_| rfc3339(&with_t))
+        .or_else(|_| chrono::NaiveDateTime::parse_from_str(&with_t, "%FT%T%.f").map(|t| t.and_utc()))
+        .map_err(|_| StoreError::Other(anyhow::anyhow!("stored {column} `{raw}` is not a timestamp")))
 }
 
 pub(super) fn email(raw: &str) -> StoreResult<Email> {
@@ -657,6 +677,62 @@ impl ScimUserRow {
     }
 }
 
+/// [`SCIM_USER_COLUMNS`] and a User's groups as one element of a page read
+/// as one row ([`Statements::page_as_one_row`]).
+pub(super) const SCIM_USER_JSON_COLUMNS: &str = "r.id, r.org_id, r.member_id, r.user_name, r.external_id, \
+    r.display_name, r.active, json(r.resource), r.version, r.created_at, r.updated_at";
+
+/// The rows of a page read as one row (its one column, a JSON array).
+pub(super) fn page_rows<T, R>(rows: &[R]) -> StoreResult<Vec<T>>
+where
+    T: serde::de::DeserializeOwned,
+    R: sqlx::Row,
+    for<'r> &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    let Some(row) = rows.first() else { return Ok(Vec::new()) };
+    let text: &str = row.try_get(0)?;
+    serde_json::from_str(text).map_err(|e| StoreError::Other(anyhow::anyhow!("a page read as one row: {e}")))
+}
+
+/// A row of [`SCIM_USER_JSON_COLUMNS`] with `json(groups)`.
+#[derive(serde::Deserialize)]
+pub(super) struct ScimUserJson(
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+    serde_json::Value,
+    i64,
+    String,
+    String,
+    Vec<(String, String)>,
+);
+
+impl ScimUserJson {
+    pub(super) fn into_model(self) -> StoreResult<(ScimUserRecord, UserGroups)> {
+        let Self(id, org_id, member_id, user_name, external_id, display_name, active, resource, version, c, u, groups) =
+            self;
+        let user = ScimUserRow {
+            id,
+            org_id,
+            member_id,
+            user_name,
+            external_id,
+            display_name,
+            active: active != 0,
+            resource: Json(resource),
+            version,
+            created_at: time("scim_users.created_at", &c)?,
+            updated_at: time("scim_users.updated_at", &u)?,
+        };
+        ScimUserGroupsRow { user, groups: Json(groups) }.into_model()
+    }
+}
+
 /// A User with the groups it is in, read in the same statement (see
 /// [`Statements::USER_GROUPS`]).
 #[derive(sqlx::FromRow)]
@@ -680,6 +756,31 @@ impl ScimUserGroupsRow {
 
 pub(super) const SCIM_GROUP_COLUMNS: &str =
     "r.id, r.org_id, r.display_name, r.external_id, r.resource, r.version, r.created_at, r.updated_at";
+
+/// [`SCIM_GROUP_COLUMNS`] as one element of a page read as one row.
+pub(super) const SCIM_GROUP_JSON_COLUMNS: &str =
+    "r.id, r.org_id, r.display_name, r.external_id, json(r.resource), r.version, r.created_at, r.updated_at";
+
+/// A row of [`SCIM_GROUP_JSON_COLUMNS`].
+#[derive(serde::Deserialize)]
+pub(super) struct ScimGroupJson(String, String, String, Option<String>, serde_json::Value, i64, String, String);
+
+impl ScimGroupJson {
+    pub(super) fn into_model(self) -> StoreResult<ScimGroupRecord> {
+        let Self(id, org_id, display_name, external_id, resource, version, c, u) = self;
+        ScimGroupRow {
+            id,
+            org_id,
+            display_name,
+            external_id,
+            resource: Json(resource),
+            version,
+            created_at: time("scim_groups.created_at", &c)?,
+            updated_at: time("scim_groups.updated_at", &u)?,
+        }
+        .into_model()
+    }
+}
 
 #[derive(sqlx::FromRow)]
 pub(super) struct ScimGroupRow {
@@ -1719,7 +1820,7 @@ macro_rules! impl_tx {
             ) -> StoreResult<Option<(ScimUserRecord, UserGroups)>> {
                 let groups = <$db as $crate::store::sql::Statements>::USER_GROUPS;
                 let sql =
-                    format!("SELECT {SCIM_USER_COLUMNS}, {groups} FROM scim_users r WHERE r.org_id = $1 AND r.id = $2");
+                    format!("SELECT {SCIM_USER_COLUMNS}, {groups} AS groups FROM scim_users r WHERE r.org_id = $1 AND r.id = $2");
                 sqlx::query_as::<_, ScimUserGroupsRow>(&sql)
                     .bind(org_id.to_string())
                     .bind(id.to_string())
@@ -1740,18 +1841,22 @@ macro_rules! impl_tx {
                     "SELECT r.id FROM scim_users r WHERE r.org_id = $1{filter} ORDER BY {order} LIMIT ${next} OFFSET ${}",
                     next + 1
                 ));
-                let sql = format!("SELECT {SCIM_USER_COLUMNS}, {groups} FROM scim_users r WHERE {page} ORDER BY {order}");
-                let query = sqlx::query_as::<_, ScimUserGroupsRow>(&sql).bind(org_id.to_string());
+                let one_row = <$db as $crate::store::sql::Statements>::page_as_one_row(
+                    &format!("{SCIM_USER_JSON_COLUMNS}, json({groups})"),
+                    &format!("scim_users r WHERE {page}"),
+                    &order,
+                );
+                let sql = one_row.clone().unwrap_or_else(|| {
+                    format!("SELECT {SCIM_USER_COLUMNS}, {groups} AS groups FROM scim_users r WHERE {page} ORDER BY {order}")
+                });
+                let query = sqlx::query(&sql).bind(org_id.to_string());
                 let query = bind_fragment!(query, q.filter.as_ref());
                 let query = bind_fragment!(query, q.order.as_ref());
-                query
-                    .bind(q.limit)
-                    .bind(q.offset)
-                    .fetch_all(self.conn().await?)
-                    .await?
-                    .into_iter()
-                    .map(ScimUserGroupsRow::into_model)
-                    .collect()
+                let rows = query.bind(q.limit).bind(q.offset).fetch_all(self.conn().await?).await?;
+                match one_row {
+                    Some(_) => page_rows::<ScimUserJson, _>(&rows)?.into_iter().map(ScimUserJson::into_model).collect(),
+                    None => rows.iter().map(|r| <ScimUserGroupsRow as sqlx::FromRow<_>>::from_row(r)?.into_model()).collect(),
+                }
             }
 
             async fn count_scim_users(&mut self, org_id: Uuid, q: &ScimQuery) -> StoreResult<i64> {
@@ -1869,18 +1974,22 @@ macro_rules! impl_tx {
                     "SELECT r.id FROM scim_groups r WHERE r.org_id = $1{filter} ORDER BY {order} LIMIT ${next} OFFSET ${}",
                     next + 1
                 ));
-                let sql = format!("SELECT {SCIM_GROUP_COLUMNS} FROM scim_groups r WHERE {page} ORDER BY {order}");
-                let query = sqlx::query_as::<_, ScimGroupRow>(&sql).bind(org_id.to_string());
+                let one_row = <$db as $crate::store::sql::Statements>::page_as_one_row(
+                    SCIM_GROUP_JSON_COLUMNS,
+                    &format!("scim_groups r WHERE {page}"),
+                    &order,
+                );
+                let sql = one_row
+                    .clone()
+                    .unwrap_or_else(|| format!("SELECT {SCIM_GROUP_COLUMNS} FROM scim_groups r WHERE {page} ORDER BY {order}"));
+                let query = sqlx::query(&sql).bind(org_id.to_string());
                 let query = bind_fragment!(query, q.filter.as_ref());
                 let query = bind_fragment!(query, q.order.as_ref());
-                query
-                    .bind(q.limit)
-                    .bind(q.offset)
-                    .fetch_all(self.conn().await?)
-                    .await?
-                    .into_iter()
-                    .map(ScimGroupRow::into_model)
-                    .collect()
+                let rows = query.bind(q.limit).bind(q.offset).fetch_all(self.conn().await?).await?;
+                match one_row {
+                    Some(_) => page_rows::<ScimGroupJson, _>(&rows)?.into_iter().map(ScimGroupJson::into_model).collect(),
+                    None => rows.iter().map(|r| <ScimGroupRow as sqlx::FromRow<_>>::from_row(r)?.into_model()).collect(),
+                }
             }
 
             async fn count_scim_groups(&mut self, org_id: Uuid, q: &ScimQuery) -> StoreResult<i64> {
@@ -1935,7 +2044,7 @@ macro_rules! impl_tx {
 
             async fn group_members(&mut self, group_id: Uuid) -> StoreResult<Vec<(Uuid, Option<String>)>> {
                 // Each member's name by its primary key, whatever the planner
-                // believes of the group's size (see `groups_of_user`).
+                // believes of the group's size (see `Statements::USER_GROUPS` of PostgreSQL).
                 let rows: Vec<(String, Option<String>)> = sqlx::query_as(
                     "SELECT gm.user_id, (SELECT u.display_name FROM scim_users u WHERE u.id = gm.user_id) \
                      FROM scim_group_members gm WHERE gm.group_id = $1 ORDER BY gm.user_id",
@@ -1970,23 +2079,6 @@ macro_rules! impl_tx {
                 .fetch_all(self.conn().await?)
                 .await?;
                 rows.into_iter().map(|(id, name)| Ok((uuid("scim_group_members.user_id", &id)?, name))).collect()
-            }
-
-            async fn groups_of_user(&mut self, user_id: Uuid) -> StoreResult<Vec<(Uuid, String)>> {
-                // Each group by its primary key. As a join, PostgreSQL
-                // planning from statistics gathered while the tables were
-                // empty expects twenty groups a user and hashes every group
-                // of the deployment instead; a subquery in the select list
-                // is always run per row, on the key.
-                let rows: Vec<(String, String)> = sqlx::query_as(
-                    "SELECT gm.group_id, (SELECT g.display_name FROM scim_groups g WHERE g.id = gm.group_id) \
-                     FROM scim_group_members gm WHERE gm.user_id = $1 \
-                     ORDER BY (SELECT g.display_name_lc FROM scim_groups g WHERE g.id = gm.group_id), gm.group_id",
-                )
-                .bind(user_id.to_string())
-                .fetch_all(self.conn().await?)
-                .await?;
-                rows.into_iter().map(|(id, name)| Ok((uuid("scim_groups.id", &id)?, name))).collect()
             }
 
             async fn find_org_by_tenant_id(&mut self, tenant_id: &str) -> StoreResult<Option<Organization>> {
@@ -2906,7 +2998,26 @@ pub(super) use impl_tx;
 
 #[cfg(test)]
 mod tests {
-    use super::shift_parameters;
+    use super::{shift_parameters, time};
+
+    #[test]
+    fn timestamps_read_from_json_text_as_sqlite_stores_them() {
+        let at = |s: &str| time("t", s).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+        let cases = [
+            ("2026-12-07T02:48:42.729123+00:00", "2026-12-07T02:48:42.729123Z"),
+            ("2026-12-07T03:48:42.7+01:00", "2026-12-07T02:48:42.700000Z"),
+            ("2026-12-07T02:48:42Z", "2026-12-07T02:48:42.000000Z"),
+            ("2026-12-07 02:48:42.5", "2026-12-07T02:48:42.500000Z"),
+            ("2026-12-07 02:48:42", "2026-12-07T02:48:42.000000Z"),
+            ("2026-12-07 02:48:42+00:00", "2026-12-07T02:48:42.000000Z"),
+        ];
+        for (stored, read) in cases {
+            assert_eq!(at(stored).unwrap(), read, "{stored}");
+        }
+        for bad in ["", "yesterday", "2026-13-07 02:48:42", "2026-12-07"] {
+            assert!(at(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn deferred_statements_number_their_parameters_after_those_before() {

@@ -48,9 +48,13 @@ impl Statements for Sqlite {
         SELECT $2, event_seq, $11, $5, $6, COALESCE($8, $7), $10 FROM organizations WHERE id = $2";
     const USER_GROUPS: &'static str = "(SELECT json_group_array(json_array(g.id, g.display_name) \
         ORDER BY g.display_name_lc, g.id) FROM scim_group_members gm JOIN scim_groups g ON g.id = gm.group_id \
-        WHERE gm.user_id = r.id) AS groups";
+        WHERE gm.user_id = r.id)";
     const SENDS_STATEMENTS_TOGETHER: bool = true;
     const SKIP_LOCKED: &'static str = "";
+
+    fn page_as_one_row(columns: &str, from_where: &str, order: &str) -> Option<String> {
+        Some(format!("SELECT json_group_array(json_array({columns}) ORDER BY {order}) FROM {from_where}"))
+    }
 }
 
 /// How often the checkpointer looks for new frames when it has caught up,

@@ -1527,6 +1527,7 @@ mod tests {
             }
         }
     }
+
     fn user_body(extra: Value) -> Value {
         let mut body = json!({ "schemas": [USER_SCHEMA], "userName": "bjensen" });
         for (k, v) in extra.as_object().unwrap() {

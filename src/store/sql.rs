@@ -1846,16 +1846,17 @@ macro_rules! impl_tx {
                     &format!("scim_users r WHERE {page}"),
                     &order,
                 );
-                let sql = one_row.clone().unwrap_or_else(|| {
+                let as_one_row = one_row.is_some();
+                let sql = one_row.unwrap_or_else(|| {
                     format!("SELECT {SCIM_USER_COLUMNS}, {groups} AS groups FROM scim_users r WHERE {page} ORDER BY {order}")
                 });
                 let query = sqlx::query(&sql).bind(org_id.to_string());
                 let query = bind_fragment!(query, q.filter.as_ref());
                 let query = bind_fragment!(query, q.order.as_ref());
                 let rows = query.bind(q.limit).bind(q.offset).fetch_all(self.conn().await?).await?;
-                match one_row {
-                    Some(_) => page_rows::<ScimUserJson, _>(&rows)?.into_iter().map(ScimUserJson::into_model).collect(),
-                    None => rows.iter().map(|r| <ScimUserGroupsRow as sqlx::FromRow<_>>::from_row(r)?.into_model()).collect(),
+                match as_one_row {
+                    true => page_rows::<ScimUserJson, _>(&rows)?.into_iter().map(ScimUserJson::into_model).collect(),
+                    false => rows.iter().map(|r| <ScimUserGroupsRow as sqlx::FromRow<_>>::from_row(r)?.into_model()).collect(),
                 }
             }
 
@@ -1979,16 +1980,15 @@ macro_rules! impl_tx {
                     &format!("scim_groups r WHERE {page}"),
                     &order,
                 );
-                let sql = one_row
-                    .clone()
-                    .unwrap_or_else(|| format!("SELECT {SCIM_GROUP_COLUMNS} FROM scim_groups r WHERE {page} ORDER BY {order}"));
+                let as_one_row = one_row.is_some();
+                let sql = one_row.unwrap_or_else(|| format!("SELECT {SCIM_GROUP_COLUMNS} FROM scim_groups r WHERE {page} ORDER BY {order}"));
                 let query = sqlx::query(&sql).bind(org_id.to_string());
                 let query = bind_fragment!(query, q.filter.as_ref());
                 let query = bind_fragment!(query, q.order.as_ref());
                 let rows = query.bind(q.limit).bind(q.offset).fetch_all(self.conn().await?).await?;
-                match one_row {
-                    Some(_) => page_rows::<ScimGroupJson, _>(&rows)?.into_iter().map(ScimGroupJson::into_model).collect(),
-                    None => rows.iter().map(|r| <ScimGroupRow as sqlx::FromRow<_>>::from_row(r)?.into_model()).collect(),
+                match as_one_row {
+                    true => page_rows::<ScimGroupJson, _>(&rows)?.into_iter().map(ScimGroupJson::into_model).collect(),
+                    false => rows.iter().map(|r| <ScimGroupRow as sqlx::FromRow<_>>::from_row(r)?.into_model()).collect(),
                 }
             }
 

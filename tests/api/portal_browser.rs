@@ -105,7 +105,8 @@ async fn inviting_three_people_and_an_upload_with_a_bad_line() {
     browser.wait_for_text("#page-title", "Upload invitations").await;
     let bad = browser.text("#bad-lines").await;
     assert!(bad.contains("not-an-address") && bad.contains("superuser"), "{bad}");
-    assert!(browser.text("#problem").await.contains("Nothing was sent"));
+    let problem = browser.text("#problem").await;
+    assert!(problem.starts_with("2 lines cannot be accepted") && problem.contains("Nothing was sent"), "{problem}");
     assert!(browser.find_all("#send-upload").await.is_empty(), "no way to send a bad upload");
     browser.screenshot("portal-upload-refused").await;
     assert_eq!(invitations(&app, &org.owner_key).await.len(), 3, "nothing was invited");

@@ -3,7 +3,7 @@
 //! renders the page again with its outcome (a notice, or why nothing was
 //! changed).
 
-use super::views::{admins_only, render, Frame, Outcome};
+use super::views::{admins_only, line_count, render, Frame, Outcome};
 use super::{path_id, posted, signed_in, Form, Signed};
 use crate::domains::DomainName;
 use crate::http::AppState;
@@ -368,8 +368,8 @@ pub(super) async fn upload(
                 f.problem = Some("The file has no `email,role` lines.".into());
             } else if !preview.errors.is_empty() {
                 f.problem = Some(format!(
-                    "{} line(s) cannot be accepted. Nothing was sent; fix the file and upload it again.",
-                    preview.errors.len()
+                    "{} cannot be accepted. Nothing was sent; fix the file and upload it again.",
+                    line_count(preview.errors.len())
                 ));
             } else if preview.seats_short() > 0 {
                 f.problem = Some(format!(

@@ -130,7 +130,7 @@ pub(super) fn problem_of(e: &ServiceError) -> (StatusCode, String, Vec<String>) 
         ServiceError::Conflict(message) => (StatusCode::CONFLICT, capitalized(message), Vec::new()),
         ServiceError::BulkRejected(errors) => (
             StatusCode::UNPROCESSABLE_ENTITY,
-            format!("{} line(s) cannot be accepted, so nothing was sent:", errors.len()),
+            format!("{} cannot be accepted, so nothing was sent:", line_count(errors.len())),
             lines(errors),
         ),
         ServiceError::Scim(e) => (StatusCode::BAD_REQUEST, capitalized(&e.detail), Vec::new()),
@@ -145,6 +145,14 @@ pub(super) fn problem_of(e: &ServiceError) -> (StatusCode, String, Vec<String>) 
                 Vec::new(),
             )
         }
+    }
+}
+
+/// `1 line`, `2 lines`.
+pub(super) fn line_count(n: usize) -> String {
+    match n {
+        1 => "1 line".into(),
+        n => format!("{n} lines"),
     }
 }
 

@@ -366,3 +366,132 @@ async fn health_under_largest_requests(target: &Arc<Target>, gid: &str, pid: Opt
 fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>().replace('+', "%20")
 }
+
+/// What `roster bench webhooks` runs: SCIM creates at a steady rate while
+/// a receiver of its own hears the resulting `member.added` webhooks.
+#[derive(Debug, Clone)]
+pub struct LagOptions {
+    /// The SCIM base URL.
+    pub url: String,
+    pub token: String,
+    /// Creates a second, sent on a fixed schedule (open loop).
+    pub rate: f64,
+    pub seconds: f64,
+    /// Where the receiver listens (the endpoint's URL points here).
+    pub listen: std::net::SocketAddr,
+    pub run_id: String,
+    /// Whether an endpoint points at the receiver (without one: the creates' cost alone).
+    pub expect_webhooks: bool,
+}
+
+/// Delivery lag: from the event's time (taken in its transaction, just
+/// before the commit) to its arrival at the receiver.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LagReport {
+    pub creates: usize,
+    pub create_errors: usize,
+    /// Creates a second actually sent.
+    pub create_rate: f64,
+    pub create_p50_ms: f64,
+    pub create_p99_ms: f64,
+    pub received: usize,
+    pub lag_p50_ms: f64,
+    pub lag_p99_ms: f64,
+    pub lag_max_ms: f64,
+}
+
+impl std::fmt::Display for LagReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} creates ({} errors) at {:.0}/s, p50 {:.1} ms p99 {:.1} ms; {} webhooks received; \
+             lag p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+            self.creates,
+            self.create_errors,
+            self.create_rate,
+            self.create_p50_ms,
+            self.create_p99_ms,
+            self.received,
+            self.lag_p50_ms,
+            self.lag_p99_ms,
+            self.lag_max_ms
+        )
+    }
+}
+
+/// Runs the creates and waits (up to a minute after the last) for their
+/// webhooks; with no endpoint set up, it waits for none.
+pub async fn webhook_lag(opts: LagOptions) -> anyhow::Result<LagReport> {
+    use crate::clock::Clock as _;
+    let lags: Arc<std::sync::Mutex<Vec<Duration>>> = Arc::default();
+    let heard = lags.clone();
+    let receiver = axum::Router::new().route(
+        "/{*path}",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let heard = heard.clone();
+            async move {
+                let now = crate::clock::SystemClock.now();
+                let at = serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v["timestamp"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()));
+                if let Some(at) = at {
+                    let lag = (now - at.with_timezone(&chrono::Utc)).to_std().unwrap_or_default();
+                    heard.lock().unwrap_or_else(|e| e.into_inner()).push(lag);
+                }
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(opts.listen).await?;
+    let server = tokio::spawn(async move { axum::serve(listener, receiver).await });
+
+    let client = Client::builder().pool_max_idle_per_host(256).timeout(Duration::from_secs(60)).build()?;
+    let target = Arc::new(Target { client, url: opts.url.trim_end_matches('/').to_string(), token: opts.token });
+    let total = (opts.rate * opts.seconds).round() as usize;
+    let errors = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut sends = Vec::with_capacity(total);
+    for i in 0..total {
+        tokio::time::sleep_until((start + Duration::from_secs_f64(i as f64 / opts.rate)).into()).await;
+        let (t, errors) = (target.clone(), errors.clone());
+        let name = format!("lag-{}-{i}@bench.example", opts.run_id);
+        sends.push(tokio::spawn(async move {
+            let body = json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": name,
+                "emails": [{"value": name, "primary": true}],
+                "active": true
+            });
+            let (s, _, latency) = t.send(Method::POST, "/Users", Some(&body)).await;
+            if s != Some(StatusCode::CREATED) {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+            latency
+        }));
+    }
+    let mut create_latencies = Vec::with_capacity(total);
+    for s in sends {
+        create_latencies.push(s.await?);
+    }
+    create_latencies.sort();
+    let sent_for = start.elapsed().as_secs_f64();
+    let created = total - errors.load(Ordering::Relaxed);
+    let deadline = Instant::now() + if opts.expect_webhooks { Duration::from_secs(60) } else { Duration::ZERO };
+    while lags.lock().unwrap_or_else(|e| e.into_inner()).len() < created && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.abort();
+    let mut lags = lags.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    lags.sort();
+    Ok(LagReport {
+        creates: total,
+        create_errors: errors.load(Ordering::Relaxed),
+        create_rate: total as f64 / sent_for.max(f64::EPSILON),
+        create_p50_ms: percentile(&create_latencies, 0.50),
+        create_p99_ms: percentile(&create_latencies, 0.99),
+        received: lags.len(),
+        lag_p50_ms: percentile(&lags, 0.50),
+        lag_p99_ms: percentile(&lags, 0.99),
+        lag_max_ms: lags.last().map_or(0.0, |l| l.as_secs_f64() * 1000.0),
+    })
+}

@@ -10,6 +10,7 @@ use crate::service::{
     Actor, CheckKind, DirectConnectionInput, DomainView, NewCredential, NewOrganization, NewRoleMapping, NewSsoClient,
     PlannedChange, ReconcilePlan, Roster, ServiceError, SsoSettingsChange,
 };
+use crate::service::{CreatedWebhook, NewWebhook, WebhookChange, WebhookScope};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use std::path::PathBuf;
@@ -80,9 +81,66 @@ pub enum Command {
     /// Load generators.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Organizations' OpenID client secrets, sealed at rest with `secrets_key_file`.
+    /// Organizations' OpenID client secrets and webhook signing secrets, sealed at rest with `secrets_key_file`.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Webhook endpoints: an organization's, or deployment-wide (every organization's events).
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// Add an endpoint; prints its signing secret once.
+    Add {
+        /// Where events are POSTed.
+        #[arg(long)]
+        url: String,
+        /// Organization id; without it the endpoint hears every organization.
+        #[arg(long)]
+        org: Option<String>,
+        /// Event types or families, comma-separated (`member.*,seats.updated`); default: every event.
+        #[arg(long, value_delimiter = ',')]
+        events: Vec<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List the organization's endpoints, or the deployment-wide ones.
+    List {
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Give an endpoint a new secret; the previous one keeps signing during the overlap.
+    Rotate {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        org: Option<String>,
+        /// Hours the previous secret keeps signing (0 to 168, default 24).
+        #[arg(long)]
+        overlap_hours: Option<i64>,
+    },
+    /// Enable an endpoint (its held events go out at once).
+    Enable {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Disable an endpoint (its events are held until it is enabled).
+    Disable {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Delete an endpoint and its delivery log.
+    Remove {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        org: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,6 +246,27 @@ pub enum BenchCommand {
         /// the server's CPU time per request.
         #[arg(long)]
         server_pid: Option<u32>,
+    },
+    /// Webhook delivery lag under a steady SCIM create load: a receiver of
+    /// its own hears the `member.added` webhooks (add an endpoint pointing
+    /// at `--listen` first).
+    Webhooks {
+        /// The SCIM base URL, e.g. http://127.0.0.1:8080/scim/v2.
+        #[arg(long)]
+        url: String,
+        #[arg(long, env = "ROSTER_BENCH_TOKEN")]
+        token: String,
+        /// SCIM creates a second.
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Where the receiver listens.
+        #[arg(long, default_value = "127.0.0.1:18081")]
+        listen: std::net::SocketAddr,
+        /// No endpoint points at the receiver: measure the creates alone.
+        #[arg(long)]
+        no_webhooks: bool,
     },
 }
 
@@ -429,6 +508,28 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         return Ok(());
     }
+    if let Command::Bench(BenchCommand::Webhooks { url, token, rate, seconds, listen, no_webhooks }) = cli.command {
+        if !(rate > 0.0 && seconds > 0.0) {
+            return Err(CliError::Input("rate and seconds must be greater than 0".into()));
+        }
+        let run_id = Uuid::new_v4().simple().to_string()[..8].to_string();
+        let report = crate::bench::webhook_lag(crate::bench::LagOptions {
+            url,
+            token,
+            rate,
+            seconds,
+            listen,
+            run_id,
+            expect_webhooks: !no_webhooks,
+        })
+        .await?;
+        if cli.json {
+            println!("{}", serde_json::to_string(&report).map_err(anyhow::Error::from)?);
+        } else {
+            println!("{report}");
+        }
+        return Ok(());
+    }
     let config = Config::load(cli.config.as_deref()).map_err(|e| CliError::Input(e.to_string()))?;
     let serving = matches!(cli.command, Command::Serve);
     crate::telemetry::init(config.log_format, if serving { "info" } else { "warn" });
@@ -476,6 +577,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 println!("{link}");
             }
             Ok(())
+        }
+        Command::Webhook(cmd) => {
+            let roster = AppState::from_config(config).await?.roster;
+            webhook(&roster, cmd, cli.json).await
         }
         Command::SsoClient(cmd) => {
             let roster = AppState::from_config(config).await?.roster;
@@ -792,13 +897,13 @@ async fn serve(config: Config) -> Result<(), CliError> {
     if sealed.clear > 0 && !state.config.sealing_keys.is_configured() {
         tracing::warn!(
             count = sealed.clear,
-            "OpenID client secrets are stored in clear: set secrets_key_file and run `roster secrets rotate`"
+            "OpenID client secrets and webhook secrets are stored in clear: set secrets_key_file and run `roster secrets rotate`"
         );
     } else if sealed.clear + sealed.stale > 0 && state.config.sealing_keys.is_configured() {
         tracing::warn!(
             clear = sealed.clear,
             older_key = sealed.stale,
-            "some OpenID client secrets are not sealed with the current key: run `roster secrets rotate`"
+            "some OpenID client or webhook secrets are not sealed with the current key: run `roster secrets rotate`"
         );
     }
     match state.roster.check_tenant_connection().await {
@@ -812,7 +917,12 @@ async fn serve(config: Config) -> Result<(), CliError> {
     let jobs = jobs.map(|schedule| {
         let sender =
             crate::mail::spawn_sender(state.roster.clone(), state.mailer.clone(), state.config.mail.poll_interval);
-        (crate::jobs::spawn(state.roster.clone(), schedule), sender)
+        let webhooks = crate::webhooks::spawn_dispatcher(
+            state.roster.clone(),
+            state.webhooks.clone(),
+            state.config.webhooks.poll_interval,
+        );
+        (crate::jobs::spawn(state.roster.clone(), schedule), sender, webhooks)
     });
     match state.mailer.folder() {
         Some(dir) => tracing::info!(
@@ -822,15 +932,16 @@ async fn serve(config: Config) -> Result<(), CliError> {
         None => tracing::info!(transport = %state.mailer.describe(), "email goes out through the SMTP relay"),
     }
     if jobs.is_none() {
-        tracing::warn!("background_jobs is off: this replica sends no email (another replica must)");
+        tracing::warn!("background_jobs is off: this replica sends no email or webhooks (another replica must)");
     }
     tracing::info!(%addr, backend = state.roster.store().backend(), "roster listening");
     // One line on stdout that scripts (and the test suite) wait for.
     println!("roster listening on http://{addr}");
     crate::http::serve(listener, state, shutdown).await.map_err(anyhow::Error::from)?;
-    if let Some((jobs, sender)) = jobs {
+    if let Some((jobs, sender, webhooks)) = jobs {
         jobs.abort();
         sender.abort();
+        webhooks.abort();
     }
     tracing::info!("roster stopped");
     Ok(())
@@ -909,6 +1020,78 @@ async fn org(roster: &Roster, cmd: OrgCommand, as_json: bool) -> Result<(), CliE
             }
             Ok(())
         }
+    }
+}
+
+/// The endpoints `--org` names the organization of, or the deployment's.
+fn webhook_scope(org: Option<&str>) -> Result<WebhookScope, CliError> {
+    Ok(match org {
+        Some(org) => WebhookScope::Org(Actor::cli(org_id(org)?)),
+        None => WebhookScope::Deployment(Actor::cli(Uuid::nil()).id),
+    })
+}
+
+fn print_created_webhook(created: &CreatedWebhook, verb: &str, as_json: bool) {
+    if as_json {
+        println!("{}", json!(created));
+    } else {
+        println!("{verb} webhook endpoint {} ({})", created.endpoint.id, created.endpoint.url);
+        println!("Signing secret (shown once; the receiver verifies webhook-signature with it):");
+        println!("  {}", created.secret);
+    }
+}
+
+async fn webhook(roster: &Roster, cmd: WebhookCommand, as_json: bool) -> Result<(), CliError> {
+    let id = |raw: &str| Uuid::parse_str(raw).map_err(|_| CliError::Input(format!("id: `{raw}` is not a UUID")));
+    match cmd {
+        WebhookCommand::Add { url, org, events, description } => {
+            let new = NewWebhook { url, events, description };
+            let created = roster.create_webhook(&webhook_scope(org.as_deref())?, new).await?;
+            print_created_webhook(&created, "Added", as_json);
+        }
+        WebhookCommand::Rotate { id: raw, org, overlap_hours } => {
+            let scope = webhook_scope(org.as_deref())?;
+            let created = roster.rotate_webhook_secret(&scope, id(&raw)?, overlap_hours).await?;
+            print_created_webhook(&created, "Rotated the secret of", as_json);
+        }
+        WebhookCommand::List { org } => {
+            let endpoints = roster.list_webhooks(&webhook_scope(org.as_deref())?).await?;
+            if as_json {
+                println!("{}", json!(endpoints));
+            }
+            for e in endpoints.iter().filter(|_| !as_json) {
+                let state = if e.enabled { "enabled" } else { "disabled" };
+                let events = if e.event_types.is_empty() { "*".to_string() } else { e.event_types.join(",") };
+                println!("{}  {state:8}  {events}  {}", e.id, e.url);
+            }
+        }
+        WebhookCommand::Enable { id: raw, org } => {
+            let change = WebhookChange { enabled: Some(true), ..Default::default() };
+            let e = roster.update_webhook(&webhook_scope(org.as_deref())?, id(&raw)?, change).await?;
+            print_webhook_state(&e, as_json);
+        }
+        WebhookCommand::Disable { id: raw, org } => {
+            let change = WebhookChange { enabled: Some(false), ..Default::default() };
+            let e = roster.update_webhook(&webhook_scope(org.as_deref())?, id(&raw)?, change).await?;
+            print_webhook_state(&e, as_json);
+        }
+        WebhookCommand::Remove { id: raw, org } => {
+            roster.delete_webhook(&webhook_scope(org.as_deref())?, id(&raw)?).await?;
+            if as_json {
+                println!("{}", json!({ "deleted": raw }));
+            } else {
+                println!("Deleted webhook endpoint {raw}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_webhook_state(e: &crate::store::WebhookEndpoint, as_json: bool) {
+    if as_json {
+        println!("{}", json!(e));
+    } else {
+        println!("Webhook endpoint {} is {}", e.id, if e.enabled { "enabled" } else { "disabled" });
     }
 }
 

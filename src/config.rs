@@ -63,6 +63,11 @@ struct RawConfig {
     mail_poll_interval_ms: u64,
     portal_idle_timeout_secs: u64,
     portal_resources: Vec<PortalResource>,
+    webhook_allow_private_addresses: bool,
+    webhook_timeout_secs: u64,
+    webhook_retry_for_secs: u64,
+    webhook_first_retry_ms: u64,
+    webhook_poll_interval_ms: u64,
 }
 
 /// A link the portal's Home shows under Resources (`[[portal_resources]]`
@@ -170,6 +175,11 @@ impl Default for RawConfig {
             mail_poll_interval_ms: 1000,
             portal_idle_timeout_secs: 30 * 60,
             portal_resources: Vec::new(),
+            webhook_allow_private_addresses: false,
+            webhook_timeout_secs: 10,
+            webhook_retry_for_secs: 3 * 24 * 60 * 60,
+            webhook_first_retry_ms: 10_000,
+            webhook_poll_interval_ms: 1000,
         }
     }
 }
@@ -253,6 +263,25 @@ pub struct Config {
     pub portal_idle_timeout_secs: u64,
     /// Links the portal's Home shows under Resources.
     pub portal_resources: Vec<PortalResource>,
+    /// How webhooks are delivered.
+    pub webhooks: WebhookConfig,
+}
+
+/// How webhooks are delivered.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Deliver to loopback, private and link-local addresses too (a receiver
+    /// inside the deployment's own network); off, such URLs are refused and
+    /// host names resolving to them are not connected to (SSRF).
+    pub allow_private_addresses: bool,
+    /// Each delivery's whole exchange, connection included.
+    pub timeout: std::time::Duration,
+    /// How long an endpoint may keep failing before it is disabled and its organization's admins are told.
+    pub retry_for: std::time::Duration,
+    /// The wait before the first retry; each next one doubles, up to an hour.
+    pub first_retry: std::time::Duration,
+    /// How often a replica looks for events other replicas committed (its own wake it at once).
+    pub poll_interval: std::time::Duration,
 }
 
 /// How Roster sends email: over SMTP when `smtp_url` is set, otherwise as
@@ -527,6 +556,10 @@ impl Config {
         positive("mail_retry_hours", raw.mail_retry_hours)?;
         positive("mail_poll_interval_ms", raw.mail_poll_interval_ms)?;
         positive("portal_idle_timeout_secs", raw.portal_idle_timeout_secs)?;
+        positive("webhook_timeout_secs", raw.webhook_timeout_secs)?;
+        positive("webhook_retry_for_secs", raw.webhook_retry_for_secs)?;
+        positive("webhook_first_retry_ms", raw.webhook_first_retry_ms)?;
+        positive("webhook_poll_interval_ms", raw.webhook_poll_interval_ms)?;
         if let Some(r) = raw
             .portal_resources
             .iter()
@@ -595,6 +628,13 @@ impl Config {
             mail,
             portal_idle_timeout_secs: raw.portal_idle_timeout_secs,
             portal_resources: raw.portal_resources.clone(),
+            webhooks: WebhookConfig {
+                allow_private_addresses: raw.webhook_allow_private_addresses,
+                timeout: std::time::Duration::from_secs(raw.webhook_timeout_secs),
+                retry_for: std::time::Duration::from_secs(raw.webhook_retry_for_secs),
+                first_retry: std::time::Duration::from_millis(raw.webhook_first_retry_ms),
+                poll_interval: std::time::Duration::from_millis(raw.webhook_poll_interval_ms),
+            },
         })
     }
 

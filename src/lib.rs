@@ -18,3 +18,4 @@ pub mod service;
 pub mod sso;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks;

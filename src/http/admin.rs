@@ -9,7 +9,7 @@ use crate::domains::DomainName;
 use crate::model::*;
 use crate::roles::RoleMapping;
 use crate::service::*;
-use crate::store::{AuditEntry, Credential, Features, Invitation, Member, Organization, SsoSettings};
+use crate::store::{AuditEntry, Credential, Features, Invitation, Member, Organization, SsoSettings, WebhookEndpoint};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -81,6 +81,12 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_sso_clients, create_sso_client))
         .routes(routes!(revoke_sso_client))
         .routes(routes!(get_sso_connection, set_sso_connection, delete_sso_connection))
+        .routes(routes!(list_webhooks, create_webhook))
+        .routes(routes!(get_webhook, update_webhook, delete_webhook))
+        .routes(routes!(rotate_webhook_secret))
+        .routes(routes!(list_webhook_deliveries))
+        .routes(routes!(replay_webhook_delivery))
+        .routes(routes!(replay_webhook_events))
 }
 
 // ---- Organization ----------------------------------------------------------
@@ -453,14 +459,18 @@ async fn reconcile_apply(
     ApiBytes(body): ApiBytes,
 ) -> ApiResult<Json<ReconcileOutcome>> {
     // No body, or `null`, applies whatever the plan is now.
-    let request: ApplyRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        ApplyRequest::default()
-    } else {
-        serde_json::from_slice::<Option<ApplyRequest>>(&body)
-            .map_err(|e| Problem::from(ServiceError::invalid("body", format!("not a valid apply request: {e}"))))?
-            .unwrap_or_default()
-    };
+    let request: ApplyRequest = optional_json(&body, "apply request")?;
     Ok(Json(s.roster.reconcile_apply(&a, request.fingerprint.as_deref()).await?))
+}
+
+/// An optional JSON body: none (or `null`) is the default request.
+fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8], what: &str) -> ServiceResult<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice::<Option<T>>(body)
+        .map_err(|e| ServiceError::invalid("body", format!("not a valid {what}: {e}")))
+        .map(Option::unwrap_or_default)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -772,4 +782,147 @@ async fn set_sso_connection(
 async fn delete_sso_connection(State(s): State<AppState>, AdminActor(a): AdminActor) -> ApiResult<StatusCode> {
     s.roster.delete_sso_connection(&a).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- Webhooks ----------------------------------------------------------------
+
+/// The organization's webhook endpoints (never their secrets; Owner, Admin).
+#[utoipa::path(get, path = "/api/v1/webhooks", tag = "webhooks",
+    responses((status = 200, body = Vec<WebhookEndpoint>), (status = 403, body = Problem)))]
+async fn list_webhooks(State(s): State<AppState>, AdminActor(a): AdminActor) -> ApiResult<Json<Vec<WebhookEndpoint>>> {
+    Ok(Json(s.roster.list_webhooks(&WebhookScope::Org(a)).await?))
+}
+
+/// Adds an endpoint that hears the organization's events; its signing
+/// secret is in this answer only (Owner, Admin).
+#[utoipa::path(post, path = "/api/v1/webhooks", tag = "webhooks", request_body = NewWebhook,
+    responses((status = 201, body = CreatedWebhook), (status = 403, body = Problem), (status = 422, body = Problem)))]
+async fn create_webhook(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiJson(new): ApiJson<NewWebhook>,
+) -> ApiResult<(StatusCode, Json<CreatedWebhook>)> {
+    Ok((StatusCode::CREATED, Json(s.roster.create_webhook(&WebhookScope::Org(a), new).await?)))
+}
+
+/// One endpoint (Owner, Admin).
+#[utoipa::path(get, path = "/api/v1/webhooks/{id}", tag = "webhooks", params(("id" = Uuid, Path)),
+    responses((status = 200, body = WebhookEndpoint), (status = 404, body = Problem)))]
+async fn get_webhook(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<WebhookEndpoint>> {
+    Ok(Json(s.roster.get_webhook(&WebhookScope::Org(a), id).await?))
+}
+
+/// Changes an endpoint's URL, event filter, description, or enables or
+/// disables it; enabling delivers its held events at once (Owner, Admin).
+#[utoipa::path(patch, path = "/api/v1/webhooks/{id}", tag = "webhooks", params(("id" = Uuid, Path)),
+    request_body = WebhookChange,
+    responses((status = 200, body = WebhookEndpoint), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn update_webhook(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(change): ApiJson<WebhookChange>,
+) -> ApiResult<Json<WebhookEndpoint>> {
+    Ok(Json(s.roster.update_webhook(&WebhookScope::Org(a), id, change).await?))
+}
+
+/// Deletes an endpoint with its delivery log (Owner, Admin).
+#[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "webhooks", params(("id" = Uuid, Path)),
+    responses((status = 204), (status = 404, body = Problem)))]
+async fn delete_webhook(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<StatusCode> {
+    s.roster.delete_webhook(&WebhookScope::Org(a), id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RotateWebhookSecret {
+    /// How long the previous secret keeps signing too, 0 to 168 hours (default 24).
+    #[schema(minimum = 0, maximum = 168)]
+    #[serde(default, with = "crate::model::whole_number::option")]
+    overlap_hours: Option<i64>,
+}
+
+/// Gives an endpoint a new secret, shown in this answer only; during the
+/// overlap every delivery carries both signatures (Owner, Admin).
+#[utoipa::path(post, path = "/api/v1/webhooks/{id}/rotate", tag = "webhooks", params(("id" = Uuid, Path)),
+    request_body(content = Option<RotateWebhookSecret>, description = "optional"),
+    responses((status = 200, body = CreatedWebhook), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn rotate_webhook_secret(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiBytes(body): ApiBytes,
+) -> ApiResult<Json<CreatedWebhook>> {
+    let request: RotateWebhookSecret = optional_json(&body, "rotation")?;
+    Ok(Json(s.roster.rotate_webhook_secret(&WebhookScope::Org(a), id, request.overlap_hours).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct DeliveryParams {
+    /// From a previous page's `next_cursor`.
+    cursor: Option<Uuid>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<i64>,
+}
+
+/// The endpoint's delivery attempts, newest first: status, latency and the
+/// start of the receiver's answer (Owner, Admin).
+#[utoipa::path(get, path = "/api/v1/webhooks/{id}/deliveries", tag = "webhooks",
+    params(("id" = Uuid, Path), DeliveryParams),
+    responses((status = 200, body = DeliveryPage), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn list_webhook_deliveries(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(p): ApiQuery<DeliveryParams>,
+) -> ApiResult<Json<DeliveryPage>> {
+    Ok(Json(s.roster.list_webhook_deliveries(&WebhookScope::Org(a), id, p.limit, p.cursor).await?))
+}
+
+/// Sends a delivery's event again, once, outside the feed's order (Owner, Admin).
+#[utoipa::path(post, path = "/api/v1/webhooks/{id}/deliveries/{delivery_id}/replay", tag = "webhooks",
+    params(("id" = Uuid, Path), ("delivery_id" = Uuid, Path)),
+    responses((status = 202, body = ReplayQueued), (status = 404, body = Problem)))]
+async fn replay_webhook_delivery(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiPath((id, delivery_id)): ApiPath<(Uuid, Uuid)>,
+) -> ApiResult<(StatusCode, Json<ReplayQueued>)> {
+    Ok((StatusCode::ACCEPTED, Json(s.roster.replay_webhook_delivery(&WebhookScope::Org(a), id, delivery_id).await?)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ReplayEvents {
+    /// The first event number (`seq` in `GET /api/v1/events`) to deliver again.
+    #[schema(minimum = 1)]
+    #[serde(with = "crate::model::whole_number")]
+    since_seq: i64,
+}
+
+/// Delivers again, in order, every event of the organization from
+/// `since_seq` on (Owner, Admin).
+#[utoipa::path(post, path = "/api/v1/webhooks/{id}/replay", tag = "webhooks", params(("id" = Uuid, Path)),
+    request_body = ReplayEvents,
+    responses((status = 202, body = ReplayQueued), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn replay_webhook_events(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(request): ApiJson<ReplayEvents>,
+) -> ApiResult<(StatusCode, Json<ReplayQueued>)> {
+    let queued = s.roster.replay_webhook_events(&WebhookScope::Org(a), id, request.since_seq, None).await?;
+    Ok((StatusCode::ACCEPTED, Json(queued)))
 }

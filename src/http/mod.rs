@@ -40,6 +40,8 @@ pub struct AppState {
     pub limits: Arc<limits::RateLimits>,
     /// Where this replica's sender delivers email.
     pub mailer: Arc<crate::mail::Mailer>,
+    /// How this replica delivers webhooks.
+    pub webhooks: Arc<crate::webhooks::Dispatcher>,
 }
 
 impl AppState {
@@ -69,6 +71,11 @@ impl AppState {
                 retry_interval: chrono::Duration::seconds(config.domain_retry_interval_secs as i64),
                 lapse_after_failures: config.domain_lapse_after_failures.into(),
             },
+            webhooks: crate::service::WebhookPolicy {
+                allow_private_addresses: config.webhooks.allow_private_addresses,
+                allow_http: config.sso_dev_mode,
+                retry_for: chrono::Duration::from_std(config.webhooks.retry_for)?,
+            },
         };
         let dns = TxtChecker::new(&DnsSettings {
             name_servers: config.dns_name_servers.clone(),
@@ -82,11 +89,13 @@ impl AppState {
             trust_forwarded_for: config.trust_forwarded_for,
         };
         let mailer = Arc::new(crate::mail::Mailer::from_config(&config.mail)?);
+        let webhooks = Arc::new(crate::webhooks::Dispatcher::from_config(&config.webhooks)?);
         Ok(Self {
             roster: Roster::new(store, clock, dns, settings),
             config: Arc::new(config),
             limits: Arc::new(limits),
             mailer,
+            webhooks,
         })
     }
 }

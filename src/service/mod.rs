@@ -17,6 +17,7 @@ mod scim;
 mod seats;
 mod signin;
 mod sso;
+mod webhooks;
 
 pub use audit::*;
 pub use credentials::*;
@@ -33,6 +34,7 @@ pub use scim::*;
 pub use seats::*;
 pub use signin::*;
 pub use sso::*;
+pub use webhooks::*;
 
 use crate::clock::Clock;
 use crate::domains::dns::TxtChecker;
@@ -64,6 +66,7 @@ pub struct Settings {
     /// Seals organizations' OpenID client secrets at rest.
     pub sealing: crate::secrets::SealingKeys,
     pub mail: MailPolicy,
+    pub webhooks: WebhookPolicy,
 }
 
 impl Default for Settings {
@@ -74,6 +77,7 @@ impl Default for Settings {
             sso: None,
             sealing: crate::secrets::SealingKeys::default(),
             mail: MailPolicy::default(),
+            webhooks: WebhookPolicy::default(),
         }
     }
 }

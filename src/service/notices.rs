@@ -18,6 +18,7 @@ pub const CREDENTIAL_NOTICES: &str = "credential-notices";
 
 const LAPSED: &str = "notice_domain_lapsed";
 const NO_SEAT: &str = "notice_no_free_seat";
+const WEBHOOK_DISABLED: &str = "notice_webhook_disabled";
 const EXPIRING: &str = "notice_credential_expiring";
 
 /// A notice: what it is (its outbox kind), what it is about, and what it says.
@@ -77,6 +78,32 @@ impl Roster {
         ];
         let headline = format!("{} lapsed", domain.name);
         let notice = Notice { kind: LAPSED, subject_id: Some(domain.id), headline: &headline, lines: &lines };
+        self.notify_admins(tx, org, notice, now).await?;
+        Ok(())
+    }
+
+    /// The notice that a webhook endpoint was disabled after failing too long.
+    pub(crate) async fn notify_webhook_disabled(
+        &self,
+        tx: &mut dyn Tx,
+        org: &Organization,
+        endpoint: &crate::store::WebhookEndpoint,
+        now: DateTime<Utc>,
+    ) -> ServiceResult<()> {
+        let lines = vec![
+            format!(
+                "Roster stopped delivering {}'s events to {}: {}.",
+                org.name,
+                endpoint.url,
+                endpoint.disabled_reason.as_deref().unwrap_or("its deliveries kept failing")
+            ),
+            "Events since then wait for it. Once the receiver answers again, enable the endpoint \
+             (PATCH /api/v1/webhooks/{id} with \"enabled\": true): the held events are delivered in order."
+                .replace("{id}", &endpoint.id.to_string()),
+        ];
+        let headline = format!("webhook deliveries to {} stopped", endpoint.url);
+        let notice =
+            Notice { kind: WEBHOOK_DISABLED, subject_id: Some(endpoint.id), headline: &headline, lines: &lines };
         self.notify_admins(tx, org, notice, now).await?;
         Ok(())
     }

@@ -91,6 +91,7 @@ impl Roster {
         let actor = Actor::operator(org.id, created_by);
         let mut tx = self.store.begin().await?;
         tx.insert_org(&org).await?;
+        tx.add_webhook_queues(org.id, now).await?;
         tx.insert_audit(actor.audit(now, "organization.created", org.id, None::<&()>, Some(&org))).await?;
         let person = tx.find_person(org.id, &new.owner_email).await?;
         let owner = insert_active_member(

@@ -94,7 +94,12 @@ fn seal_context(org_id: Uuid) -> String {
     format!("sso_connection:{org_id}")
 }
 
-/// Organizations' OpenID client secrets by how they are stored.
+/// What sealing a webhook signing secret binds it to: its endpoint.
+pub(crate) fn webhook_seal_context(endpoint: Uuid) -> String {
+    format!("webhook:{endpoint}")
+}
+
+/// Organizations' OpenID client secrets and webhook signing secrets by how they are stored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct SealedSecrets {
     /// Sealed with the sealing key.
@@ -103,6 +108,16 @@ pub struct SealedSecrets {
     pub stale: usize,
     /// In clear.
     pub clear: usize,
+}
+
+impl SealedSecrets {
+    fn count(&mut self, stored: &str, keys: &crate::secrets::SealingKeys) {
+        match crate::secrets::SealingKeys::sealed_with(stored) {
+            None => self.clear += 1,
+            Some(_) if !keys.is_current(stored) => self.stale += 1,
+            Some(_) => self.current += 1,
+        }
+    }
 }
 
 /// What the start-up check of the tenant connection found wrong.
@@ -513,10 +528,17 @@ impl Roster {
                     format!("the OpenID client secret of organization {} cannot be read: {e}", c.org_id),
                 ));
             }
-            match crate::secrets::SealingKeys::sealed_with(stored) {
-                None => report.clear += 1,
-                Some(_) if !self.settings.sealing.is_current(stored) => report.stale += 1,
-                Some(_) => report.current += 1,
+            report.count(stored, &self.settings.sealing);
+        }
+        for e in read.all_webhook_endpoints().await? {
+            for stored in std::iter::once(&e.secret).chain(&e.previous_secret) {
+                if let Err(err) = self.settings.sealing.open(stored, &webhook_seal_context(e.id)) {
+                    return Err(ServiceError::invalid(
+                        "secrets_key_file",
+                        format!("the signing secret of webhook endpoint {} cannot be read: {err}", e.id),
+                    ));
+                }
+                report.count(stored, &self.settings.sealing);
             }
         }
         Ok(report)
@@ -545,6 +567,25 @@ impl Roster {
             c.updated_at = now;
             tx.upsert_sso_connection(&c).await?;
             resealed += 1;
+        }
+        for mut e in tx.all_webhook_endpoints().await? {
+            let context = webhook_seal_context(e.id);
+            let mut changed = false;
+            for stored in std::iter::once(&mut e.secret).chain(e.previous_secret.as_mut()) {
+                if self.settings.sealing.is_current(stored) {
+                    continue;
+                }
+                let secret = self.settings.sealing.open(stored, &context).map_err(|err| {
+                    ServiceError::invalid("secrets_key_file", format!("webhook endpoint {}: {err}", e.id))
+                })?;
+                *stored = self.settings.sealing.seal(&secret, &context);
+                changed = true;
+                resealed += 1;
+            }
+            if changed {
+                e.updated_at = now;
+                tx.update_webhook_endpoint(&e).await?;
+            }
         }
         tx.commit().await?;
         Ok(resealed)
@@ -1076,7 +1117,8 @@ impl Roster {
     pub async fn purge_sso(&self) -> ServiceResult<u64> {
         let before = self.clock.now() - Duration::days(1);
         let mut tx = self.store.begin().await?;
-        let n = tx.purge_sso(before).await?;
+        let mut n = tx.purge_sso(before).await?;
+        n += tx.purge_webhook_deliveries(self.clock.now() - Duration::days(WEBHOOK_LOG_DAYS)).await?;
         tx.commit().await?;
         Ok(n)
     }

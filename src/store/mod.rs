@@ -206,6 +206,101 @@ pub struct Event {
     pub at: DateTime<Utc>,
 }
 
+/// A webhook endpoint: where an organization's events (or, deployment-wide,
+/// every organization's) are delivered.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct WebhookEndpoint {
+    pub id: Uuid,
+    /// `null` for a deployment-wide endpoint, which hears every organization.
+    #[serde(rename = "organization_id")]
+    pub org_id: Option<Uuid>,
+    pub url: String,
+    pub description: String,
+    /// The event types delivered: a type, `family.*` or `*`; empty: every event.
+    #[serde(rename = "events")]
+    pub event_types: Vec<String>,
+    pub enabled: bool,
+    /// Why Roster disabled it (failing for too long); `null` when enabled or disabled by an admin.
+    pub disabled_reason: Option<String>,
+    /// Until when the previous secret signs too, after a rotation.
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The signing secret as stored (sealed when `secrets_key_file` is set); never shown.
+    #[serde(skip)]
+    pub secret: String,
+    #[serde(skip)]
+    pub previous_secret: Option<String>,
+}
+
+/// One organization's queue at one endpoint, claimed for delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookQueue {
+    pub endpoint_id: Uuid,
+    pub org_id: Uuid,
+    /// The feed number of the last event delivered (or skipped by the filter).
+    pub delivered_seq: i64,
+    /// Failed attempts at the event after it.
+    pub attempts: i64,
+    pub failing_since: Option<DateTime<Utc>>,
+    /// Events to send again, by feed number.
+    pub replays: Vec<i64>,
+}
+
+/// Where a queue stands after a delivery round.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookProgress {
+    pub delivered_seq: i64,
+    pub attempts: i64,
+    pub failing_since: Option<DateTime<Utc>>,
+    pub next_attempt_at: DateTime<Utc>,
+    /// Replays done (sent, whatever the answer).
+    pub replays_done: Vec<i64>,
+}
+
+/// How a delivery attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryOutcome {
+    /// The receiver answered 2xx.
+    Delivered,
+    Failed,
+}
+
+impl DeliveryOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryOutcome::Delivered => "delivered",
+            DeliveryOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// One attempt to deliver an event to an endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct WebhookDelivery {
+    pub id: Uuid,
+    pub endpoint_id: Uuid,
+    #[serde(rename = "organization_id")]
+    pub org_id: Uuid,
+    /// The `webhook-id` sent: the event's id, the same on every attempt.
+    pub event_id: Uuid,
+    pub event_seq: i64,
+    pub event_type: String,
+    /// 1 for the first attempt at this event, 2 for the first retry….
+    pub attempt: i64,
+    /// Sent again on request (a replay), outside the feed's order.
+    pub replay: bool,
+    pub outcome: DeliveryOutcome,
+    /// The receiver's HTTP status; `null` when no answer came.
+    pub status_code: Option<i64>,
+    pub latency_ms: i64,
+    /// The start of the receiver's answer, or why there was none.
+    pub response: String,
+    pub at: DateTime<Utc>,
+}
+
 /// One run of a database-coordinated background job.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JobRun {
@@ -522,11 +617,14 @@ pub struct NewAudit {
 }
 
 /// Whether an audited action also goes to the events outbox: every change of
-/// membership (`member.*`), of invitations holding seats (`invitation.*`) and
-/// of seats (`seats.updated`).
+/// membership (`member.*`), of invitations holding seats (`invitation.*`), of
+/// seats (`seats.updated`) and of the organization's domains (`domain.*`).
 pub fn is_event(action: &str) -> bool {
-    action.starts_with("member.") || action.starts_with("invitation.") || action == "seats.updated"
+    EVENT_FAMILIES.iter().any(|family| action.strip_prefix(family).is_some_and(|rest| rest.starts_with('.')))
 }
+
+/// The families of event types: `member.added`, `seats.updated`, ….
+pub const EVENT_FAMILIES: [&str; 4] = ["member", "invitation", "seats", "domain"];
 
 /// A written audit record.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -603,6 +701,9 @@ pub trait Store: Send + Sync + 'static {
     async fn optimize(&self) -> StoreResult<()> {
         Ok(())
     }
+    /// Notified each time a transaction that appended to the events outbox
+    /// commits in this process (other replicas' events are found by polling).
+    fn events_committed(&self) -> Arc<tokio::sync::Notify>;
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// The SQL dialect SCIM filters are translated to.
@@ -670,6 +771,66 @@ pub trait Tx: Send {
 
     // Events outbox; events are appended by `insert_audit`.
     async fn list_events(&mut self, org_id: Uuid, after: i64, limit: i64) -> StoreResult<Vec<Event>>;
+
+    // Webhooks.
+    /// Adds an endpoint and its queues: its organization's, or every
+    /// organization's for a deployment-wide one, each starting after the
+    /// organization's latest event.
+    async fn insert_webhook_endpoint(&mut self, e: &WebhookEndpoint, now: DateTime<Utc>) -> StoreResult<()>;
+    async fn get_webhook_endpoint(&mut self, id: Uuid) -> StoreResult<Option<WebhookEndpoint>>;
+    /// The organization's endpoints (`Some`) or the deployment-wide ones (`None`).
+    async fn list_webhook_endpoints(&mut self, org_id: Option<Uuid>) -> StoreResult<Vec<WebhookEndpoint>>;
+    /// Every endpoint of the deployment, organizations' and deployment-wide.
+    async fn all_webhook_endpoints(&mut self) -> StoreResult<Vec<WebhookEndpoint>>;
+    /// Rewrites the endpoint (secrets included).
+    async fn update_webhook_endpoint(&mut self, e: &WebhookEndpoint) -> StoreResult<()>;
+    async fn delete_webhook_endpoint(&mut self, id: Uuid) -> StoreResult<bool>;
+    /// Gives a new organization a queue at each deployment-wide endpoint.
+    async fn add_webhook_queues(&mut self, org_id: Uuid, now: DateTime<Utc>) -> StoreResult<()>;
+    /// Clears the endpoint's queues' failures so they are tried at `now`.
+    async fn retry_webhook_queues(&mut self, endpoint_id: Uuid, now: DateTime<Utc>) -> StoreResult<()>;
+    /// Moves a queue back so events after `seq` are delivered again; how many that is.
+    async fn rewind_webhook_queue(&mut self, endpoint_id: Uuid, org_id: Uuid, seq: i64) -> StoreResult<i64>;
+    /// Queues one event to be sent again.
+    async fn insert_webhook_replay(
+        &mut self,
+        endpoint_id: Uuid,
+        org_id: Uuid,
+        seq: i64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Whether any queue has an event due at `now` and is unclaimed (a read).
+    async fn webhooks_due(&mut self, now: DateTime<Utc>) -> StoreResult<bool>;
+    /// Claims up to `limit` due queues of enabled endpoints for `holder`
+    /// until `until` (on PostgreSQL, skipping queues another replica is claiming).
+    async fn claim_webhook_queues(
+        &mut self,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<WebhookQueue>>;
+    /// The organization's event of this number.
+    async fn get_event(&mut self, org_id: Uuid, seq: i64) -> StoreResult<Option<Event>>;
+    /// Logs a queue's attempts and moves it on, releasing its claim; false
+    /// when the claim had passed to another replica (the log is kept).
+    async fn record_webhook_round(
+        &mut self,
+        queue: &WebhookQueue,
+        holder: &str,
+        deliveries: &[WebhookDelivery],
+        progress: &WebhookProgress,
+    ) -> StoreResult<bool>;
+    /// The endpoint's delivery log, newest first, before the delivery `before`.
+    async fn list_webhook_deliveries(
+        &mut self,
+        endpoint_id: Uuid,
+        before: Option<Uuid>,
+        limit: i64,
+    ) -> StoreResult<Vec<WebhookDelivery>>;
+    async fn get_webhook_delivery(&mut self, endpoint_id: Uuid, id: Uuid) -> StoreResult<Option<WebhookDelivery>>;
+    /// Deletes log entries older than `before`.
+    async fn purge_webhook_deliveries(&mut self, before: DateTime<Utc>) -> StoreResult<u64>;
 
     // Background job runs
     /// Claims the run of `name` due now: succeeds for one caller only, when

@@ -17,6 +17,7 @@ impl_tx!(Postgres);
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    events: Arc<tokio::sync::Notify>,
 }
 
 impl PostgresStore {
@@ -57,7 +58,7 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self { pool, events: Arc::default() })
     }
 }
 
@@ -90,7 +91,11 @@ impl Statements for Postgres {
 #[async_trait]
 impl Store for PostgresStore {
     async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
-        Ok(Box::new(SqlTx::tx(self.pool.begin().await?)))
+        Ok(Box::new(SqlTx::tx(self.pool.begin().await?).telling(&self.events)))
+    }
+
+    fn events_committed(&self) -> Arc<tokio::sync::Notify> {
+        self.events.clone()
     }
 
     async fn read(&self) -> StoreResult<Box<dyn Tx>> {

@@ -63,6 +63,9 @@ pub(super) trait Statements {
 pub(super) struct SqlTx<DB: sqlx::Database> {
     pub(super) conn: Conn<DB>,
     pub(super) deferred: Deferred<DB>,
+    /// Told when a transaction that appended to the events outbox commits.
+    events: Option<Arc<tokio::sync::Notify>>,
+    pub(super) wrote_event: bool,
 }
 
 pub(super) enum Conn<DB: sqlx::Database> {
@@ -85,17 +88,28 @@ impl<DB: sqlx::Database> SqlTx<DB> {
     }
 
     fn on(conn: Conn<DB>) -> Self {
-        Self { conn, deferred: Deferred::default() }
+        Self { conn, deferred: Deferred::default(), events: None, wrote_event: false }
+    }
+
+    /// Tells `events` when this transaction commits events.
+    pub(super) fn telling(mut self, events: &Arc<tokio::sync::Notify>) -> Self {
+        self.events = Some(events.clone());
+        self
     }
 
     /// Commits what was sent: [`Deferred`] writes must have gone first.
     pub(super) async fn commit_conn(self) -> StoreResult<()> {
+        let told = self.events.filter(|_| self.wrote_event);
         match self.conn {
-            Conn::Tx(tx) => Ok(tx.commit().await?),
+            Conn::Tx(tx) => tx.commit().await?,
             // Each statement already took effect.
-            Conn::Autocommit(_) => Ok(()),
-            Conn::Held(tx) => tx.commit().await,
+            Conn::Autocommit(_) => {}
+            Conn::Held(tx) => tx.commit().await?,
         }
+        if let Some(events) = told {
+            events.notify_waiters();
+        }
+        Ok(())
     }
 }
 
@@ -504,6 +518,99 @@ impl MailRow {
             attempts: self.attempts,
             give_up_at: self.give_up_at,
             created_at: self.created_at,
+        })
+    }
+}
+
+/// A webhook queue `q` with an event due at `$1`: unclaimed, its endpoint
+/// enabled, and its organization's feed past it or a replay asked for.
+pub(super) const WEBHOOK_QUEUE_DUE: &str = "q.next_attempt_at <= $1 \
+    AND (q.claimed_until IS NULL OR q.claimed_until <= $1) \
+    AND q.endpoint_id IN (SELECT e.id FROM webhook_endpoints e WHERE e.enabled) \
+    AND (q.delivered_seq < (SELECT o.event_seq FROM organizations o WHERE o.id = q.org_id) \
+    OR EXISTS (SELECT 1 FROM webhook_replays r WHERE r.endpoint_id = q.endpoint_id AND r.org_id = q.org_id))";
+
+pub(super) const WEBHOOK_COLUMNS: &str = "id, org_id, url, description, event_types, secret, previous_secret, \
+    previous_secret_expires_at, enabled, disabled_reason, created_by, created_at, updated_at";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct WebhookRow {
+    id: String,
+    org_id: Option<String>,
+    url: String,
+    description: String,
+    event_types: Json<Vec<String>>,
+    secret: String,
+    previous_secret: Option<String>,
+    previous_secret_expires_at: Option<DateTime<Utc>>,
+    enabled: bool,
+    disabled_reason: Option<String>,
+    created_by: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl WebhookRow {
+    pub(super) fn into_model(self) -> StoreResult<WebhookEndpoint> {
+        Ok(WebhookEndpoint {
+            id: uuid("webhook_endpoints.id", &self.id)?,
+            org_id: self.org_id.as_deref().map(|o| uuid("webhook_endpoints.org_id", o)).transpose()?,
+            url: self.url,
+            description: self.description,
+            event_types: self.event_types.0,
+            enabled: self.enabled,
+            disabled_reason: self.disabled_reason,
+            previous_secret_expires_at: self.previous_secret_expires_at,
+            created_by: self.created_by,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            secret: self.secret,
+            previous_secret: self.previous_secret,
+        })
+    }
+}
+
+pub(super) const DELIVERY_COLUMNS: &str = "id, endpoint_id, org_id, event_id, event_seq, event_type, attempt, \
+    replay, outcome, status_code, latency_ms, response, at";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct DeliveryRow {
+    id: String,
+    endpoint_id: String,
+    org_id: String,
+    event_id: String,
+    event_seq: i64,
+    event_type: String,
+    attempt: i64,
+    replay: bool,
+    outcome: String,
+    status_code: Option<i64>,
+    latency_ms: i64,
+    response: String,
+    at: DateTime<Utc>,
+}
+
+impl DeliveryRow {
+    pub(super) fn into_model(self) -> StoreResult<WebhookDelivery> {
+        let outcome = match self.outcome.as_str() {
+            "delivered" => DeliveryOutcome::Delivered,
+            "failed" => DeliveryOutcome::Failed,
+            other => return Err(StoreError::Other(anyhow::anyhow!("stored delivery outcome `{other}`"))),
+        };
+        Ok(WebhookDelivery {
+            id: uuid("webhook_deliveries.id", &self.id)?,
+            endpoint_id: uuid("webhook_deliveries.endpoint_id", &self.endpoint_id)?,
+            org_id: uuid("webhook_deliveries.org_id", &self.org_id)?,
+            event_id: uuid("webhook_deliveries.event_id", &self.event_id)?,
+            event_seq: self.event_seq,
+            event_type: self.event_type,
+            attempt: self.attempt,
+            replay: self.replay,
+            outcome,
+            status_code: self.status_code,
+            latency_ms: self.latency_ms,
+            response: self.response,
+            at: self.at,
         })
     }
 }
@@ -2649,6 +2756,7 @@ macro_rules! impl_tx {
                     INSERT_AUDIT
                 };
                 let event = is_event(&a.action).then(|| Uuid::now_v7().to_string());
+                self.wrote_event |= event.is_some();
                 self.write_later(sql, |args| {
                     args.add(Uuid::now_v7().to_string())?;
                     args.add(a.org_id.to_string())?;
@@ -2684,6 +2792,330 @@ macro_rules! impl_tx {
                         Ok(Event { seq, id: uuid("events.id", &id)?, kind, subject, data: data.map(|d| d.0), at })
                     })
                     .collect()
+            }
+
+            async fn insert_webhook_endpoint(&mut self, e: &WebhookEndpoint, now: DateTime<Utc>) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO webhook_endpoints (id, org_id, url, description, event_types, secret, previous_secret, \
+                     previous_secret_expires_at, enabled, disabled_reason, created_by, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                )
+                .bind(e.id.to_string())
+                .bind(e.org_id.map(|o| o.to_string()))
+                .bind(&e.url)
+                .bind(&e.description)
+                .bind(sqlx::types::Json(&e.event_types))
+                .bind(&e.secret)
+                .bind(&e.previous_secret)
+                .bind(e.previous_secret_expires_at)
+                .bind(e.enabled)
+                .bind(&e.disabled_reason)
+                .bind(&e.created_by)
+                .bind(e.created_at)
+                .bind(e.updated_at)
+                .execute(self.conn().await?)
+                .await?;
+                // Each queue starts after its organization's latest event.
+                sqlx::query(
+                    "INSERT INTO webhook_queues (endpoint_id, org_id, delivered_seq, next_attempt_at) \
+                     SELECT $1, o.id, o.event_seq, $2 FROM organizations o WHERE $3 IS NULL OR o.id = $3",
+                )
+                .bind(e.id.to_string())
+                .bind(now)
+                .bind(e.org_id.map(|o| o.to_string()))
+                .execute(self.conn().await?)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_webhook_endpoint(&mut self, id: Uuid) -> StoreResult<Option<WebhookEndpoint>> {
+                let sql = format!("SELECT {WEBHOOK_COLUMNS} FROM webhook_endpoints WHERE id = $1");
+                sqlx::query_as::<_, WebhookRow>(&sql)
+                    .bind(id.to_string())
+                    .fetch_optional(self.conn().await?)
+                    .await?
+                    .map(WebhookRow::into_model)
+                    .transpose()
+            }
+
+            async fn list_webhook_endpoints(&mut self, org_id: Option<Uuid>) -> StoreResult<Vec<WebhookEndpoint>> {
+                let sql = match org_id {
+                    Some(_) => format!("SELECT {WEBHOOK_COLUMNS} FROM webhook_endpoints WHERE org_id = $1 ORDER BY id"),
+                    None => format!("SELECT {WEBHOOK_COLUMNS} FROM webhook_endpoints WHERE org_id IS NULL ORDER BY id"),
+                };
+                let mut query = sqlx::query_as::<_, WebhookRow>(&sql);
+                if let Some(org) = org_id {
+                    query = query.bind(org.to_string());
+                }
+                query.fetch_all(self.conn().await?).await?.into_iter().map(WebhookRow::into_model).collect()
+            }
+
+            async fn all_webhook_endpoints(&mut self) -> StoreResult<Vec<WebhookEndpoint>> {
+                let sql = format!("SELECT {WEBHOOK_COLUMNS} FROM webhook_endpoints ORDER BY id");
+                sqlx::query_as::<_, WebhookRow>(&sql)
+                    .fetch_all(self.conn().await?)
+                    .await?
+                    .into_iter()
+                    .map(WebhookRow::into_model)
+                    .collect()
+            }
+
+            async fn update_webhook_endpoint(&mut self, e: &WebhookEndpoint) -> StoreResult<()> {
+                let done = sqlx::query(
+                    "UPDATE webhook_endpoints SET url = $2, description = $3, event_types = $4, secret = $5, \
+                     previous_secret = $6, previous_secret_expires_at = $7, enabled = $8, disabled_reason = $9, \
+                     updated_at = $10 WHERE id = $1",
+                )
+                .bind(e.id.to_string())
+                .bind(&e.url)
+                .bind(&e.description)
+                .bind(sqlx::types::Json(&e.event_types))
+                .bind(&e.secret)
+                .bind(&e.previous_secret)
+                .bind(e.previous_secret_expires_at)
+                .bind(e.enabled)
+                .bind(&e.disabled_reason)
+                .bind(e.updated_at)
+                .execute(self.conn().await?)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn delete_webhook_endpoint(&mut self, id: Uuid) -> StoreResult<bool> {
+                let done = sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1")
+                    .bind(id.to_string())
+                    .execute(self.conn().await?)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn add_webhook_queues(&mut self, org_id: Uuid, now: DateTime<Utc>) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO webhook_queues (endpoint_id, org_id, delivered_seq, next_attempt_at) \
+                     SELECT e.id, $1, 0, $2 FROM webhook_endpoints e WHERE e.org_id IS NULL",
+                )
+                .bind(org_id.to_string())
+                .bind(now)
+                .execute(self.conn().await?)
+                .await?;
+                Ok(())
+            }
+
+            async fn retry_webhook_queues(&mut self, endpoint_id: Uuid, now: DateTime<Utc>) -> StoreResult<()> {
+                sqlx::query(
+                    "UPDATE webhook_queues SET attempts = 0, failing_since = NULL, next_attempt_at = $2 \
+                     WHERE endpoint_id = $1",
+                )
+                .bind(endpoint_id.to_string())
+                .bind(now)
+                .execute(self.conn().await?)
+                .await?;
+                Ok(())
+            }
+
+            async fn rewind_webhook_queue(&mut self, endpoint_id: Uuid, org_id: Uuid, seq: i64) -> StoreResult<i64> {
+                let row: Option<(i64, i64)> = sqlx::query_as(
+                    "SELECT q.delivered_seq, o.event_seq FROM webhook_queues q JOIN organizations o ON o.id = q.org_id \
+                     WHERE q.endpoint_id = $1 AND q.org_id = $2",
+                )
+                .bind(endpoint_id.to_string())
+                .bind(org_id.to_string())
+                .fetch_optional(self.conn().await?)
+                .await?;
+                let Some((delivered, latest)) = row else { return Err(StoreError::NotFound) };
+                let to = seq.clamp(0, delivered);
+                if to < delivered {
+                    // A new head: its attempts start over.
+                    sqlx::query(
+                        "UPDATE webhook_queues SET delivered_seq = $3, attempts = 0, failing_since = NULL \
+                         WHERE endpoint_id = $1 AND org_id = $2",
+                    )
+                    .bind(endpoint_id.to_string())
+                    .bind(org_id.to_string())
+                    .bind(to)
+                    .execute(self.conn().await?)
+                    .await?;
+                }
+                Ok(latest - to)
+            }
+
+            async fn insert_webhook_replay(
+                &mut self,
+                endpoint_id: Uuid,
+                org_id: Uuid,
+                seq: i64,
+                now: DateTime<Utc>,
+            ) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO webhook_replays (endpoint_id, org_id, seq, requested_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (endpoint_id, org_id, seq) DO NOTHING",
+                )
+                .bind(endpoint_id.to_string())
+                .bind(org_id.to_string())
+                .bind(seq)
+                .bind(now)
+                .execute(self.conn().await?)
+                .await?;
+                Ok(())
+            }
+
+            async fn webhooks_due(&mut self, now: DateTime<Utc>) -> StoreResult<bool> {
+                let sql = format!("SELECT q.endpoint_id FROM webhook_queues q WHERE {WEBHOOK_QUEUE_DUE} LIMIT 1");
+                let due: Option<(String,)> =
+                    sqlx::query_as(&sql).bind(now).fetch_optional(self.conn().await?).await?;
+                Ok(due.is_some())
+            }
+
+            async fn claim_webhook_queues(
+                &mut self,
+                holder: &str,
+                now: DateTime<Utc>,
+                until: DateTime<Utc>,
+                limit: i64,
+            ) -> StoreResult<Vec<WebhookQueue>> {
+                let sql = format!(
+                    "UPDATE webhook_queues SET claimed_by = $2, claimed_until = $3 \
+                     WHERE (endpoint_id, org_id) IN (SELECT q.endpoint_id, q.org_id FROM webhook_queues q \
+                     WHERE {WEBHOOK_QUEUE_DUE} ORDER BY q.next_attempt_at LIMIT $4{}) \
+                     RETURNING endpoint_id, org_id, delivered_seq, attempts, failing_since",
+                    <$db as $crate::store::sql::Statements>::SKIP_LOCKED
+                );
+                let rows: Vec<(String, String, i64, i64, Option<DateTime<Utc>>)> = sqlx::query_as(&sql)
+                    .bind(now)
+                    .bind(holder)
+                    .bind(until)
+                    .bind(limit)
+                    .fetch_all(self.conn().await?)
+                    .await?;
+                let mut queues = Vec::with_capacity(rows.len());
+                for (endpoint, org, delivered_seq, attempts, failing_since) in rows {
+                    let (endpoint_id, org_id) =
+                        (uuid("webhook_queues.endpoint_id", &endpoint)?, uuid("webhook_queues.org_id", &org)?);
+                    let replays: Vec<(i64,)> = sqlx::query_as(
+                        "SELECT seq FROM webhook_replays WHERE endpoint_id = $1 AND org_id = $2 ORDER BY seq",
+                    )
+                    .bind(&endpoint)
+                    .bind(&org)
+                    .fetch_all(self.conn().await?)
+                    .await?;
+                    let replays = replays.into_iter().map(|(s,)| s).collect();
+                    queues.push(WebhookQueue { endpoint_id, org_id, delivered_seq, attempts, failing_since, replays });
+                }
+                Ok(queues)
+            }
+
+            async fn get_event(&mut self, org_id: Uuid, seq: i64) -> StoreResult<Option<Event>> {
+                Ok(self.list_events(org_id, seq - 1, 1).await?.into_iter().find(|e| e.seq == seq))
+            }
+
+            async fn record_webhook_round(
+                &mut self,
+                queue: &WebhookQueue,
+                holder: &str,
+                deliveries: &[WebhookDelivery],
+                progress: &WebhookProgress,
+            ) -> StoreResult<bool> {
+                for d in deliveries {
+                    sqlx::query(
+                        "INSERT INTO webhook_deliveries (id, endpoint_id, org_id, event_id, event_seq, event_type, \
+                         attempt, replay, outcome, status_code, latency_ms, response, at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                    )
+                    .bind(d.id.to_string())
+                    .bind(d.endpoint_id.to_string())
+                    .bind(d.org_id.to_string())
+                    .bind(d.event_id.to_string())
+                    .bind(d.event_seq)
+                    .bind(&d.event_type)
+                    .bind(d.attempt)
+                    .bind(d.replay)
+                    .bind(d.outcome.as_str())
+                    .bind(d.status_code)
+                    .bind(d.latency_ms)
+                    .bind(&d.response)
+                    .bind(d.at)
+                    .execute(self.conn().await?)
+                    .await?;
+                }
+                let (endpoint, org) = (queue.endpoint_id.to_string(), queue.org_id.to_string());
+                if !progress.replays_done.is_empty() {
+                    let sql = format!(
+                        "DELETE FROM webhook_replays WHERE endpoint_id = $1 AND org_id = $2 AND seq IN ({})",
+                        placeholders(3, progress.replays_done.len())
+                    );
+                    let mut query = sqlx::query(&sql).bind(&endpoint).bind(&org);
+                    for seq in &progress.replays_done {
+                        query = query.bind(*seq);
+                    }
+                    query.execute(self.conn().await?).await?;
+                }
+                // A rewind while the round ran (the head moved) stands.
+                let done = sqlx::query(
+                    "UPDATE webhook_queues SET \
+                     delivered_seq = CASE WHEN delivered_seq = $4 THEN $5 ELSE delivered_seq END, \
+                     attempts = CASE WHEN delivered_seq = $4 THEN $6 ELSE 0 END, \
+                     failing_since = CASE WHEN delivered_seq = $4 THEN $7 ELSE NULL END, \
+                     next_attempt_at = $8, claimed_by = NULL, claimed_until = NULL \
+                     WHERE endpoint_id = $1 AND org_id = $2 AND claimed_by = $3",
+                )
+                .bind(&endpoint)
+                .bind(&org)
+                .bind(holder)
+                .bind(queue.delivered_seq)
+                .bind(progress.delivered_seq)
+                .bind(progress.attempts)
+                .bind(progress.failing_since)
+                .bind(progress.next_attempt_at)
+                .execute(self.conn().await?)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn list_webhook_deliveries(
+                &mut self,
+                endpoint_id: Uuid,
+                before: Option<Uuid>,
+                limit: i64,
+            ) -> StoreResult<Vec<WebhookDelivery>> {
+                let sql = format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE endpoint_id = $1 \
+                     AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
+                );
+                sqlx::query_as::<_, DeliveryRow>(&sql)
+                    .bind(endpoint_id.to_string())
+                    .bind(before.map(|b| b.to_string()))
+                    .bind(limit)
+                    .fetch_all(self.conn().await?)
+                    .await?
+                    .into_iter()
+                    .map(DeliveryRow::into_model)
+                    .collect()
+            }
+
+            async fn get_webhook_delivery(
+                &mut self,
+                endpoint_id: Uuid,
+                id: Uuid,
+            ) -> StoreResult<Option<WebhookDelivery>> {
+                let sql = format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE endpoint_id = $1 AND id = $2");
+                sqlx::query_as::<_, DeliveryRow>(&sql)
+                    .bind(endpoint_id.to_string())
+                    .bind(id.to_string())
+                    .fetch_optional(self.conn().await?)
+                    .await?
+                    .map(DeliveryRow::into_model)
+                    .transpose()
+            }
+
+            async fn purge_webhook_deliveries(&mut self, before: DateTime<Utc>) -> StoreResult<u64> {
+                let done = sqlx::query("DELETE FROM webhook_deliveries WHERE at < $1")
+                    .bind(before)
+                    .execute(self.conn().await?)
+                    .await?;
+                Ok(done.rows_affected())
             }
 
             async fn claim_job_run(

@@ -76,6 +76,7 @@ pub struct SqliteStore {
     readers: Arc<Readers>,
     /// The checkpointer runs while any clone of the store is alive.
     _alive: Arc<()>,
+    events: Arc<tokio::sync::Notify>,
 }
 
 impl SqliteStore {
@@ -110,7 +111,12 @@ impl SqliteStore {
         let alive = Arc::new(());
         tokio::spawn(checkpoint_wal(checkpointer, Arc::downgrade(&alive)));
         let writer = Writer { conn: writer, rollbacks, group: None, ended: Ended::Settled, groups: 0 };
-        Ok(Self { writer: Arc::new(Mutex::new(writer)), readers: Arc::new(readers), _alive: alive })
+        Ok(Self {
+            writer: Arc::new(Mutex::new(writer)),
+            readers: Arc::new(readers),
+            _alive: alive,
+            events: Arc::default(),
+        })
     }
 
     /// A write transaction: a member of the writer's open group, or of one
@@ -497,7 +503,11 @@ async fn checkpoint_wal(pool: SqlitePool, alive: std::sync::Weak<()>) {
 #[async_trait]
 impl Store for SqliteStore {
     async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
-        Ok(Box::new(SqlTx::held(Box::new(self.member().await?))))
+        Ok(Box::new(SqlTx::held(Box::new(self.member().await?)).telling(&self.events)))
+    }
+
+    fn events_committed(&self) -> Arc<tokio::sync::Notify> {
+        self.events.clone()
     }
 
     async fn read(&self) -> StoreResult<Box<dyn Tx>> {

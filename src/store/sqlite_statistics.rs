@@ -114,6 +114,20 @@ pub(super) const SEED: &[(&str, Option<&str>, &str)] = &[
     ("sign_in_links", None, "10000"),
     ("sign_in_links", Some("sqlite_autoindex_sign_in_links_1"), "10000 1"),
     ("sign_in_links", Some("sign_in_links_expiry"), "10000 1"),
+    ("webhook_endpoints", None, "2000"),
+    ("webhook_endpoints", Some("sqlite_autoindex_webhook_endpoints_1"), "2000 1"),
+    ("webhook_endpoints", Some("webhook_endpoints_org"), "2000 2"),
+    ("webhook_queues", None, "5000"),
+    ("webhook_queues", Some("sqlite_autoindex_webhook_queues_1"), "5000 3 1"),
+    ("webhook_queues", Some("webhook_queues_due"), "5000 1"),
+    ("webhook_queues", Some("webhook_queues_org"), "5000 5"),
+    ("webhook_replays", None, "100"),
+    ("webhook_replays", Some("sqlite_autoindex_webhook_replays_1"), "100 2 2 1"),
+    ("webhook_deliveries", None, "1000000"),
+    ("webhook_deliveries", Some("sqlite_autoindex_webhook_deliveries_1"), "1000000 1"),
+    ("webhook_deliveries", Some("webhook_deliveries_endpoint"), "1000000 500 1"),
+    ("webhook_deliveries", Some("webhook_deliveries_at"), "1000000 1"),
+    ("webhook_deliveries", Some("webhook_deliveries_org"), "1000000 1000"),
 ];
 
 /// A table is analyzed once it holds this many times the rows its

@@ -42,7 +42,8 @@ enum Body {
 /// One admin route, the least role that may call it, and its success status.
 struct Route {
     method: Method,
-    /// `{member}`, `{suspended}`, `{invitation}`, `{scim}`, `{key}`, `{domain}`, `{ssoclient}` and `{mapping}` stand for the fixture's objects.
+    /// `{member}`, `{suspended}`, `{invitation}`, `{scim}`, `{key}`, `{domain}`, `{ssoclient}`, `{mapping}`,
+    /// `{webhook}` and `{delivery}` stand for the fixture's objects.
     path: &'static str,
     body: Body,
     min: Role,
@@ -172,6 +173,27 @@ fn routes() -> Vec<Route> {
         route(M::GET, "/api/v1/sso/connection", Empty, Read, OK),
         route(M::PUT, "/api/v1/sso/connection", Json(|tag| connection(&format!("changed-{tag}"))), Admin, OK),
         route(M::DELETE, "/api/v1/sso/connection", Empty, Admin, StatusCode::NO_CONTENT),
+        route(M::GET, "/api/v1/webhooks", Empty, Admin, OK),
+        route(
+            M::POST,
+            "/api/v1/webhooks",
+            Json(|tag| json!({"url": format!("https://{tag}.example.com/new")})),
+            Admin,
+            CREATED,
+        ),
+        route(M::GET, "/api/v1/webhooks/{webhook}", Empty, Admin, OK),
+        route(M::PATCH, "/api/v1/webhooks/{webhook}", Json(|_| json!({"description": "changed"})), Admin, OK),
+        route(M::POST, "/api/v1/webhooks/{webhook}/rotate", Empty, Admin, OK),
+        route(M::GET, "/api/v1/webhooks/{webhook}/deliveries", Empty, Admin, OK),
+        route(M::POST, "/api/v1/webhooks/{webhook}/deliveries/{delivery}/replay", Empty, Admin, StatusCode::ACCEPTED),
+        route(
+            M::POST,
+            "/api/v1/webhooks/{webhook}/replay",
+            Json(|_| json!({"since_seq": 1})),
+            Admin,
+            StatusCode::ACCEPTED,
+        ),
+        route(M::DELETE, "/api/v1/webhooks/{webhook}", Empty, Admin, StatusCode::NO_CONTENT),
         route(M::DELETE, "/api/v1/organization", Empty, Owner, StatusCode::NO_CONTENT),
     ]
 }
@@ -197,6 +219,9 @@ struct Fixture {
     /// A group mapping, made after its group's SCIM-provisioned member joined:
     /// the reconcile plan changes that member's role.
     mapping: String,
+    /// A webhook endpoint (at a closed loopback port) and its failed first delivery.
+    webhook: String,
+    delivery: String,
     /// Strings that identify this organization's data and must not show in another's answers.
     marks: Vec<String>,
 }
@@ -211,6 +236,9 @@ async fn fixture(app: &TestApp, tag: &str, seats: i64) -> Fixture {
     let org = app.org(tag, seats).await;
     let owner = org.owner_key.clone();
     let email = |who: &str| format!("{who}@{tag}.example.com");
+    // Port 9 refuses connections: the fixture's events fail at once, leaving deliveries in the log.
+    let webhook = created(app, &owner, "/api/v1/webhooks", json!({"url": "http://127.0.0.1:9/hooks"})).await;
+    let webhook = id_of(&webhook["endpoint"]);
     let member = created(app, &owner, "/api/v1/members", json!({"email": email("member"), "role": "write"})).await;
     let suspended = created(app, &owner, "/api/v1/members", json!({"email": email("suspended"), "role": "read"})).await;
     let suspended = id_of(&suspended);
@@ -256,6 +284,10 @@ async fn fixture(app: &TestApp, tag: &str, seats: i64) -> Fixture {
     )
     .await;
     let mapping = id_of(&mapping);
+    app.deliver_webhooks().await;
+    let (status, deliveries) = app.get(&format!("/api/v1/webhooks/{webhook}/deliveries"), &owner).await;
+    assert_eq!(status, StatusCode::OK, "fixture deliveries: {deliveries}");
+    let delivery = id_of(&deliveries["items"][0]);
     let (status, plan) = app.get("/api/v1/reconcile/plan", &owner).await;
     assert_eq!(status, StatusCode::OK, "fixture plan: {plan}");
     assert_eq!(plan["changes"].as_array().map(Vec::len), Some(1), "fixture plan: {plan}");
@@ -278,8 +310,24 @@ async fn fixture(app: &TestApp, tag: &str, seats: i64) -> Fixture {
         domain.clone(),
         mapping.clone(),
         email("scimmed"),
+        webhook.clone(),
+        delivery.clone(),
     ];
-    Fixture { org, tag: tag.to_string(), member, suspended, invitation, scim, key, domain, ssoclient, mapping, marks }
+    Fixture {
+        org,
+        tag: tag.to_string(),
+        member,
+        suspended,
+        invitation,
+        scim,
+        key,
+        domain,
+        ssoclient,
+        mapping,
+        webhook,
+        delivery,
+        marks,
+    }
 }
 
 impl Fixture {
@@ -294,6 +342,8 @@ impl Fixture {
             .replace("{domain}", &self.domain)
             .replace("{ssoclient}", &self.ssoclient)
             .replace("{mapping}", &self.mapping)
+            .replace("{webhook}", &self.webhook)
+            .replace("{delivery}", &self.delivery)
     }
 }
 
@@ -317,6 +367,7 @@ async fn spawn() -> (TestApp, (UdpSocket, OidcProvider)) {
         c.dns_attempts = 1;
         c.background_jobs = false;
         c.sso_dev_mode = true;
+        c.webhooks.allow_private_addresses = true;
         c.tenant_connection = Some(crate::oidc_provider::tenant_connection(idp_issuer));
         // These tests send hundreds of refused credentials from one
         // address to check each refusal; the limit on failed
@@ -366,6 +417,7 @@ struct Snapshot {
     sso_clients: Value,
     sso_connection: (StatusCode, Value),
     role_mappings: Value,
+    webhooks: Value,
     events: Value,
     audit: Vec<Value>,
 }
@@ -393,6 +445,7 @@ async fn snapshot(app: &TestApp, owner_key: &str) -> Snapshot {
         sso_clients: get(app, "/api/v1/sso/clients", owner_key).await,
         sso_connection: app.get("/api/v1/sso/connection", owner_key).await,
         role_mappings: get(app, "/api/v1/role-mappings", owner_key).await,
+        webhooks: get(app, "/api/v1/webhooks", owner_key).await,
         events: get(app, "/api/v1/events?limit=1000", owner_key).await,
         audit: app.audit(owner_key).await,
     }
@@ -427,6 +480,8 @@ fn assert_read_is_about(route: &Route, body: &Value, fx: &Fixture, what: &str) {
         "/api/v1/role-mappings" => Some(fx.mapping.clone()),
         "/api/v1/reconcile/plan" => Some(fx.org.id.to_string()),
         "/api/v1/events" => Some(fx.member.clone()),
+        "/api/v1/webhooks" | "/api/v1/webhooks/{webhook}" => Some(fx.webhook.clone()),
+        "/api/v1/webhooks/{webhook}/deliveries" => Some(fx.delivery.clone()),
         "/api/v1/seats" => {
             assert_eq!(body["purchased"], 10, "{what}: {body}");
             None
@@ -493,6 +548,10 @@ fn is_role_mapping_or_reconcile(r: &Route) -> bool {
     r.path.starts_with("/api/v1/role-mappings") || r.path.starts_with("/api/v1/reconcile")
 }
 
+fn is_webhook(r: &Route) -> bool {
+    r.path.starts_with("/api/v1/webhooks")
+}
+
 #[tokio::test]
 async fn organization_seat_credential_and_domain_changes_need_their_role() {
     check_role_matrix(|r| {
@@ -500,8 +559,14 @@ async fn organization_seat_credential_and_domain_changes_need_their_role() {
             && !r.path.starts_with("/api/v1/members")
             && !r.path.starts_with("/api/v1/invitations")
             && !is_role_mapping_or_reconcile(r)
+            && !is_webhook(r)
     })
     .await;
+}
+
+#[tokio::test]
+async fn webhook_changes_need_the_admin_role() {
+    check_role_matrix(|r| r.changes() && is_webhook(r)).await;
 }
 
 #[tokio::test]
@@ -537,11 +602,20 @@ async fn the_matrix_covers_every_route_of_the_openapi_document() {
         .iter()
         .map(|r| {
             let mut path = r.path.to_string();
-            for placeholder in
-                ["{member}", "{suspended}", "{invitation}", "{scim}", "{key}", "{domain}", "{ssoclient}", "{mapping}"]
-            {
+            for placeholder in [
+                "{member}",
+                "{suspended}",
+                "{invitation}",
+                "{scim}",
+                "{key}",
+                "{domain}",
+                "{ssoclient}",
+                "{mapping}",
+                "{webhook}",
+            ] {
                 path = path.replace(placeholder, "{id}");
             }
+            path = path.replace("{delivery}", "{delivery_id}");
             format!("{} {path}", r.method)
         })
         .collect();
@@ -662,6 +736,7 @@ fn assert_read_is_about_other(route: &Route, body: &Value, other: &Fixture, what
         "/api/v1/role-mappings" => &other.mapping,
         "/api/v1/reconcile/plan" => &other.org.id.to_string(),
         "/api/v1/events" => &other.member,
+        "/api/v1/webhooks" => &other.webhook,
         path => panic!("no check for GET {path}"),
     };
     assert!(body.to_string().contains(expected.as_str()), "{what}: the caller's own {expected} is missing: {body}");

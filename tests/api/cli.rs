@@ -22,7 +22,7 @@ pub fn roster(db_url: &str) -> Command {
     cmd
 }
 
-fn run_json(db_url: &str, args: &[&str]) -> Value {
+pub fn run_json(db_url: &str, args: &[&str]) -> Value {
     let out = roster(db_url).args(args).arg("--json").output().expect("run roster");
     assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("JSON output")
@@ -35,7 +35,7 @@ pub struct Server {
 }
 
 impl Server {
-    fn start(db_url: &str) -> Self {
+    pub fn start(db_url: &str) -> Self {
         Self::start_with(db_url, &[("ROSTER_LISTEN", "127.0.0.1:0")])
     }
 

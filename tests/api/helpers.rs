@@ -80,6 +80,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// Where the app's email goes (the folder of `.eml` files unless the test chose SMTP).
     pub mailer: Arc<roster::mail::Mailer>,
+    /// What sends the app's webhooks (run a round with [`TestApp::deliver_webhooks`]).
+    pub webhooks: Arc<roster::webhooks::Dispatcher>,
     /// The folder of `.eml` files, unless the test configured SMTP.
     pub mail_dir: std::path::PathBuf,
     /// Lives as long as the app, and is dropped with it.
@@ -130,6 +132,7 @@ impl TestApp {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let roster = state.roster.clone();
         let mailer = state.mailer.clone();
+        let webhooks = state.webhooks.clone();
         tokio::spawn(roster::http::serve(listener, state, async {
             let _ = rx.await;
         }));
@@ -138,6 +141,7 @@ impl TestApp {
             roster,
             client: reqwest::Client::new(),
             mailer,
+            webhooks,
             mail_dir: mail.path().to_path_buf(),
             _db: db,
             _mail: mail,
@@ -149,6 +153,12 @@ impl TestApp {
     /// delivers what is due now; returns how many attempts it made.
     pub async fn deliver_mail(&self) -> usize {
         roster::mail::deliver_due(&self.roster, &self.mailer, "test-sender").await.expect("deliver mail")
+    }
+
+    /// Runs one round of the webhook dispatcher, as a replica's does:
+    /// delivers what is due now; returns how many attempts it made.
+    pub async fn deliver_webhooks(&self) -> usize {
+        roster::webhooks::deliver_due(&self.roster, &self.webhooks, "test-dispatcher").await.expect("deliver webhooks")
     }
 
     /// The `.eml` files written to the mail folder, oldest first.

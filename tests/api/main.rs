@@ -31,3 +31,5 @@ mod seats;
 mod signin;
 mod smtp_server;
 mod sso;
+mod webhook_receiver;
+mod webhooks;

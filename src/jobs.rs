@@ -81,6 +81,30 @@ pub async fn reconcile_tick(
     Ok(Some(run))
 }
 
+/// Runs `round` for ever: again at once after a round that says there may
+/// be more (`true`), else once `wake` is notified or `poll` (±10%) has
+/// passed. A notification during a round wakes the next wait.
+pub async fn woken_or_polled<F, Fut>(wake: std::sync::Arc<tokio::sync::Notify>, poll: Duration, mut round: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    loop {
+        // Registered before the round, so a notification during it counts.
+        let woken = wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        if round().await {
+            continue;
+        }
+        let jitter = rand::random::<f64>() * 0.2 + 0.9;
+        tokio::select! {
+            _ = woken => {}
+            _ = tokio::time::sleep(poll.mul_f64(jitter)) => {}
+        }
+    }
+}
+
 /// When the background jobs run.
 #[derive(Debug, Clone, Copy)]
 pub struct Schedule {

@@ -290,25 +290,20 @@ pub fn attempt_outcome(
 /// Starts this replica's sender: it delivers due messages every
 /// `poll_interval`, and at once when this replica queues one.
 pub fn spawn_sender(roster: Roster, mailer: Arc<Mailer>, poll_interval: Duration) -> tokio::task::JoinHandle<()> {
-    let holder = format!("mail-{}", Uuid::new_v4());
-    tokio::spawn(async move {
-        let wake = roster.mail_queued();
-        loop {
-            // Registered before the look, so a message queued during it wakes the next one.
-            let woken = wake.notified();
+    let holder = Arc::new(format!("mail-{}", Uuid::new_v4()));
+    tokio::spawn(crate::jobs::woken_or_polled(roster.mail_queued(), poll_interval, move || {
+        let (roster, mailer, holder) = (roster.clone(), mailer.clone(), holder.clone());
+        async move {
             match deliver_due(&roster, &mailer, &holder).await {
                 // A full batch: there may be more due at once.
-                Ok(n) if n as i64 >= CLAIM_BATCH => continue,
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "email delivery tick failed"),
-            }
-            let jitter = rand::random::<f64>() * 0.2 + 0.9;
-            tokio::select! {
-                _ = woken => {}
-                _ = tokio::time::sleep(poll_interval.mul_f64(jitter)) => {}
+                Ok(n) => n as i64 >= CLAIM_BATCH,
+                Err(e) => {
+                    tracing::warn!(error = %e, "email delivery tick failed");
+                    false
+                }
             }
         }
-    })
+    }))
 }
 
 #[cfg(test)]

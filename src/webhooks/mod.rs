@@ -396,26 +396,21 @@ pub fn spawn_dispatcher(
     dispatcher: Arc<Dispatcher>,
     poll_interval: Duration,
 ) -> tokio::task::JoinHandle<()> {
-    let holder = format!("webhooks-{}", Uuid::new_v4());
-    tokio::spawn(async move {
-        let wake = roster.store().events_committed();
-        loop {
-            // Registered before the look, so events committed during it wake the next one.
-            let woken = wake.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
+    let holder = Arc::new(format!("webhooks-{}", Uuid::new_v4()));
+    let wake = roster.store().events_committed();
+    tokio::spawn(crate::jobs::woken_or_polled(wake, poll_interval, move || {
+        let (roster, dispatcher, holder) = (roster.clone(), dispatcher.clone(), holder.clone());
+        async move {
             match deliver_due(&roster, &dispatcher, &holder).await {
-                Ok(n) if n > 0 => continue,
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "webhook delivery tick failed"),
-            }
-            let jitter = rand::random::<f64>() * 0.2 + 0.9;
-            tokio::select! {
-                _ = woken => {}
-                _ = tokio::time::sleep(poll_interval.mul_f64(jitter)) => {}
+                // Sends were made: more may have come due meanwhile.
+                Ok(n) => n > 0,
+                Err(e) => {
+                    tracing::warn!(error = %e, "webhook delivery tick failed");
+                    false
+                }
             }
         }
-    })
+    }))
 }
 
 #[cfg(test)]

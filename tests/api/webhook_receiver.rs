@@ -78,6 +78,8 @@ struct Inner {
     received: Vec<Received>,
     /// Statuses to answer the next requests with, in order; 200 after them.
     answers: VecDeque<StatusCode>,
+    /// What every request is answered once the queued answers are used up (200 unless set).
+    otherwise: Option<StatusCode>,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -111,7 +113,8 @@ async fn record(
     body: Bytes,
 ) -> (StatusCode, String) {
     let mut inner = shared.lock().unwrap();
-    let answered = inner.answers.pop_front().unwrap_or(StatusCode::OK);
+    let otherwise = inner.otherwise.unwrap_or(StatusCode::OK);
+    let answered = inner.answers.pop_front().unwrap_or(otherwise);
     inner.received.push(Received { method, path: uri.path().to_string(), headers, body, answered });
     (answered, format!("receiver answered {}", answered.as_u16()))
 }
@@ -184,6 +187,13 @@ impl WebhookReceiver {
     pub fn answer_next(&self, n: usize, status: StatusCode) {
         let mut inner = self.shared.lock().unwrap();
         inner.answers.extend(std::iter::repeat_n(status, n));
+    }
+
+    /// Answers every request with `status` from now on (`None`: 200 again).
+    pub fn answer_all(&self, status: Option<StatusCode>) {
+        let mut inner = self.shared.lock().unwrap();
+        inner.answers.clear();
+        inner.otherwise = status;
     }
 
     /// Every request so far, in the order they arrived.

@@ -387,6 +387,77 @@ async fn a_failed_answer_is_retried_with_the_same_webhook_id() {
 }
 
 #[tokio::test]
+async fn an_endpoint_failing_past_the_retry_window_is_disabled_and_its_admins_are_told() {
+    let app = TestApp::spawn_with(
+        TestDb::new().await,
+        |c| {
+            c.sso_dev_mode = true;
+            c.webhooks.allow_private_addresses = true;
+            c.webhooks.first_retry = Duration::from_millis(50);
+            c.webhooks.retry_for = Duration::from_millis(600);
+        },
+        Arc::new(SystemClock),
+    )
+    .await;
+    let org = app.org("Failing", 5).await;
+    let key = &org.owner_key;
+    let receiver = WebhookReceiver::start_new().await;
+    let (endpoint, _) = create_endpoint(&app, &org, &receiver.url(), None).await;
+    let endpoint_id = id_of(&endpoint);
+    receiver.answer_all(Some(StatusCode::SERVICE_UNAVAILABLE));
+    add_member(&app, &org, "held@failing.example.com").await;
+
+    let path = format!("/api/v1/webhooks/{endpoint_id}");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let disabled = loop {
+        app.deliver_webhooks().await;
+        let (status, now) = app.get(&path, key).await;
+        assert_eq!(status, StatusCode::OK, "{now}");
+        if now["enabled"] == false {
+            break now;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the endpoint was never disabled: {now}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let reason = disabled["disabled_reason"].as_str().unwrap_or_else(|| panic!("no reason: {disabled}"));
+    assert!(reason.contains("503"), "the last answer is in the reason: {reason}");
+    let failures = receiver.count();
+    assert!(failures >= 2, "retried before giving up: {failures}");
+    let log = deliveries(&app, key, &endpoint_id).await;
+    assert_eq!(log.len(), failures, "every attempt is logged: {log:?}");
+    assert!(log.iter().all(|d| d["outcome"] == "failed" && d["status_code"] == 503), "{log:?}");
+
+    // Disabled: no more attempts, whatever happens.
+    add_member(&app, &org, "later@failing.example.com").await;
+    settle(&app).await;
+    assert_eq!(receiver.count(), failures, "a disabled endpoint is not called");
+    let audit = app.audit(key).await;
+    assert!(
+        audit.iter().any(|a| a["action"] == "webhook.disabled" && a["target"] == endpoint_id.as_str()),
+        "{audit:?}"
+    );
+    app.deliver_mail().await;
+    let mail = app.mail_files();
+    let notice = mail
+        .iter()
+        .find(|m| m.contains("webhook deliveries to") && m.contains("owner@failing.example.com"))
+        .unwrap_or_else(|| panic!("no notice to the Owner among {} messages", mail.len()));
+    assert!(notice.contains(&receiver.url()), "the notice names the endpoint: {notice}");
+
+    // Enabled again once the receiver answers: the held events arrive, in order.
+    receiver.answer_all(None);
+    let (status, enabled) = app.call(Method::PATCH, &path, Some(key), Some(json!({"enabled": true}))).await;
+    assert_eq!(status, StatusCode::OK, "{enabled}");
+    assert!(enabled["disabled_reason"].is_null(), "{enabled}");
+    deliver_until(&app, "the held events", || receiver.delivered().len() >= 2).await;
+    settle(&app).await;
+    let delivered = receiver.delivered();
+    assert_eq!(delivered.len(), 2, "each held event once");
+    assert_eq!(delivered[1].event_seq(), delivered[0].event_seq() + 1, "in feed order");
+    assert_eq!(delivered[0].webhook_id(), receiver.received()[0].webhook_id(), "the held event first");
+}
+
+#[tokio::test]
 async fn a_rotated_secret_signs_beside_the_old_one_during_the_overlap() {
     let app = webhook_app().await;
     let org = app.org("Rotate", 10).await;

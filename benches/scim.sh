@@ -15,24 +15,9 @@ cd "$(dirname "$0")/.."
 USERS=${1:-2000}
 CONCURRENCY=${2:-16}
 PORT=${PORT:-18080}
-if [[ -z "${ROSTER:-}" ]]; then
-  cargo build --release --locked --quiet
-  ROSTER=$PWD/target/release/roster
-fi
-DIR=$(mktemp -d)
-trap 'kill "$SERVER" 2>/dev/null || true; rm -rf "$DIR"' EXIT
-cd "$DIR"
-export ROSTER_LISTEN=127.0.0.1:$PORT
-field() { python3 -c "import json, sys; print(json.load(sys.stdin)$1)"; }
-ORG=$("$ROSTER" org create --name Bench --seats $((USERS + 10)) --owner-email owner@bench.example --json \
-  | field '["organization"]["id"]')
-TOKEN=$("$ROSTER" scim-token create --org "$ORG" --name bench --json | field '["secret"]')
-RUST_LOG=${RUST_LOG:-warn} "$ROSTER" serve > serve.log 2>&1 &
-SERVER=$!
-for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$PORT/healthz" > /dev/null && break
-  sleep 0.1
-done
+source benches/lib.sh
+bench_org $((USERS + 10))
+bench_serve
 echo "# $(date -u +%FT%TZ) $(nproc) cores; $USERS users, concurrency $CONCURRENCY; fresh SQLite database;" \
   "background jobs ${ROSTER_BACKGROUND_JOBS:-true}"
 "${LOAD:-$ROSTER}" bench scim --url "http://127.0.0.1:$PORT/scim/v2" --token "$TOKEN" --users "$USERS" \

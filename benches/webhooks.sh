@@ -20,28 +20,13 @@ RATE=${1:-1000}
 SECONDS_=${2:-10}
 PORT=${PORT:-18080}
 RECEIVER_PORT=${RECEIVER_PORT:-18081}
-if [[ -z "${ROSTER:-}" ]]; then
-  cargo build --release --locked --quiet
-  ROSTER=$PWD/target/release/roster
-fi
-DIR=$(mktemp -d)
-trap 'kill "$SERVER" 2>/dev/null || true; rm -rf "$DIR"' EXIT
-cd "$DIR"
-export ROSTER_LISTEN=127.0.0.1:$PORT ROSTER_WEBHOOK_ALLOW_PRIVATE_ADDRESSES=true ROSTER_SSO_DEV_MODE=true
-USERS=$(python3 -c "print(int($RATE * $SECONDS_) + 10)")
-field() { python3 -c "import json, sys; print(json.load(sys.stdin)$1)"; }
-ORG=$("$ROSTER" org create --name Bench --seats "$USERS" --owner-email owner@bench.example --json \
-  | field '["organization"]["id"]')
-TOKEN=$("$ROSTER" scim-token create --org "$ORG" --name bench --json | field '["secret"]')
+export ROSTER_WEBHOOK_ALLOW_PRIVATE_ADDRESSES=true ROSTER_SSO_DEV_MODE=true
+source benches/lib.sh
+bench_org "$(python3 -c "print(int($RATE * $SECONDS_) + 10)")"
 if [[ -z "${NO_WEBHOOKS:-}" ]]; then
   "$ROSTER" webhook add --org "$ORG" --url "http://127.0.0.1:$RECEIVER_PORT/hooks" --events member.added --json > /dev/null
 fi
-RUST_LOG=${RUST_LOG:-warn} "$ROSTER" serve > serve.log 2>&1 &
-SERVER=$!
-for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$PORT/healthz" > /dev/null && break
-  sleep 0.1
-done
+bench_serve
 echo "# $(date -u +%FT%TZ) $(nproc) cores; $RATE creates/s for $SECONDS_ s; fresh SQLite database;" \
   "background jobs on; ${NO_WEBHOOKS:+no }webhook endpoint"
 "$ROSTER" bench webhooks --url "http://127.0.0.1:$PORT/scim/v2" --token "$TOKEN" --rate "$RATE" \

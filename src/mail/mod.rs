@@ -98,7 +98,9 @@ impl Mailer {
                     let text: Vec<&str> = response.message().collect();
                     Ok(format!("{} {}", response.code(), text.join(" ")).trim_end().to_string())
                 }
-                Err(e) => Err(SendFailure { permanent: refuses_the_message(&e), reply: smtp_error_text(&e) }),
+                Err(e) => {
+                    Err(SendFailure { permanent: refuses_the_message(&e), reply: crate::telemetry::with_causes(&e) })
+                }
             },
             Transport::Folder(dir) => {
                 let path = dir.join(format!("{}-{}.eml", mail.created_at.format("%Y%m%dT%H%M%S"), mail.id));
@@ -168,18 +170,6 @@ fn refuses_the_message(e: &lettre::transport::smtp::Error) -> bool {
     let authentication =
         e.status().is_some_and(|code| matches!(code.to_string().as_str(), "530" | "534" | "535" | "538"));
     e.is_permanent() && !authentication
-}
-
-/// An SMTP error in words, with the relay's reply when there was one.
-fn smtp_error_text(e: &lettre::transport::smtp::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn smtp_transport(s: &SmtpSettings) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {

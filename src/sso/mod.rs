@@ -32,22 +32,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 pub use self::http::OidcHttp;
-
-/// An error with every cause under it (`a: b: c`): the cause of a failed
-/// request (refused connection, bad certificate) is often two levels down.
-pub fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let more = cause.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = cause.source();
-    }
-    text
-}
+use crate::telemetry::with_causes;
 
 /// The shortest time between two key-set fetches of one issuer.
 pub const JWKS_REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(30);

@@ -46,7 +46,7 @@ impl PostgresStore {
             Ok(Err(e)) => {
                 return Err(StoreError::Other(anyhow::anyhow!(
                     "cannot connect to PostgreSQL at {target}: {}",
-                    crate::sso::with_causes(&e)
+                    crate::telemetry::with_causes(&e)
                 )))
             }
             Ok(Ok(conn)) => {

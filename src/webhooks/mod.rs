@@ -202,7 +202,7 @@ impl Dispatcher {
             .body(body.to_vec());
         let mut response = match request.send().await {
             Ok(r) => r,
-            Err(e) => return failed(error_text(&e)),
+            Err(e) => return failed(crate::telemetry::with_causes(&e)),
         };
         let status = response.status();
         let mut excerpt = Vec::new();
@@ -229,18 +229,6 @@ impl Dispatcher {
         };
         Answer { delivered: status.is_success(), status: Some(status.as_u16()), latency: started.elapsed(), response }
     }
-}
-
-/// A reqwest error with its causes, for the delivery log.
-fn error_text(e: &reqwest::Error) -> String {
-    let mut text = if e.is_timeout() { "timed out".to_string() } else { e.to_string() };
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The JSON body of an event's webhook.

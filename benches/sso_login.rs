@@ -70,7 +70,7 @@ async fn run(logins: usize) {
                 plan: Plan::EnterpriseSeatYearly,
                 contact_email: None,
             },
-            "cli:bench",
+            &roster::service::Operator::cli_as("cli:bench"),
         )
         .await
         .expect("organization");

@@ -10,7 +10,7 @@ use crate::service::{
     Actor, CheckKind, DirectConnectionInput, DomainView, NewCredential, NewOrganization, NewRoleMapping, NewSsoClient,
     PlannedChange, ReconcilePlan, Roster, ServiceError, SsoSettingsChange,
 };
-use crate::service::{CreatedWebhook, NewWebhook, WebhookChange, WebhookScope};
+use crate::service::{CreatedWebhook, NewWebhook, Operator, WebhookChange, WebhookScope};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use std::path::PathBuf;
@@ -87,6 +87,26 @@ pub enum Command {
     /// Webhook endpoints: an organization's, or deployment-wide (every organization's events).
     #[command(subcommand)]
     Webhook(WebhookCommand),
+    /// Keys of the deployment's operator (the product's back office and
+    /// billing): the operator API and every admin route on behalf of any organization.
+    #[command(subcommand, name = "operator-key")]
+    OperatorKey(OperatorKeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OperatorKeyCommand {
+    /// Create a key; prints its secret once.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Expire after this many days (1 to 3650); default: never.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// List the keys (never their secrets).
+    List,
+    /// Revoke a key; it stops working at once.
+    Revoke { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -578,6 +598,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
+        Command::OperatorKey(cmd) => {
+            let roster = AppState::from_config(config).await?.roster;
+            operator_key(&roster, cmd, cli.json).await
+        }
         Command::Webhook(cmd) => {
             let roster = AppState::from_config(config).await?.roster;
             webhook(&roster, cmd, cli.json).await
@@ -987,8 +1011,7 @@ async fn org(roster: &Roster, cmd: OrgCommand, as_json: bool) -> Result<(), CliE
                 plan: input("plan", plan.parse::<Plan>())?,
                 contact_email: contact_email.map(|e| input("contact-email", Email::parse(&e))).transpose()?,
             };
-            let who = Actor::cli(Uuid::nil()).id;
-            let created = roster.create_organization(new, &who).await?;
+            let created = roster.create_organization(new, &Operator::cli()).await?;
             let org = &created.organization;
             if as_json {
                 let out = json!({
@@ -1027,7 +1050,7 @@ async fn org(roster: &Roster, cmd: OrgCommand, as_json: bool) -> Result<(), CliE
 fn webhook_scope(org: Option<&str>) -> Result<WebhookScope, CliError> {
     Ok(match org {
         Some(org) => WebhookScope::Org(Actor::cli(org_id(org)?)),
-        None => WebhookScope::Deployment(Actor::cli(Uuid::nil()).id),
+        None => WebhookScope::Deployment(Operator::cli()),
     })
 }
 
@@ -1039,6 +1062,44 @@ fn print_created_webhook(created: &CreatedWebhook, verb: &str, as_json: bool) {
         println!("Signing secret (shown once; the receiver verifies webhook-signature with it):");
         println!("  {}", created.secret);
     }
+}
+
+async fn operator_key(roster: &Roster, cmd: OperatorKeyCommand, as_json: bool) -> Result<(), CliError> {
+    match cmd {
+        OperatorKeyCommand::Create { name, expires_in_days } => {
+            let name = input("name", Name::parse(&name))?;
+            let created = roster.create_operator_key(&Operator::cli(), &name, expires_in_days).await?;
+            if as_json {
+                let mut out = json!(created.key);
+                out["secret"] = json!(created.secret.expose());
+                println!("{out}");
+            } else {
+                println!("Created operator key {} ({})", created.key.name, created.key.id);
+                println!("Secret (shown once, store it now):");
+                println!("  {}", created.secret.expose());
+            }
+        }
+        OperatorKeyCommand::List => {
+            let keys = roster.list_operator_keys().await?;
+            if as_json {
+                println!("{}", json!(keys));
+            }
+            for k in keys.iter().filter(|_| !as_json) {
+                let state = if k.revoked_at.is_some() { "revoked" } else { "active" };
+                println!("{}  {state:8}  {}", k.id, k.name);
+            }
+        }
+        OperatorKeyCommand::Revoke { id } => {
+            let id = Uuid::parse_str(&id).map_err(|_| CliError::Input(format!("id: `{id}` is not a UUID")))?;
+            let key = roster.revoke_operator_key(&Operator::cli(), id).await?;
+            if as_json {
+                println!("{}", json!(key));
+            } else {
+                println!("Revoked operator key {} ({})", key.name, key.id);
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn webhook(roster: &Roster, cmd: WebhookCommand, as_json: bool) -> Result<(), CliError> {

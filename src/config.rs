@@ -68,6 +68,17 @@ struct RawConfig {
     webhook_retry_for_secs: u64,
     webhook_first_retry_ms: u64,
     webhook_poll_interval_ms: u64,
+    billing: BillingConfig,
+}
+
+/// Who changes what an organization buys (`[billing]`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingConfig {
+    /// Owners and Admins set purchased seats, the seat policy and the plan
+    /// themselves; off (the default), their changes are requests that the
+    /// operator approves or rejects through the operator API.
+    pub self_serve_seats: bool,
 }
 
 /// A link the portal's Home shows under Resources (`[[portal_resources]]`
@@ -180,6 +191,7 @@ impl Default for RawConfig {
             webhook_retry_for_secs: 3 * 24 * 60 * 60,
             webhook_first_retry_ms: 10_000,
             webhook_poll_interval_ms: 1000,
+            billing: BillingConfig::default(),
         }
     }
 }
@@ -265,6 +277,7 @@ pub struct Config {
     pub portal_resources: Vec<PortalResource>,
     /// How webhooks are delivered.
     pub webhooks: WebhookConfig,
+    pub billing: BillingConfig,
 }
 
 /// How webhooks are delivered.
@@ -409,6 +422,9 @@ fn setting_keys() -> std::collections::HashSet<String> {
     };
     if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(tenant) {
         keys.extend(fields.keys().map(|k| format!("tenant_connection.{k}")));
+    }
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(BillingConfig::default()) {
+        keys.extend(fields.keys().map(|k| format!("billing.{k}")));
     }
     keys
 }
@@ -635,6 +651,7 @@ impl Config {
                 first_retry: std::time::Duration::from_millis(raw.webhook_first_retry_ms),
                 poll_interval: std::time::Duration::from_millis(raw.webhook_poll_interval_ms),
             },
+            billing: raw.billing.clone(),
         })
     }
 
@@ -880,6 +897,22 @@ mod tests {
             let c = Config::load(Some(&path)).expect("the example configuration is valid");
             assert!(!c.sso_dev_mode);
             assert!(c.tenant_connection.is_none());
+            assert!(!c.billing.self_serve_seats);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn self_serve_seats_from_file_or_environment() {
+        Jail::expect_with(|jail| {
+            assert!(!Config::load(None).expect("defaults").billing.self_serve_seats, "requests by default");
+            jail.create_file("roster.toml", "[billing]\nself_serve_seats = true\n")?;
+            assert!(Config::load(Some(Path::new("roster.toml"))).expect("loads").billing.self_serve_seats);
+            jail.set_env("ROSTER_BILLING__SELF_SERVE_SEATS", "false");
+            assert!(!Config::load(Some(Path::new("roster.toml"))).expect("loads").billing.self_serve_seats);
+            assert!(Config::unknown_variables().is_empty(), "a known setting");
+            jail.create_file("typo.toml", "[billing]\nself_serve = true\n")?;
+            assert!(Config::load(Some(Path::new("typo.toml"))).is_err(), "an unknown billing key is refused");
             Ok(())
         });
     }

@@ -129,7 +129,8 @@ string_enum! {
 string_enum! {
     /// Who made a change, as recorded in the audit log.
     /// `email_link`: a person who proved their address by following a link Roster emailed;
-    /// `portal`: a member signed in to the portal (the actor id is their email).
+    /// `portal`: a member signed in to the portal (the actor id is their email);
+    /// `operator`: the product's back office with an operator key (the actor id is the key's id).
     ActorKind {
         ApiKey = "api_key",
         Cli = "cli",
@@ -137,8 +138,15 @@ string_enum! {
         Sso = "sso",
         EmailLink = "email_link",
         Portal = "portal",
+        Operator = "operator",
         System = "system",
     }
+}
+
+string_enum! {
+    /// Where a billing request stands: waiting for the operator, answered,
+    /// or withdrawn (by its requester, or superseded by a newer request).
+    BillingRequestStatus { Pending = "pending", Approved = "approved", Rejected = "rejected", Cancelled = "cancelled" }
 }
 
 string_enum! {

@@ -3,15 +3,18 @@
 //! from these handlers' annotations.
 
 use super::error::Problem;
-use super::extract::{AdminActor, ApiBytes, ApiJson, ApiPath, ApiQuery};
+use super::extract::{AdminActor, ApiBytes, ApiJson, ApiPath, ApiQuery, WebhookCaller};
 use super::AppState;
 use crate::domains::DomainName;
 use crate::model::*;
 use crate::roles::RoleMapping;
 use crate::service::*;
-use crate::store::{AuditEntry, Credential, Features, Invitation, Member, Organization, SsoSettings, WebhookEndpoint};
+use crate::store::{
+    AuditEntry, BillingRequest, Credential, Features, Invitation, Member, Organization, SsoSettings, WebhookEndpoint,
+};
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -25,7 +28,7 @@ type ApiResult<T> = Result<T, Problem>;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Roster admin API", description = "Manage an organization's members, invitations, seats, settings and credentials. Authenticate with an organization API key: `Authorization: Bearer roster_ak_…`."),
+    info(title = "Roster admin API", description = "Manage an organization's members, invitations, seats, settings and credentials. Authenticate with an organization API key: `Authorization: Bearer roster_ak_…`, or with the deployment's operator key (`roster_op_…`) and a `Roster-Organization: <organization id>` header. The operator routes under `/api/v1/operator` take only an operator key."),
     modifiers(&BearerAuth),
     security(("api_key" = [])),
     components(schemas(Problem))
@@ -57,6 +60,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_features, set_features))
         .routes(routes!(get_sso, set_sso, change_sso))
         .routes(routes!(get_seats, set_seats))
+        .routes(routes!(list_billing_requests, create_billing_request))
+        .routes(routes!(cancel_billing_request))
         .routes(routes!(list_members, add_member))
         .routes(routes!(get_member, change_member_role, remove_member))
         .routes(routes!(suspend_member))
@@ -98,15 +103,22 @@ async fn get_organization(State(s): State<AppState>, AdminActor(a): AdminActor) 
     Ok(Json(s.roster.organization(&a).await?))
 }
 
-/// Changes the name, contact email or plan (Owner, Admin).
+/// Changes the name, contact email or plan (Owner, Admin). Unless the
+/// deployment is self-serve (`billing.self_serve_seats`), a change of plan
+/// becomes a billing request for the operator: 202 with the request (the
+/// other fields are saved).
 #[utoipa::path(patch, path = "/api/v1/organization", tag = "organization", request_body = OrganizationChange,
-    responses((status = 200, body = Organization), (status = 403, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = Organization), (status = 202, body = BillingRequest),
+        (status = 403, body = Problem), (status = 422, body = Problem)))]
 async fn update_organization(
     State(s): State<AppState>,
     AdminActor(a): AdminActor,
     ApiJson(change): ApiJson<OrganizationChange>,
-) -> ApiResult<Json<Organization>> {
-    Ok(Json(s.roster.update_organization(&a, change).await?))
+) -> ApiResult<Response> {
+    Ok(match s.roster.update_organization(&a, change).await? {
+        (_, Some(request)) => (StatusCode::ACCEPTED, Json(request)).into_response(),
+        (org, None) => Json(org).into_response(),
+    })
 }
 
 /// Deletes the organization and everything in it but its audit trail (Owner only).
@@ -177,15 +189,59 @@ async fn get_seats(State(s): State<AppState>, AdminActor(a): AdminActor) -> ApiR
     Ok(Json(s.roster.seats(&a).await?))
 }
 
-/// Sets purchased seats and the seat policy (Owner, Admin).
+/// Sets purchased seats, the seat policy and enforcement (Owner, Admin).
+/// Seats and the policy are sold by the deployment's operator: unless the
+/// deployment is self-serve (`billing.self_serve_seats`), an
+/// organization's change of them becomes a billing request (202 with the
+/// request; the event `seats.change_requested`) that the operator approves
+/// or rejects. With an operator key the change is made at once.
 #[utoipa::path(put, path = "/api/v1/seats", tag = "seats", request_body = SeatsChange,
-    responses((status = 200, body = Seats), (status = 403, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = Seats), (status = 202, body = BillingRequest),
+        (status = 403, body = Problem), (status = 422, body = Problem)))]
 async fn set_seats(
     State(s): State<AppState>,
     AdminActor(a): AdminActor,
     ApiJson(change): ApiJson<SeatsChange>,
-) -> ApiResult<Json<Seats>> {
-    Ok(Json(s.roster.set_seats(&a, change).await?))
+) -> ApiResult<Response> {
+    Ok(match s.roster.set_seats(&a, change).await? {
+        SeatsOutcome::Changed(seats) => Json(seats).into_response(),
+        SeatsOutcome::Requested(request) => (StatusCode::ACCEPTED, Json(request)).into_response(),
+    })
+}
+
+/// The organization's billing requests, newest first (Owner, Admin).
+#[utoipa::path(get, path = "/api/v1/billing/requests", tag = "seats",
+    responses((status = 200, body = Vec<BillingRequest>), (status = 403, body = Problem)))]
+async fn list_billing_requests(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+) -> ApiResult<Json<Vec<BillingRequest>>> {
+    Ok(Json(s.roster.billing_requests(&a).await?))
+}
+
+/// Asks the operator for a number of seats, a seat policy or a plan (Owner,
+/// Admin); supersedes the organization's earlier pending request. In a
+/// self-serve deployment, change them directly instead.
+#[utoipa::path(post, path = "/api/v1/billing/requests", tag = "seats", request_body = BillingAsk,
+    responses((status = 201, body = BillingRequest), (status = 403, body = Problem), (status = 422, body = Problem)))]
+async fn create_billing_request(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiJson(ask): ApiJson<BillingAsk>,
+) -> ApiResult<(StatusCode, Json<BillingRequest>)> {
+    Ok((StatusCode::CREATED, Json(s.roster.request_billing_change(&a, ask).await?)))
+}
+
+/// Withdraws a pending billing request (Owner, Admin).
+#[utoipa::path(delete, path = "/api/v1/billing/requests/{id}", tag = "seats",
+    params(("id" = Uuid, Path, description = "Billing request id")),
+    responses((status = 200, body = BillingRequest), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn cancel_billing_request(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<BillingRequest>> {
+    Ok(Json(s.roster.cancel_billing_request(&a, id).await?))
 }
 
 // ---- Members ---------------------------------------------------------------
@@ -522,10 +578,10 @@ struct NewApiKey {
 
 /// A new credential with its secret, shown once.
 #[derive(Debug, Serialize, ToSchema)]
-struct CredentialCreated {
+pub(super) struct CredentialCreated {
     #[serde(flatten)]
-    credential: Credential,
-    secret: String,
+    pub(super) credential: Credential,
+    pub(super) secret: String,
 }
 
 impl From<CreatedCredential> for CredentialCreated {
@@ -787,10 +843,15 @@ async fn delete_sso_connection(State(s): State<AppState>, AdminActor(a): AdminAc
 // ---- Webhooks ----------------------------------------------------------------
 
 /// The organization's webhook endpoints (never their secrets; Owner, Admin).
+/// With an operator key and no `Roster-Organization` header, every webhook
+/// route manages the deployment's endpoints, which hear every organization.
 #[utoipa::path(get, path = "/api/v1/webhooks", tag = "webhooks",
     responses((status = 200, body = Vec<WebhookEndpoint>), (status = 403, body = Problem)))]
-async fn list_webhooks(State(s): State<AppState>, AdminActor(a): AdminActor) -> ApiResult<Json<Vec<WebhookEndpoint>>> {
-    Ok(Json(s.roster.list_webhooks(&WebhookScope::Org(a)).await?))
+async fn list_webhooks(
+    State(s): State<AppState>,
+    WebhookCaller(scope): WebhookCaller,
+) -> ApiResult<Json<Vec<WebhookEndpoint>>> {
+    Ok(Json(s.roster.list_webhooks(&scope).await?))
 }
 
 /// Adds an endpoint that hears the organization's events; its signing
@@ -799,10 +860,10 @@ async fn list_webhooks(State(s): State<AppState>, AdminActor(a): AdminActor) -> 
     responses((status = 201, body = CreatedWebhook), (status = 403, body = Problem), (status = 422, body = Problem)))]
 async fn create_webhook(
     State(s): State<AppState>,
-    AdminActor(a): AdminActor,
+    WebhookCaller(scope): WebhookCaller,
     ApiJson(new): ApiJson<NewWebhook>,
 ) -> ApiResult<(StatusCode, Json<CreatedWebhook>)> {
-    Ok((StatusCode::CREATED, Json(s.roster.create_webhook(&WebhookScope::Org(a), new).await?)))
+    Ok((StatusCode::CREATED, Json(s.roster.create_webhook(&scope, new).await?)))
 }
 
 /// One endpoint (Owner, Admin).
@@ -810,10 +871,10 @@ async fn create_webhook(
     responses((status = 200, body = WebhookEndpoint), (status = 404, body = Problem)))]
 async fn get_webhook(
     State(s): State<AppState>,
-    AdminActor(a): AdminActor,
+    WebhookCaller(scope): WebhookCaller,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<WebhookEndpoint>> {
-    Ok(Json(s.roster.get_webhook(&WebhookScope::Org(a), id).await?))
+    Ok(Json(s.roster.get_webhook(&scope, id).await?))
 }
 
 /// Changes an endpoint's URL, event filter, description, or enables or
@@ -823,11 +884,11 @@ async fn get_webhook(
     responses((status = 200, body = WebhookEndpoint), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn update_webhook(
     State(s): State<AppState>,
-    AdminActor(a): AdminActor,
+    WebhookCaller(scope): WebhookCaller,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(change): ApiJson<WebhookChange>,
 ) -> ApiResult<Json<WebhookEndpoint>> {
-    Ok(Json(s.roster.update_webhook(&WebhookScope::Org(a), id, change).await?))
+    Ok(Json(s.roster.update_webhook(&scope, id, change).await?))
 }
 
 /// Deletes an endpoint with its delivery log (Owner, Admin).
@@ -835,10 +896,10 @@ async fn update_webhook(
     responses((status = 204), (status = 404, body = Problem)))]
 async fn delete_webhook(
     State(s): State<AppState>,
-    AdminActor(a): AdminActor,
+    WebhookCaller(scope): WebhookCaller,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<StatusCode> {
-    s.roster.delete_webhook(&WebhookScope::Org(a), id).await?;
+    s.roster.delete_webhook(&scope, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -858,12 +919,12 @@ struct RotateWebhookSecret {
     responses((status = 200, body = CreatedWebhook), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn rotate_webhook_secret(
     State(s): State<AppState>,
-    AdminActor(a): AdminActor,
+    WebhookCaller(scope): WebhookCaller,
     ApiPath(id): ApiPath<Uuid>,
     ApiBytes(body): ApiBytes,
 ) -> ApiResult<Json<CreatedWebhook>> {
     let request: RotateWebhookSecret = optional_json(&body, "rotation")?;
-    Ok(Json(s.roster.rotate_webhook_secret(&WebhookScope::Org(a), id, request.overlap_hours).await?))
+    Ok(Json(s.roster.rotate_webhook_secret(&scope, id, request.overlap_hours).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -884,11 +945,11 @@ struct DeliveryParams {
     responses((status = 200, body = DeliveryPage), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn list_webhook_deliveries(
     State(s): State<AppState>,
-    AdminActor(a): AdminActor,
+    WebhookCaller(scope): WebhookCaller,
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(p): ApiQuery<DeliveryParams>,
 ) -> ApiResult<Json<DeliveryPage>> {
-    Ok(Json(s.roster.list_webhook_deliveries(&WebhookScope::Org(a), id, p.limit, p.cursor).await?))
+    Ok(Json(s.roster.list_webhook_deliveries(&scope, id, p.limit, p.cursor).await?))
 }
 
 /// Sends a delivery's event again, once, outside the feed's order (Owner, Admin).
@@ -897,10 +958,10 @@ async fn list_webhook_deliveries(
     responses((status = 202, body = ReplayQueued), (status = 404, body = Problem)))]
 async fn replay_webhook_delivery(
     State(s): State<AppState>,
-    AdminActor(a): AdminActor,
+    WebhookCaller(scope): WebhookCaller,
     ApiPath((id, delivery_id)): ApiPath<(Uuid, Uuid)>,
 ) -> ApiResult<(StatusCode, Json<ReplayQueued>)> {
-    Ok((StatusCode::ACCEPTED, Json(s.roster.replay_webhook_delivery(&WebhookScope::Org(a), id, delivery_id).await?)))
+    Ok((StatusCode::ACCEPTED, Json(s.roster.replay_webhook_delivery(&scope, id, delivery_id).await?)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -919,10 +980,10 @@ struct ReplayEvents {
     responses((status = 202, body = ReplayQueued), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn replay_webhook_events(
     State(s): State<AppState>,
-    AdminActor(a): AdminActor,
+    WebhookCaller(scope): WebhookCaller,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(request): ApiJson<ReplayEvents>,
 ) -> ApiResult<(StatusCode, Json<ReplayQueued>)> {
-    let queued = s.roster.replay_webhook_events(&WebhookScope::Org(a), id, request.since_seq, None).await?;
+    let queued = s.roster.replay_webhook_events(&scope, id, request.since_seq, None).await?;
     Ok((StatusCode::ACCEPTED, Json(queued)))
 }

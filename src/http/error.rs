@@ -74,6 +74,7 @@ impl From<ServiceError> for Problem {
         match e {
             ServiceError::Forbidden { .. } => Problem::new(StatusCode::FORBIDDEN, "forbidden", detail),
             ServiceError::NotFound(_) => Problem::new(StatusCode::NOT_FOUND, "not-found", detail),
+            ServiceError::OperatorOnly(_) => Problem::new(StatusCode::FORBIDDEN, "operator-only", detail),
             ServiceError::Invalid { field, .. } => {
                 Problem { field: Some(field), ..Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", detail) }
             }
@@ -248,6 +249,7 @@ mod tests {
         let cases: Vec<(ServiceError, u16, &str)> = vec![
             (ServiceError::Forbidden { role: Role::Read, needed: Role::Admin }, 403, "forbidden"),
             (ServiceError::NotFound("member"), 404, "not-found"),
+            (ServiceError::OperatorOnly("x".into()), 403, "operator-only"),
             (ServiceError::invalid("email", "bad"), 422, "validation"),
             (ServiceError::SeatLimitReached { purchased: 5, used: 5, requested: 1 }, 409, "seat-limit-reached"),
             (ServiceError::LastOwner, 409, "last-owner"),

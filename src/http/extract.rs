@@ -6,7 +6,7 @@ use super::error::Problem;
 use super::limits::Limited;
 use super::AppState;
 use crate::model::CredentialKind;
-use crate::service::Actor;
+use crate::service::{Actor, Operator, WebhookScope};
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -14,6 +14,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
+use uuid::Uuid;
 
 /// A JSON object body; malformed JSON is 400, anything but an object, wrong
 /// types or unknown fields 422,
@@ -149,39 +150,126 @@ pub fn bearer_token(parts: &Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
-/// The caller of an admin route, authenticated by an organization API key.
+/// The header with which an operator key names the organization it acts
+/// on in an admin route.
+pub const ORGANIZATION_HEADER: &str = "roster-organization";
+
+/// Who a bearer token is: an organization's API key, or an operator key.
+enum Caller {
+    Org(Actor),
+    Operator(Operator),
+}
+
+/// Authenticates the request's bearer token: an operator key
+/// (`roster_op_…`) or an organization API key. An address whose failed
+/// authentications used up `rate_limit_failed_auth_per_minute` gets 429
+/// before any look-up.
+async fn caller(parts: &Parts, state: &AppState) -> Result<Caller, Response> {
+    let token = bearer_token(parts)
+        .ok_or_else(|| Problem::unauthorized("send an API key as `Authorization: Bearer <key>`").into_response())?;
+    let client = state.limits.client(parts);
+    state.limits.failed_auth.check(&client).map_err(too_many_requests)?;
+    let refused = |what: &str| {
+        let detail = format!("the {what} is not valid, or was revoked or has expired");
+        match state.limits.failed_auth.take(&client) {
+            Ok(()) => Problem::unauthorized(detail).into_response(),
+            Err(limited) => too_many_requests(limited),
+        }
+    };
+    if token.starts_with("roster_op_") {
+        let found = state.roster.authenticate_operator(token).await.map_err(|e| Problem::from(e).into_response())?;
+        let Some(key) = found else { return Err(refused("operator key")) };
+        return Ok(Caller::Operator(Operator {
+            kind: crate::model::ActorKind::Operator,
+            id: key.id.to_string(),
+            request_id: request_id(parts),
+        }));
+    }
+    let found =
+        state.roster.authenticate(CredentialKind::ApiKey, token).await.map_err(|e| Problem::from(e).into_response())?;
+    let Some(cred) = found else { return Err(refused("API key")) };
+    let role = cred.role.ok_or_else(|| Problem::unauthorized("the API key has no role").into_response())?;
+    tracing::Span::current().record("org", tracing::field::display(cred.org_id));
+    Ok(Caller::Org(Actor {
+        kind: crate::model::ActorKind::ApiKey,
+        id: cred.id.to_string(),
+        org_id: cred.org_id,
+        role,
+        request_id: request_id(parts),
+    }))
+}
+
+/// The organization an operator key acts on (`Roster-Organization`), if the request names one.
+async fn named_organization(parts: &Parts, state: &AppState) -> Result<Option<Uuid>, Response> {
+    let Some(value) = parts.headers.get(ORGANIZATION_HEADER) else { return Ok(None) };
+    let id = value.to_str().ok().and_then(|v| Uuid::parse_str(v.trim()).ok()).ok_or_else(|| {
+        Problem::bad_request(format!("`{ORGANIZATION_HEADER}` must be an organization id (a UUID)")).into_response()
+    })?;
+    // An organization that does not exist is as unknown as a wrong route.
+    state.roster.organization(&Operator::cli_as("").on(id)).await.map_err(|e| Problem::from(e).into_response())?;
+    tracing::Span::current().record("org", tracing::field::display(id));
+    Ok(Some(id))
+}
+
+/// The caller of an admin route: an organization API key, or an operator
+/// key acting on the organization its `Roster-Organization` header names
+/// (with an Owner's rights, audited as the operator).
 #[derive(Debug, Clone)]
 pub struct AdminActor(pub Actor);
 
 impl FromRequestParts<AppState> for AdminActor {
     type Rejection = Response;
 
-    /// An address whose failed authentications used up
-    /// `rate_limit_failed_auth_per_minute` gets 429 before any look-up.
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let token = bearer_token(parts)
-            .ok_or_else(|| Problem::unauthorized("send an API key as `Authorization: Bearer <key>`").into_response())?;
-        let client = state.limits.client(parts);
-        state.limits.failed_auth.check(&client).map_err(too_many_requests)?;
-        let found = state
-            .roster
-            .authenticate(CredentialKind::ApiKey, token)
-            .await
-            .map_err(|e| Problem::from(e).into_response())?;
-        let Some(cred) = found else {
-            state.limits.failed_auth.take(&client).map_err(too_many_requests)?;
-            return Err(
-                Problem::unauthorized("the API key is not valid, or was revoked or has expired").into_response()
-            );
-        };
-        let role = cred.role.ok_or_else(|| Problem::unauthorized("the API key has no role").into_response())?;
-        tracing::Span::current().record("org", tracing::field::display(cred.org_id));
-        Ok(AdminActor(Actor {
-            kind: crate::model::ActorKind::ApiKey,
-            id: cred.id.to_string(),
-            org_id: cred.org_id,
-            role,
-            request_id: request_id(parts),
+        match caller(parts, state).await? {
+            Caller::Org(actor) => Ok(AdminActor(actor)),
+            Caller::Operator(op) => match named_organization(parts, state).await? {
+                Some(org_id) => Ok(AdminActor(op.on(org_id))),
+                None => Err(Problem::bad_request(format!(
+                    "an operator key acts on one organization here: name it in the `{ORGANIZATION_HEADER}` header"
+                ))
+                .into_response()),
+            },
+        }
+    }
+}
+
+/// The caller of an operator route (`/api/v1/operator/…`): an operator key.
+#[derive(Debug, Clone)]
+pub struct OperatorCaller(pub Operator);
+
+impl FromRequestParts<AppState> for OperatorCaller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        match caller(parts, state).await? {
+            Caller::Operator(op) => Ok(OperatorCaller(op)),
+            Caller::Org(_) => Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this route is the deployment operator's: it needs an operator key (`roster operator-key create`)",
+            )
+            .into_response()),
+        }
+    }
+}
+
+/// The caller of a webhook route: an organization's endpoints for an API
+/// key (or an operator key naming the organization), the deployment's for
+/// an operator key naming none.
+#[derive(Debug, Clone)]
+pub struct WebhookCaller(pub WebhookScope);
+
+impl FromRequestParts<AppState> for WebhookCaller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        Ok(WebhookCaller(match caller(parts, state).await? {
+            Caller::Org(actor) => WebhookScope::Org(actor),
+            Caller::Operator(op) => match named_organization(parts, state).await? {
+                Some(org_id) => WebhookScope::Org(op.on(org_id)),
+                None => WebhookScope::Deployment(op),
+            },
         }))
     }
 }

@@ -6,6 +6,7 @@ pub mod error;
 pub mod extract;
 pub mod limits;
 mod openapi;
+mod operator;
 mod ops;
 mod pages;
 mod portal;
@@ -76,6 +77,7 @@ impl AppState {
                 allow_http: config.sso_dev_mode,
                 retry_for: chrono::Duration::from_std(config.webhooks.retry_for)?,
             },
+            self_serve_seats: config.billing.self_serve_seats,
         };
         let dns = TxtChecker::new(&DnsSettings {
             name_servers: config.dns_name_servers.clone(),
@@ -130,7 +132,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.request_body_limit_bytes;
     let timeout = Duration::from_secs(state.config.request_timeout_secs);
-    let (api, openapi) = admin::router().merge(sso::router()).split_for_parts();
+    let (api, openapi) = admin::router().merge(operator::router()).merge(sso::router()).split_for_parts();
     let openapi = Arc::new(openapi::document(openapi));
     Router::new()
         .merge(api)

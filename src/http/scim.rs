@@ -165,7 +165,9 @@ pub fn to_scim(e: ServiceError) -> ScimError {
         ServiceError::Conflict(detail) => ScimError::uniqueness(detail),
         ServiceError::Invalid { field, message } => ScimError::invalid_value(format!("{field}: {message}")),
         ServiceError::BulkRejected(_) => ScimError::invalid_value("the request is not valid"),
-        ServiceError::Forbidden { .. } => ScimError::new(StatusCode::FORBIDDEN, None, e.to_string()),
+        ServiceError::Forbidden { .. } | ServiceError::OperatorOnly(_) => {
+            ScimError::new(StatusCode::FORBIDDEN, None, e.to_string())
+        }
         ServiceError::PreconditionFailed(current) => ScimError::new(
             StatusCode::PRECONDITION_FAILED,
             None,

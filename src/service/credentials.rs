@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration, Utc};
 
 /// How stale `last_used_at` may get before a use writes it again; keeps
 /// authentication from writing on every request.
-const LAST_USED_RESOLUTION: Duration = Duration::seconds(60);
+pub(super) const LAST_USED_RESOLUTION: Duration = Duration::seconds(60);
 
 /// A new credential and its secret (shown once).
 #[derive(Debug)]

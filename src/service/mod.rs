@@ -3,12 +3,14 @@
 //! per changed thing, and commits: a failure anywhere leaves nothing behind.
 
 mod audit;
+mod billing;
 mod credentials;
 mod domains;
 mod invitations;
 mod mail;
 mod members;
 mod notices;
+mod operator;
 mod org;
 mod portal;
 mod reconcile;
@@ -20,12 +22,14 @@ mod sso;
 mod webhooks;
 
 pub use audit::*;
+pub use billing::*;
 pub use credentials::*;
 pub use domains::*;
 pub use invitations::*;
 pub use mail::*;
 pub use members::*;
 pub use notices::*;
+pub use operator::*;
 pub use org::*;
 pub use portal::*;
 pub use reconcile::*;
@@ -67,6 +71,10 @@ pub struct Settings {
     pub sealing: crate::secrets::SealingKeys,
     pub mail: MailPolicy,
     pub webhooks: WebhookPolicy,
+    /// Owners and Admins change purchased seats, seat policy and plan
+    /// themselves; otherwise (the default) their changes are requests the
+    /// operator answers.
+    pub self_serve_seats: bool,
 }
 
 impl Default for Settings {
@@ -78,6 +86,7 @@ impl Default for Settings {
             sealing: crate::secrets::SealingKeys::default(),
             mail: MailPolicy::default(),
             webhooks: WebhookPolicy::default(),
+            self_serve_seats: false,
         }
     }
 }
@@ -108,16 +117,44 @@ pub struct Actor {
     pub request_id: Option<String>,
 }
 
+/// The deployment's operator: at the command line (`cli:<user>`, with
+/// direct access to the database) or the product's back office with an
+/// operator key (the key's id).
+#[derive(Debug, Clone)]
+pub struct Operator {
+    pub kind: ActorKind,
+    pub id: String,
+    pub request_id: Option<String>,
+}
+
+impl Operator {
+    /// The operator at the command line.
+    pub fn cli() -> Self {
+        let who = std::env::var("USER").unwrap_or_else(|_| "operator".into());
+        Self::cli_as(&format!("cli:{who}"))
+    }
+
+    /// The operator at the command line, recorded as `id` (`cli:<user>`).
+    pub fn cli_as(id: &str) -> Self {
+        Self { kind: ActorKind::Cli, id: id.to_string(), request_id: None }
+    }
+
+    /// The operator acting on `org_id` with every right of its Owners.
+    pub fn on(&self, org_id: Uuid) -> Actor {
+        Actor { kind: self.kind, id: self.id.clone(), org_id, role: Role::Owner, request_id: self.request_id.clone() }
+    }
+}
+
 impl Actor {
     /// The operator at the command line, acting on `org_id` with every right.
     pub fn cli(org_id: Uuid) -> Self {
-        let who = std::env::var("USER").unwrap_or_else(|_| "operator".into());
-        Self::operator(org_id, &format!("cli:{who}"))
+        Operator::cli().on(org_id)
     }
 
-    /// The deployment's operator (`created_by`: `cli:<user>`), acting on `org_id` with every right.
-    pub fn operator(org_id: Uuid, created_by: &str) -> Self {
-        Self { kind: ActorKind::Cli, id: created_by.to_string(), org_id, role: Role::Owner, request_id: None }
+    /// Whether this is the deployment's operator (the CLI or an operator
+    /// key), who sells seats and plans, rather than the organization's own.
+    pub fn is_operator(&self) -> bool {
+        matches!(self.kind, ActorKind::Cli | ActorKind::Operator)
     }
 
     /// Refuses unless the actor's role is at least `needed`.
@@ -183,6 +220,9 @@ pub enum ServiceError {
     /// The resource changed since the version the client named (`If-Match`).
     #[error("the resource has changed since version {0}")]
     PreconditionFailed(String),
+    /// Only the deployment's operator may do this (sell seats, change plans).
+    #[error("{0}")]
+    OperatorOnly(String),
     #[error("storage failure")]
     Store(#[source] StoreError),
 }

@@ -5,7 +5,9 @@ use super::*;
 use crate::model::*;
 use crate::roles::derive_role;
 use crate::secrets::Secret;
-use crate::store::{Credential, Features, Invitation, Member, Organization, Person, SsoSettings, StoreError, User};
+use crate::store::{
+    BillingRequest, Credential, Features, Invitation, Member, Organization, Person, SsoSettings, StoreError, User,
+};
 
 /// What `roster org create` asks for.
 #[derive(Debug, Clone)]
@@ -65,11 +67,7 @@ impl From<SsoSettings> for SsoSettingsChange {
 impl Roster {
     /// Creates an organization with `owner_email` as its active Owner and an Owner API key.
     #[tracing::instrument(skip_all)]
-    pub async fn create_organization(
-        &self,
-        new: NewOrganization,
-        created_by: &str,
-    ) -> ServiceResult<CreatedOrganization> {
+    pub async fn create_organization(&self, new: NewOrganization, by: &Operator) -> ServiceResult<CreatedOrganization> {
         let seats = parse_seats(new.seats).map_err(|e| ServiceError::invalid("seats", e))?;
         if seats < 1 {
             return Err(ServiceError::invalid("seats", "the first Owner needs a seat: buy at least 1"));
@@ -88,7 +86,7 @@ impl Roster {
             created_at: now,
             updated_at: now,
         };
-        let actor = Actor::operator(org.id, created_by);
+        let actor = by.on(org.id);
         let mut tx = self.store.begin().await?;
         tx.insert_org(&org).await?;
         tx.add_webhook_queues(org.id, now).await?;
@@ -124,21 +122,39 @@ impl Roster {
         tx.get_org(actor.org_id).await?.ok_or(ServiceError::NotFound("organization"))
     }
 
-    /// Changes general settings and the plan (Owner and Admin).
+    /// Changes general settings and the plan (Owner and Admin). The plan is
+    /// sold by the operator: unless the deployment is self-serve, a change
+    /// of it becomes a billing request, filed with the other fields' change.
     #[tracing::instrument(skip_all, fields(org = %actor.org_id))]
-    pub async fn update_organization(&self, actor: &Actor, change: OrganizationChange) -> ServiceResult<Organization> {
-        self.change_org(actor, "organization.updated", |org| {
-            if let Some(name) = change.name {
-                org.name = name.as_str().to_string();
-            }
-            if let Some(contact) = change.contact_email {
-                org.contact_email = contact.map(String::from);
-            }
-            if let Some(plan) = change.plan {
+    pub async fn update_organization(
+        &self,
+        actor: &Actor,
+        change: OrganizationChange,
+    ) -> ServiceResult<(Organization, Option<BillingRequest>)> {
+        actor.require(Role::Admin)?;
+        let mut tx = self.store.begin().await?;
+        let before = lock_org(&mut *tx, actor.org_id).await?;
+        let mut org = before.clone();
+        if let Some(name) = change.name {
+            org.name = name.as_str().to_string();
+        }
+        if let Some(contact) = change.contact_email {
+            org.contact_email = contact.map(String::from);
+        }
+        let mut request = None;
+        if let Some(plan) = change.plan.filter(|p| *p != before.plan) {
+            if self.needs_approval(actor) {
+                let ask = BillingAsk { plan: Some(plan), ..Default::default() };
+                request = Some(billing::file_request(&mut *tx, actor, &before, ask, self.clock.now()).await?);
+            } else {
                 org.plan = plan;
             }
-        })
-        .await
+        }
+        if org == before {
+            tx.commit().await?;
+            return Ok((before, request));
+        }
+        Ok((self.save_org(tx, actor, "organization.updated", before, org).await?, request))
     }
 
     #[tracing::instrument(skip_all, fields(org = %actor.org_id))]

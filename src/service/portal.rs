@@ -242,7 +242,7 @@ impl Roster {
             used_at: None,
         };
         tx.insert_sign_in_link(&hash_token(token.expose()), &link).await?;
-        let actor = Actor::operator(org.id, created_by);
+        let actor = Operator::cli_as(created_by).on(org.id);
         let detail = serde_json::json!({ "email": email.as_str(), "expires_at": link.expires_at });
         tx.insert_audit(actor.audit(now, "portal.link_issued", member.id, None::<&()>, Some(&detail))).await?;
         tx.commit().await?;
@@ -326,6 +326,11 @@ impl Roster {
         expected: &str,
     ) -> ServiceResult<ReconcileOutcome> {
         actor.require(Role::Admin)?;
+        if self.needs_approval(actor) {
+            return Err(ServiceError::OperatorOnly(
+                "seats are changed by request in this deployment; ask for the new number on the Billing page".into(),
+            ));
+        }
         let purchased = parse_seats(purchased).map_err(|e| ServiceError::invalid("purchased", e))?;
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;

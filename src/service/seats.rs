@@ -118,27 +118,40 @@ impl Roster {
     /// Sets purchased seats (and optionally the policy and enforcement).
     /// Lowering them below the seats in use cuts nobody here: the overage is
     /// shown in [`Seats`], and the reconcile plan lists who would be cut.
+    ///
+    /// Seats and the seat policy are sold by the operator: an Owner's or
+    /// Admin's change of them becomes a billing request (the enforcement,
+    /// the organization's own choice, is set at once), unless the
+    /// deployment is self-serve.
     #[tracing::instrument(skip_all, fields(org = %actor.org_id))]
-    pub async fn set_seats(&self, actor: &Actor, change: SeatsChange) -> ServiceResult<Seats> {
+    pub async fn set_seats(&self, actor: &Actor, change: SeatsChange) -> ServiceResult<SeatsOutcome> {
         actor.require(Role::Admin)?;
         let purchased = parse_seats(change.purchased).map_err(|e| ServiceError::invalid("purchased", e))?;
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
         let before = lock_org(&mut *tx, actor.org_id).await?;
         let mut org = before.clone();
-        org.purchased_seats = purchased;
-        if let Some(policy) = change.policy {
-            org.seat_policy = policy;
-        }
-        if let Some(enforcement) = change.enforcement {
-            org.seat_enforcement = enforcement;
-        }
-        org.updated_at = now;
-        tx.update_org(&org).await?;
+        let sold_changes = purchased != org.purchased_seats || change.policy.is_some_and(|p| p != org.seat_policy);
+        let request = if sold_changes && self.needs_approval(actor) {
+            let ask = BillingAsk { purchased: Some(purchased), seat_policy: change.policy, plan: None, note: None };
+            Some(billing::file_request(&mut *tx, actor, &before, ask, now).await?)
+        } else {
+            org.purchased_seats = purchased;
+            org.seat_policy = change.policy.unwrap_or(org.seat_policy);
+            None
+        };
+        org.seat_enforcement = change.enforcement.unwrap_or(org.seat_enforcement);
         let seats = Seats::of(&org, tx.seat_usage(org.id, now).await?);
-        tx.insert_audit(seats_updated(actor, now, &before, &seats)).await?;
+        if org != before || request.is_none() {
+            org.updated_at = now;
+            tx.update_org(&org).await?;
+            tx.insert_audit(seats_updated(actor, now, &before, &seats)).await?;
+        }
         tx.commit().await?;
         metrics::gauge!("roster_seats_overage", "org" => org.id.to_string()).set(seats.overage as f64);
-        Ok(seats)
+        Ok(match request {
+            Some(request) => SeatsOutcome::Requested(request),
+            None => SeatsOutcome::Changed(seats),
+        })
     }
 }

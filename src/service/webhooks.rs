@@ -11,7 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 
 /// Every event type the outbox holds, as a webhook's `type`.
-pub const EVENT_TYPES: [&str; 20] = [
+pub const EVENT_TYPES: [&str; 24] = [
     "member.added",
     "member.invited",
     "member.role_changed",
@@ -27,6 +27,10 @@ pub const EVENT_TYPES: [&str; 20] = [
     "invitation.resent",
     "invitation.expired",
     "seats.updated",
+    "seats.change_requested",
+    "seats.change_approved",
+    "seats.change_rejected",
+    "seats.change_cancelled",
     "domain.added",
     "domain.verified",
     "domain.failed",
@@ -64,8 +68,8 @@ impl Default for WebhookPolicy {
 #[derive(Debug, Clone)]
 pub enum WebhookScope {
     Org(Actor),
-    /// The operator at the command line (`cli:<user>`).
-    Deployment(String),
+    /// The deployment's operator (the CLI or an operator key): deployment-wide endpoints.
+    Deployment(Operator),
 }
 
 impl WebhookScope {
@@ -79,7 +83,7 @@ impl WebhookScope {
     fn who(&self) -> &str {
         match self {
             WebhookScope::Org(a) => &a.id,
-            WebhookScope::Deployment(who) => who,
+            WebhookScope::Deployment(op) => &op.id,
         }
     }
 
@@ -103,7 +107,9 @@ impl WebhookScope {
     ) -> ServiceResult<()> {
         match self {
             WebhookScope::Org(actor) => tx.insert_audit(actor.audit(now, action, id, before, after)).await?,
-            WebhookScope::Deployment(who) => tracing::info!(%action, endpoint = %id, by = %who, "deployment webhook"),
+            WebhookScope::Deployment(op) => {
+                tracing::info!(%action, endpoint = %id, by = %op.id, "deployment webhook")
+            }
         }
         Ok(())
     }
@@ -581,7 +587,7 @@ impl Roster {
     ) -> ServiceResult<()> {
         let actor = match scope {
             WebhookScope::Org(a) => a.clone(),
-            WebhookScope::Deployment(who) => Actor::operator(org_id, who),
+            WebhookScope::Deployment(op) => op.on(org_id),
         };
         tx.insert_audit(actor.audit(now, "webhook.replayed", endpoint, None::<&()>, Some(detail))).await?;
         Ok(())

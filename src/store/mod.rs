@@ -354,6 +354,41 @@ pub struct Credential {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// A deployment-wide key of the operator (the product's back office and
+/// billing); only its hash is stored.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct OperatorKey {
+    pub id: Uuid,
+    pub name: String,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A change of purchased seats, seat policy or plan an organization's Owner
+/// or Admin asked for; the operator approves or rejects it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct BillingRequest {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    /// The purchased seats asked for; `None`: unchanged.
+    pub purchased: Option<i64>,
+    pub seat_policy: Option<SeatPolicy>,
+    pub plan: Option<Plan>,
+    /// The requester's words to the operator.
+    pub note: Option<String>,
+    pub status: BillingRequestStatus,
+    /// Why it was rejected or cancelled.
+    pub reason: Option<String>,
+    /// Who asked (an API key id or a portal member's email).
+    pub requested_by: String,
+    pub created_at: DateTime<Utc>,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+}
+
 /// An associated email domain and its DNS verification state.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Domain {
@@ -865,6 +900,25 @@ pub trait Tx: Send {
     /// The credential with this token hash and its stored hash, for a constant-time comparison.
     async fn find_credential_by_hash(&mut self, token_hash: &str) -> StoreResult<Option<(Credential, String)>>;
     async fn update_credential(&mut self, cred: &Credential) -> StoreResult<()>;
+
+    // Operator keys (deployment-wide).
+    async fn insert_operator_key(&mut self, key: &OperatorKey, token_hash: &str) -> StoreResult<()>;
+    async fn list_operator_keys(&mut self) -> StoreResult<Vec<OperatorKey>>;
+    /// The operator key with this token hash and its stored hash, for a constant-time comparison.
+    async fn find_operator_key_by_hash(&mut self, token_hash: &str) -> StoreResult<Option<(OperatorKey, String)>>;
+    async fn update_operator_key(&mut self, key: &OperatorKey) -> StoreResult<()>;
+
+    // Billing requests.
+    async fn insert_billing_request(&mut self, request: &BillingRequest) -> StoreResult<()>;
+    async fn update_billing_request(&mut self, request: &BillingRequest) -> StoreResult<()>;
+    async fn get_billing_request(&mut self, id: Uuid) -> StoreResult<Option<BillingRequest>>;
+    /// Requests of one organization (or every one), newest first, optionally of one status.
+    async fn list_billing_requests(
+        &mut self,
+        org_id: Option<Uuid>,
+        status: Option<BillingRequestStatus>,
+        limit: i64,
+    ) -> StoreResult<Vec<BillingRequest>>;
 
     // Domains.
     async fn insert_domain(&mut self, domain: &Domain) -> StoreResult<()>;

@@ -710,6 +710,76 @@ impl CredentialRow {
     }
 }
 
+pub(super) const OPERATOR_KEY_COLUMNS: &str =
+    "id, name, created_by, created_at, expires_at, last_used_at, revoked_at, token_hash";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct OperatorKeyRow {
+    id: String,
+    name: String,
+    created_by: String,
+    created_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+    last_used_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+    token_hash: String,
+}
+
+impl OperatorKeyRow {
+    pub(super) fn into_model(self) -> StoreResult<(OperatorKey, String)> {
+        Ok((
+            OperatorKey {
+                id: uuid("operator_keys.id", &self.id)?,
+                name: self.name,
+                created_by: self.created_by,
+                created_at: self.created_at,
+                expires_at: self.expires_at,
+                last_used_at: self.last_used_at,
+                revoked_at: self.revoked_at,
+            },
+            self.token_hash,
+        ))
+    }
+}
+
+pub(super) const BILLING_REQUEST_COLUMNS: &str = "id, org_id, purchased, seat_policy, plan, note, status, reason, \
+    requested_by, created_at, decided_by, decided_at";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct BillingRequestRow {
+    id: String,
+    org_id: String,
+    purchased: Option<i64>,
+    seat_policy: Option<String>,
+    plan: Option<String>,
+    note: Option<String>,
+    status: String,
+    reason: Option<String>,
+    requested_by: String,
+    created_at: DateTime<Utc>,
+    decided_by: Option<String>,
+    decided_at: Option<DateTime<Utc>>,
+}
+
+impl BillingRequestRow {
+    pub(super) fn into_model(self) -> StoreResult<BillingRequest> {
+        Ok(BillingRequest {
+            id: uuid("billing_requests.id", &self.id)?,
+            org_id: uuid("billing_requests.org_id", &self.org_id)?,
+            purchased: self.purchased,
+            seat_policy: self.seat_policy.as_deref().map(|p| parse("seat_policy", p)).transpose()?,
+            plan: self.plan.as_deref().map(|p| parse("plan", p)).transpose()?,
+            note: self.note,
+            status: parse("status", &self.status)?,
+            reason: self.reason,
+            requested_by: self.requested_by,
+            created_at: self.created_at,
+            decided_by: self.decided_by,
+            decided_at: self.decided_at,
+        })
+    }
+}
+
 pub(super) const DOMAIN_COLUMNS: &str = "id, org_id, name, status, verification_token, failures, last_result, \
     checked_at, verified_at, next_check_at, created_at, updated_at";
 
@@ -1699,6 +1769,151 @@ macro_rules! impl_tx {
                     .await?
                     .map(CredentialRow::into_model)
                     .transpose()
+            }
+
+            async fn insert_operator_key(&mut self, k: &OperatorKey, token_hash: &str) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO operator_keys (id, name, token_hash, created_by, created_at, expires_at, \
+                     last_used_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(k.id.to_string())
+                .bind(&k.name)
+                .bind(token_hash)
+                .bind(&k.created_by)
+                .bind(k.created_at)
+                .bind(k.expires_at)
+                .bind(k.last_used_at)
+                .bind(k.revoked_at)
+                .execute(self.conn().await?)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_operator_keys(&mut self) -> StoreResult<Vec<OperatorKey>> {
+                let sql = format!("SELECT {OPERATOR_KEY_COLUMNS} FROM operator_keys ORDER BY id");
+                sqlx::query_as::<_, OperatorKeyRow>(&sql)
+                    .fetch_all(self.conn().await?)
+                    .await?
+                    .into_iter()
+                    .map(|r| r.into_model().map(|(k, _)| k))
+                    .collect()
+            }
+
+            async fn find_operator_key_by_hash(&mut self, token_hash: &str) -> StoreResult<Option<(OperatorKey, String)>> {
+                let sql = format!("SELECT {OPERATOR_KEY_COLUMNS} FROM operator_keys WHERE token_hash = $1");
+                sqlx::query_as::<_, OperatorKeyRow>(&sql)
+                    .bind(token_hash)
+                    .fetch_optional(self.conn().await?)
+                    .await?
+                    .map(OperatorKeyRow::into_model)
+                    .transpose()
+            }
+
+            async fn update_operator_key(&mut self, k: &OperatorKey) -> StoreResult<()> {
+                let done = sqlx::query(
+                    "UPDATE operator_keys SET name = $2, last_used_at = $3, revoked_at = $4, expires_at = $5 WHERE id = $1",
+                )
+                .bind(k.id.to_string())
+                .bind(&k.name)
+                .bind(k.last_used_at)
+                .bind(k.revoked_at)
+                .bind(k.expires_at)
+                .execute(self.conn().await?)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn insert_billing_request(&mut self, r: &BillingRequest) -> StoreResult<()> {
+                let sql = format!(
+                    "INSERT INTO billing_requests ({BILLING_REQUEST_COLUMNS}) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                );
+                sqlx::query(&sql)
+                    .bind(r.id.to_string())
+                    .bind(r.org_id.to_string())
+                    .bind(r.purchased)
+                    .bind(r.seat_policy.map(|p| p.as_str()))
+                    .bind(r.plan.map(|p| p.as_str()))
+                    .bind(&r.note)
+                    .bind(r.status.as_str())
+                    .bind(&r.reason)
+                    .bind(&r.requested_by)
+                    .bind(r.created_at)
+                    .bind(&r.decided_by)
+                    .bind(r.decided_at)
+                    .execute(self.conn().await?)
+                    .await?;
+                Ok(())
+            }
+
+            async fn update_billing_request(&mut self, r: &BillingRequest) -> StoreResult<()> {
+                let done = sqlx::query(
+                    "UPDATE billing_requests SET status = $3, reason = $4, decided_by = $5, decided_at = $6 \
+                     WHERE org_id = $1 AND id = $2",
+                )
+                .bind(r.org_id.to_string())
+                .bind(r.id.to_string())
+                .bind(r.status.as_str())
+                .bind(&r.reason)
+                .bind(&r.decided_by)
+                .bind(r.decided_at)
+                .execute(self.conn().await?)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn get_billing_request(&mut self, id: Uuid) -> StoreResult<Option<BillingRequest>> {
+                let sql = format!("SELECT {BILLING_REQUEST_COLUMNS} FROM billing_requests WHERE id = $1");
+                sqlx::query_as::<_, BillingRequestRow>(&sql)
+                    .bind(id.to_string())
+                    .fetch_optional(self.conn().await?)
+                    .await?
+                    .map(BillingRequestRow::into_model)
+                    .transpose()
+            }
+
+            async fn list_billing_requests(
+                &mut self,
+                org_id: Option<Uuid>,
+                status: Option<BillingRequestStatus>,
+                limit: i64,
+            ) -> StoreResult<Vec<BillingRequest>> {
+                // Each filter only when given, so that the organization's or
+                // the pending requests' index serves the query.
+                let mut conditions = vec!["TRUE".to_string()];
+                let mut n = 1;
+                if org_id.is_some() {
+                    conditions.push(format!("org_id = ${n}"));
+                    n += 1;
+                }
+                if status.is_some() {
+                    conditions.push(format!("status = ${n}"));
+                    n += 1;
+                }
+                let sql = format!(
+                    "SELECT {BILLING_REQUEST_COLUMNS} FROM billing_requests WHERE {} ORDER BY id DESC LIMIT ${n}",
+                    conditions.join(" AND ")
+                );
+                let mut query = sqlx::query_as::<_, BillingRequestRow>(&sql);
+                if let Some(org_id) = org_id {
+                    query = query.bind(org_id.to_string());
+                }
+                if let Some(status) = status {
+                    query = query.bind(status.as_str());
+                }
+                query
+                    .bind(limit)
+                    .fetch_all(self.conn().await?)
+                    .await?
+                    .into_iter()
+                    .map(BillingRequestRow::into_model)
+                    .collect()
             }
 
             async fn update_credential(&mut self, c: &Credential) -> StoreResult<()> {

@@ -128,6 +128,14 @@ pub(super) const SEED: &[(&str, Option<&str>, &str)] = &[
     ("webhook_deliveries", Some("webhook_deliveries_endpoint"), "1000000 500 1"),
     ("webhook_deliveries", Some("webhook_deliveries_at"), "1000000 1"),
     ("webhook_deliveries", Some("webhook_deliveries_org"), "1000000 1000"),
+    ("operator_keys", None, "100"),
+    ("operator_keys", Some("sqlite_autoindex_operator_keys_1"), "100 1"),
+    ("operator_keys", Some("operator_keys_token_hash"), "100 1"),
+    ("billing_requests", None, "100000"),
+    ("billing_requests", Some("sqlite_autoindex_billing_requests_1"), "100000 1"),
+    ("billing_requests", Some("billing_requests_org"), "100000 10 1"),
+    ("billing_requests", Some("billing_requests_one_pending"), "1000 1"),
+    ("billing_requests", Some("billing_requests_pending"), "1000 1"),
 ];
 
 /// A table is analyzed once it holds this many times the rows its

@@ -798,8 +798,17 @@ async fn background_reconcile_runs_once_per_interval_across_two_processes() {
         ids.insert(name, member["id"].as_str().unwrap().to_string());
     }
     let name_of = |id: &str| *ids.iter().find(|(_, v)| v.as_str() == id).unwrap_or_else(|| panic!("{id}")).0;
+    // The seats are sold: the deployment's billing lowers them with its operator key.
+    let operator = run_json(&db.url, &["operator-key", "create", "--name", "billing"]);
+    let sell = |base: &str, body: Value| {
+        http.put(format!("{base}/api/v1/seats"))
+            .bearer_auth(operator["secret"].as_str().unwrap())
+            .header("roster-organization", created["organization"]["id"].as_str().unwrap())
+            .json(&body)
+            .send()
+    };
     let change = json!({"purchased": 4, "enforcement": "automatic"});
-    let (s, seats) = api(&http, &setup.base, Method::PUT, "/api/v1/seats", &key, Some(change)).await;
+    let (s, seats) = read(sell(&setup.base, change).await.expect("request")).await;
     assert_eq!(s, StatusCode::OK, "{seats}");
     assert_eq!((seats["used"].as_i64(), seats["overage"].as_i64()), (Some(7), Some(3)), "{seats}");
     assert_eq!((seats["policy"].as_str(), seats["enforcement"].as_str()), (Some("strict"), Some("automatic")));
@@ -859,7 +868,7 @@ async fn background_reconcile_runs_once_per_interval_across_two_processes() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     // ... and a later run the one made while they run.
-    let (s, seats) = api(&http, &b.base, Method::PUT, "/api/v1/seats", &key, Some(json!({"purchased": 3}))).await;
+    let (s, seats) = read(sell(&b.base, json!({"purchased": 3})).await.expect("request")).await;
     assert_eq!((s, seats["overage"].as_i64()), (StatusCode::OK, Some(1)), "{seats}");
     // Until both cuts are in the job_runs summaries, at least three runs are
     // recorded, and the processes have run for more than three intervals.

@@ -90,7 +90,7 @@ async fn changes(app: &TestApp, org: &TestOrg, tag: &str) -> (String, String) {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let (status, body) = app.post("/api/v1/api-keys", key, json!({"name": "CI", "role": "read"})).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, body) = app.call(Method::PUT, "/api/v1/seats", Some(key), Some(json!({"purchased": 12}))).await;
+    let (status, body) = app.set_seats(org, json!({"purchased": 12})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = app.call(Method::DELETE, &format!("/api/v1/invitations/{invitation}"), Some(key), None).await;
     assert_eq!(status, StatusCode::OK, "{body}");

@@ -8,7 +8,7 @@ use roster::clock::{Clock, SystemClock};
 use roster::config::Config;
 use roster::http::AppState;
 use roster::model::{CredentialKind, Email, Name, Plan, Role};
-use roster::service::{Actor, NewCredential, NewOrganization, Roster};
+use roster::service::{Actor, NewCredential, NewOrganization, Operator, Roster};
 use serde_json::Value;
 use sqlx::Connection;
 use std::net::SocketAddr;
@@ -103,6 +103,12 @@ impl TestApp {
         Self::spawn_on(db).await
     }
 
+    /// A deployment whose organizations change their own seats and plan
+    /// (`billing.self_serve_seats`) instead of asking the operator.
+    pub async fn spawn_self_serve() -> Self {
+        Self::spawn_with(TestDb::new().await, |c| c.billing.self_serve_seats = true, Arc::new(SystemClock)).await
+    }
+
     pub async fn spawn_on(db: TestDb) -> Self {
         Self::spawn_with(db, |_| {}, Arc::new(SystemClock)).await
     }
@@ -191,7 +197,7 @@ impl TestApp {
                     plan: Plan::EnterpriseSeatYearly,
                     contact_email: None,
                 },
-                "cli:test",
+                &Operator::cli_as("cli:test"),
             )
             .await
             .expect("create organization");
@@ -230,6 +236,39 @@ impl TestApp {
         }
         let res = req.send().await.expect("request");
         read(res).await
+    }
+
+    /// A new operator key's secret.
+    pub async fn operator_key(&self) -> String {
+        let name = Name::parse("test back office").unwrap();
+        let created = self.roster.create_operator_key(&Operator::cli_as("cli:test"), &name, None).await;
+        created.expect("operator key").secret.expose().to_string()
+    }
+
+    /// Sends a request with an operator key acting on `org_id` (the `Roster-Organization` header).
+    pub async fn call_for(
+        &self,
+        method: Method,
+        path: &str,
+        operator_key: &str,
+        org_id: Uuid,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(operator_key)
+            .header("roster-organization", org_id.to_string());
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        read(req.send().await.expect("request")).await
+    }
+
+    /// Sets `org`'s seats as the deployment's billing does: `PUT /api/v1/seats` with an operator key.
+    pub async fn set_seats(&self, org: &TestOrg, body: Value) -> (StatusCode, Value) {
+        let key = self.operator_key().await;
+        self.call_for(Method::PUT, "/api/v1/seats", &key, org.id, Some(body)).await
     }
 
     pub async fn get(&self, path: &str, key: &str) -> (StatusCode, Value) {

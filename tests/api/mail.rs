@@ -299,7 +299,7 @@ async fn names_are_text_in_every_page_and_message() {
                 plan: Plan::EnterpriseSeatYearly,
                 contact_email: None,
             },
-            "cli:test",
+            &roster::service::Operator::cli_as("cli:test"),
         )
         .await
         .unwrap();

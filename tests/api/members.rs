@@ -172,12 +172,14 @@ async fn organization_settings_round_trip_and_tenant_ids_are_unique() {
             Some(json!({"name": "Alpha Inc", "plan": "enterprise_seat_monthly", "contact_email": "it@alpha.com"})),
         )
         .await;
-    assert_eq!(s, StatusCode::OK, "{org}");
-    assert_eq!(
-        (org["name"].as_str(), org["plan"].as_str(), org["contact_email"].as_str()),
-        (Some("Alpha Inc"), Some("enterprise_seat_monthly"), Some("it@alpha.com"))
-    );
+    // The plan is sold by the operator: its change is a request; the rest is saved.
+    assert_eq!(s, StatusCode::ACCEPTED, "{org}");
+    assert_eq!((org["plan"].as_str(), org["status"].as_str()), (Some("enterprise_seat_monthly"), Some("pending")));
     let (_, got) = app.get("/api/v1/organization", &a.owner_key).await;
+    assert_eq!(
+        (got["name"].as_str(), got["plan"].as_str(), got["contact_email"].as_str()),
+        (Some("Alpha Inc"), Some("enterprise_seat_yearly"), Some("it@alpha.com"))
+    );
     assert_eq!(got["sso"]["tenant_id"], "T2alpha");
     assert_eq!(got["features"]["external_cloud"], true);
 }

@@ -43,7 +43,7 @@ enum Body {
 struct Route {
     method: Method,
     /// `{member}`, `{suspended}`, `{invitation}`, `{scim}`, `{key}`, `{domain}`, `{ssoclient}`, `{mapping}`,
-    /// `{webhook}` and `{delivery}` stand for the fixture's objects.
+    /// `{webhook}`, `{delivery}` and `{request}` stand for the fixture's objects.
     path: &'static str,
     body: Body,
     min: Role,
@@ -111,7 +111,17 @@ fn routes() -> Vec<Route> {
             OK,
         ),
         route(M::PATCH, "/api/v1/organization/sso", Json(|_| json!({"auto_assign": true})), Admin, OK),
-        route(M::PUT, "/api/v1/seats", Json(|_| json!({"purchased": 12})), Admin, OK),
+        // Seats are sold by the operator: an organization's change is a request.
+        route(M::PUT, "/api/v1/seats", Json(|_| json!({"purchased": 12})), Admin, StatusCode::ACCEPTED),
+        route(M::GET, "/api/v1/billing/requests", Empty, Admin, OK),
+        route(
+            M::POST,
+            "/api/v1/billing/requests",
+            Json(|_| json!({"plan": "enterprise_seat_monthly"})),
+            Admin,
+            CREATED,
+        ),
+        route(M::DELETE, "/api/v1/billing/requests/{request}", Empty, Admin, OK),
         route(
             M::POST,
             "/api/v1/members",
@@ -222,6 +232,8 @@ struct Fixture {
     /// A webhook endpoint (at a closed loopback port) and its failed first delivery.
     webhook: String,
     delivery: String,
+    /// A pending billing request (11 seats).
+    request: String,
     /// Strings that identify this organization's data and must not show in another's answers.
     marks: Vec<String>,
 }
@@ -288,6 +300,8 @@ async fn fixture(app: &TestApp, tag: &str, seats: i64) -> Fixture {
     let (status, deliveries) = app.get(&format!("/api/v1/webhooks/{webhook}/deliveries"), &owner).await;
     assert_eq!(status, StatusCode::OK, "fixture deliveries: {deliveries}");
     let delivery = id_of(&deliveries["items"][0]);
+    let request = created(app, &owner, "/api/v1/billing/requests", json!({"purchased": 11})).await;
+    let request = id_of(&request);
     let (status, plan) = app.get("/api/v1/reconcile/plan", &owner).await;
     assert_eq!(status, StatusCode::OK, "fixture plan: {plan}");
     assert_eq!(plan["changes"].as_array().map(Vec::len), Some(1), "fixture plan: {plan}");
@@ -312,6 +326,7 @@ async fn fixture(app: &TestApp, tag: &str, seats: i64) -> Fixture {
         email("scimmed"),
         webhook.clone(),
         delivery.clone(),
+        request.clone(),
     ];
     Fixture {
         org,
@@ -326,6 +341,7 @@ async fn fixture(app: &TestApp, tag: &str, seats: i64) -> Fixture {
         mapping,
         webhook,
         delivery,
+        request,
         marks,
     }
 }
@@ -344,6 +360,7 @@ impl Fixture {
             .replace("{mapping}", &self.mapping)
             .replace("{webhook}", &self.webhook)
             .replace("{delivery}", &self.delivery)
+            .replace("{request}", &self.request)
     }
 }
 
@@ -482,6 +499,7 @@ fn assert_read_is_about(route: &Route, body: &Value, fx: &Fixture, what: &str) {
         "/api/v1/events" => Some(fx.member.clone()),
         "/api/v1/webhooks" | "/api/v1/webhooks/{webhook}" => Some(fx.webhook.clone()),
         "/api/v1/webhooks/{webhook}/deliveries" => Some(fx.delivery.clone()),
+        "/api/v1/billing/requests" => Some(fx.request.clone()),
         "/api/v1/seats" => {
             assert_eq!(body["purchased"], 10, "{what}: {body}");
             None
@@ -589,8 +607,13 @@ async fn the_matrix_covers_every_route_of_the_openapi_document() {
     let (status, doc) = read(res).await;
     assert_eq!(status, StatusCode::OK, "{doc}");
     let mut documented = BTreeSet::new();
-    // The API key routes; the sign-in routes under /sso take no API key.
-    let admin = doc["paths"].as_object().expect("paths").iter().filter(|(path, _)| path.starts_with("/api/v1/"));
+    // The API key routes; the sign-in routes under /sso take no API key, and
+    // the operator's routes take only an operator key (tests/api/operator.rs).
+    let admin = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .filter(|(path, _)| path.starts_with("/api/v1/") && !path.starts_with("/api/v1/operator/"));
     for (path, item) in admin {
         for method in ["get", "put", "post", "patch", "delete"] {
             if item.get(method).is_some() {
@@ -612,6 +635,7 @@ async fn the_matrix_covers_every_route_of_the_openapi_document() {
                 "{ssoclient}",
                 "{mapping}",
                 "{webhook}",
+                "{request}",
             ] {
                 path = path.replace(placeholder, "{id}");
             }
@@ -737,6 +761,7 @@ fn assert_read_is_about_other(route: &Route, body: &Value, other: &Fixture, what
         "/api/v1/reconcile/plan" => &other.org.id.to_string(),
         "/api/v1/events" => &other.member,
         "/api/v1/webhooks" => &other.webhook,
+        "/api/v1/billing/requests" => &other.request,
         path => panic!("no check for GET {path}"),
     };
     assert!(body.to_string().contains(expected.as_str()), "{what}: the caller's own {expected} is missing: {body}");

@@ -327,7 +327,7 @@ async fn a_person_in_two_organizations_switches_between_them() {
 
 #[tokio::test]
 async fn lowering_seats_below_use_shows_the_plan_and_applies_it_only_when_confirmed() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_self_serve().await;
     let org = app.org("Acme", 5).await;
     for (email, role) in [("a@example.com", "admin"), ("r1@example.com", "read"), ("r2@example.com", "read")] {
         member(&app, &org.owner_key, email, role).await;
@@ -529,4 +529,40 @@ async fn a_nul_character_in_a_form_or_a_search_is_refused() {
     assert_eq!(list["total"], 1, "{list}");
     let (_, list) = app.get("/api/v1/members?q=50%25", &org.owner_key).await;
     assert_eq!(list["total"], 0, "a % is a character, not a wildcard: {list}");
+}
+
+#[tokio::test]
+async fn billing_changes_are_requests_the_page_follows_until_answered() {
+    let app = TestApp::spawn().await;
+    let org = app.org("Acme", 5).await;
+    let cookie = sign_in(&app, org.id, &owner_email("Acme")).await;
+    let (_, billing) = page(&app, &cookie, "/portal/billing").await;
+    assert!(billing.contains("Request seats") && !billing.contains("id=\"billing-requests\""), "{billing}");
+    let csrf = csrf_of(&billing);
+
+    let (status, body) = submit(&app, &cookie, "/portal/billing/seats", &[("csrf", &csrf), ("purchased", "50")]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("Requested 50 seats. They take effect once the request is approved."), "{body}");
+    assert!(body.contains("Waiting for approval"), "the pending request is listed: {body}");
+    assert_eq!(app.get("/api/v1/seats", &org.owner_key).await.1["purchased"], 5, "nothing granted");
+    // A plan asked for next joins the seats in one request.
+    let (_, body) =
+        submit(&app, &cookie, "/portal/billing/plan", &[("csrf", &csrf), ("plan", "enterprise_seat_monthly")]).await;
+    assert!(body.contains("Requested the Enterprise Seat Monthly plan."), "{body}");
+    assert!(body.contains("50 seats, plan Enterprise Seat Monthly"), "{body}");
+
+    let op = app.operator_key().await;
+    let (_, requests) = app.get("/api/v1/billing/requests", &org.owner_key).await;
+    let newest = id_of(&requests[0]);
+    let (status, b) = app
+        .post(
+            &format!("/api/v1/operator/billing/requests/{newest}/reject"),
+            &op,
+            json!({"reason": "Plans change at renewal."}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    let (_, billing) = page(&app, &cookie, "/portal/billing").await;
+    assert!(billing.contains("Rejected") && billing.contains("Plans change at renewal."), "{billing}");
+    assert!(billing.contains("Withdrawn"), "the seats-only request was superseded: {billing}");
 }

@@ -185,7 +185,8 @@ async fn a_domain_is_verified_once_its_record_is_published() {
 
 #[tokio::test]
 async fn an_admin_changes_a_role_and_lowers_seats_through_their_plan() {
-    let app = TestApp::spawn().await;
+    // A self-serve deployment: the Admin sets the seats (by request, the operator would).
+    let app = TestApp::spawn_self_serve().await;
     let org = app.org("Acme", 5).await;
     let mut ids = Vec::new();
     for (email, role) in [("ada@example.com", "read"), ("bob@example.com", "read"), ("cy@example.com", "write")] {

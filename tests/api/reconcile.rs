@@ -41,8 +41,9 @@ fn later(clock: &ManualClock) {
     clock.advance(chrono::Duration::minutes(1));
 }
 
-async fn put_seats(app: &TestApp, key: &str, body: Value) -> Value {
-    let (status, seats) = app.call(Method::PUT, "/api/v1/seats", Some(key), Some(body)).await;
+/// Sets the organization's seats as the deployment's billing does.
+async fn put_seats(app: &TestApp, org: &TestOrg, body: Value) -> Value {
+    let (status, seats) = app.set_seats(org, body).await;
     assert_eq!(status, StatusCode::OK, "{seats}");
     seats
 }
@@ -614,7 +615,7 @@ async fn lowering_purchased_seats_plans_cuts_in_order_and_apply_brings_usage_und
     assert_eq!(app.seats(&key).await["used"], 5);
 
     // Lowering cuts nobody by itself.
-    let seats = put_seats(&app, &key, json!({"purchased": 2})).await;
+    let seats = put_seats(&app, &org, json!({"purchased": 2})).await;
     assert_eq!((seats["used"].as_i64(), seats["overage"].as_i64()), (Some(5), Some(3)), "{seats}");
     assert_eq!(member(&app, &key, &write).await["status"], "active");
 
@@ -685,13 +686,13 @@ async fn the_newest_invitations_go_first_and_owners_are_never_cut() {
         later(&clock);
         invite(&app, &key, &format!("{who}@newest.com"), "read").await;
     }
-    put_seats(&app, &key, json!({"purchased": 3})).await;
+    put_seats(&app, &org, json!({"purchased": 3})).await;
     let p = plan(&app, &key).await;
     assert_eq!(changes(&p), pairs(&[("revoke_invitation", "i3@newest.com"), ("revoke_invitation", "i2@newest.com")]));
     assert_eq!(p["seats"]["used_after"], 3);
 
     // With no seat at all, everyone but the Owner goes; the Owner's seat is kept and said so.
-    put_seats(&app, &key, json!({"purchased": 0})).await;
+    put_seats(&app, &org, json!({"purchased": 0})).await;
     let p = plan(&app, &key).await;
     assert_eq!(
         changes(&p),
@@ -723,7 +724,7 @@ async fn under_the_overage_policy_the_plan_cuts_nobody() {
     add_member(&app, &key, "r@elastic.com", "read").await;
     add_member(&app, &key, "w@elastic.com", "write").await;
     invite(&app, &key, "i@elastic.com", "read").await;
-    let seats = put_seats(&app, &key, json!({"purchased": 2, "policy": "overage"})).await;
+    let seats = put_seats(&app, &org, json!({"purchased": 2, "policy": "overage"})).await;
     assert_eq!((seats["policy"].as_str(), seats["overage"].as_i64()), (Some("overage"), Some(2)), "{seats}");
     let p = plan(&app, &key).await;
     assert_eq!(p["changes"], json!([]), "{p}");
@@ -750,7 +751,7 @@ async fn apply_with_a_stale_fingerprint_is_refused_and_changes_nothing() {
     later(&clock);
     let w = add_member(&app, &key, "w@stale.com", "write").await;
     let inv = id_of(&invite(&app, &key, "i@stale.com", "read").await);
-    put_seats(&app, &key, json!({"purchased": 2})).await;
+    put_seats(&app, &org, json!({"purchased": 2})).await;
     let read = plan(&app, &key).await;
     assert_eq!(changes(&read), pairs(&[("revoke_invitation", "i@stale.com"), ("suspend_member", "w@stale.com")]));
     let stale = read["fingerprint"].as_str().unwrap().to_string();
@@ -795,7 +796,7 @@ async fn automatic_enforcement_lets_the_background_run_apply_seat_cuts() {
     later(&clock);
     add_member(&app, &key, "w@auto.com", "write").await;
     let inv = id_of(&invite(&app, &key, "i@auto.com", "read").await);
-    let seats = put_seats(&app, &key, json!({"purchased": 2, "enforcement": "automatic"})).await;
+    let seats = put_seats(&app, &org, json!({"purchased": 2, "enforcement": "automatic"})).await;
     assert_eq!(seats["enforcement"], "automatic");
     assert_eq!(seats["used"], 4, "lowering the seats cut somebody by itself");
 
@@ -837,7 +838,7 @@ async fn manual_enforcement_leaves_seat_cuts_to_an_admin_but_expires_invitations
     let r = add_member(&app, &key, "r@manual.com", "read").await;
     later(&clock);
     let inv = id_of(&invite(&app, &key, "i@manual.com", "read").await);
-    let seats = put_seats(&app, &key, json!({"purchased": 2})).await;
+    let seats = put_seats(&app, &org, json!({"purchased": 2})).await;
     assert_eq!((seats["used"].as_i64(), seats["enforcement"].as_str()), (Some(4), Some("manual")), "{seats}");
     let p = plan(&app, &key).await;
     assert_eq!(
@@ -1065,7 +1066,7 @@ async fn concurrent_applies_make_each_change_once() {
     }
     later(&clock);
     invite(&app, &key, "i@racing.com", "read").await;
-    put_seats(&app, &key, json!({"purchased": 3})).await;
+    put_seats(&app, &org, json!({"purchased": 3})).await;
     let p = plan(&app, &key).await;
     assert_eq!(
         changes(&p),
@@ -1102,7 +1103,7 @@ async fn replicas_ticking_at_once_run_the_reconciler_once() {
     let org = app.org("Replicas", 3).await;
     add_member(&app, &org.owner_key, "a@replicas.com", "read").await;
     add_member(&app, &org.owner_key, "b@replicas.com", "read").await;
-    put_seats(&app, &org.owner_key, json!({"purchased": 1, "enforcement": "automatic"})).await;
+    put_seats(&app, &org, json!({"purchased": 1, "enforcement": "automatic"})).await;
     let mut tasks = Vec::new();
     for i in 0..6 {
         let roster = app.roster.clone();

@@ -420,7 +420,8 @@ impl Run<'_> {
                 if let Some(policy) = policy {
                     body["policy"] = json!(policy);
                 }
-                let (s, _) = self.admin(Method::PUT, "/api/v1/seats", &self.org.owner_key, Some(body)).await;
+                // Seats are sold: the deployment's billing sets them.
+                let (s, _) = self.app.set_seats(&self.org, body).await;
                 (String::new(), s)
             }
             Op::DefaultRole { role } => {

@@ -99,14 +99,7 @@ async fn concurrent_member_adds_and_reactivations_share_the_same_limit() {
 async fn overage_policy_grants_beyond_purchased_and_shows_it() {
     let app = TestApp::spawn().await;
     let org = app.org("Elastic", 1).await;
-    let (s, body) = app
-        .call(
-            reqwest::Method::PUT,
-            "/api/v1/seats",
-            Some(&org.owner_key),
-            Some(json!({"purchased": 1, "policy": "overage"})),
-        )
-        .await;
+    let (s, body) = app.set_seats(&org, json!({"purchased": 1, "policy": "overage"})).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     let (s, body) =
         app.post("/api/v1/invitations", &org.owner_key, json!({"email": "extra@example.com", "role": "read"})).await;
@@ -132,8 +125,7 @@ async fn seats_report_purchased_used_available_and_pending() {
     assert_eq!(seats["pending_invitations"], 1);
     assert_eq!(seats["active_members"], 2);
     // Lowering below use cuts nobody and shows the overage.
-    let (s, body) =
-        app.call(reqwest::Method::PUT, "/api/v1/seats", Some(&org.owner_key), Some(json!({"purchased": 2}))).await;
+    let (s, body) = app.set_seats(&org, json!({"purchased": 2})).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["overage"], 1);
     assert_eq!(body["used"], 3);

@@ -199,7 +199,7 @@ async fn every_kind_of_change(app: &TestApp, org: &TestOrg) {
     ok(s, &b, StatusCode::OK);
     let (s, b) = app.call(Method::DELETE, &format!("/api/v1/invitations/{invitation}"), Some(key), None).await;
     ok(s, &b, StatusCode::OK);
-    let (s, b) = app.call(Method::PUT, "/api/v1/seats", Some(key), Some(json!({"purchased": 25}))).await;
+    let (s, b) = app.set_seats(org, json!({"purchased": 25})).await;
     ok(s, &b, StatusCode::OK);
     let (s, d) = app.post("/api/v1/domains", key, json!({"name": "hooks.example.com"})).await;
     ok(s, &d, StatusCode::CREATED);
@@ -308,7 +308,7 @@ async fn an_outage_delays_events_but_loses_none() {
     for i in 0..5 {
         add_member(&app, &org, &format!("m{i}@outage.example.com")).await;
     }
-    let (s, b) = app.call(Method::PUT, "/api/v1/seats", Some(key), Some(json!({"purchased": 30}))).await;
+    let (s, b) = app.set_seats(&org, json!({"purchased": 30})).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     for _ in 0..3 {
         app.deliver_webhooks().await;
@@ -611,7 +611,7 @@ async fn an_endpoint_hears_only_the_events_it_chose() {
     create_endpoint(&app, &org, &everything.url(), None).await;
 
     add_member(&app, &org, "a@filter.example.com").await;
-    let (s, b) = app.call(Method::PUT, "/api/v1/seats", Some(key), Some(json!({"purchased": 12}))).await;
+    let (s, b) = app.set_seats(&org, json!({"purchased": 12})).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     add_member(&app, &org, "b@filter.example.com").await;
 

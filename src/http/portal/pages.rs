@@ -3,14 +3,14 @@
 //! renders the page again with its outcome (a notice, or why nothing was
 //! changed).
 
-use super::views::{admins_only, line_count, render, Frame, Outcome};
+use super::views::{admins_only, capitalized, line_count, render, Frame, Outcome};
 use super::{path_id, posted, signed_in, Form, Signed};
 use crate::domains::DomainName;
 use crate::http::AppState;
 use crate::model::*;
 use crate::roles::RoleMapping;
 use crate::service::*;
-use crate::store::{AuditEntry, Credential, Invitation, Member};
+use crate::store::{AuditEntry, BillingRequest, Credential, Invitation, Member};
 use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -541,6 +541,46 @@ struct BillingPage {
     plans: Vec<(&'static str, &'static str, bool)>,
     seats: Seats,
     contact: String,
+    /// Whether seats and plan change at once, or by request to the operator.
+    self_serve: bool,
+    requests: Vec<RequestRow>,
+}
+
+/// A billing request as the Billing page lists it.
+struct RequestRow {
+    what: String,
+    status: &'static str,
+    /// When it was asked, and the answer's reason if any.
+    detail: String,
+    pending: bool,
+}
+
+fn request_row(r: &BillingRequest) -> RequestRow {
+    let mut what = Vec::new();
+    if let Some(n) = r.purchased {
+        what.push(format!("{n} seats"));
+    }
+    if let Some(policy) = r.seat_policy {
+        what.push(format!("seat policy {policy}"));
+    }
+    if let Some(plan) = r.plan {
+        what.push(format!("plan {}", plan_title(plan)));
+    }
+    let mut detail = format!("Asked {} by {}", r.created_at.format("%Y-%m-%d %H:%M UTC"), r.requested_by);
+    if let Some(reason) = &r.reason {
+        detail.push_str(&format!(". {}", capitalized(reason)));
+    }
+    RequestRow {
+        what: what.join(", "),
+        status: match r.status {
+            BillingRequestStatus::Pending => "Waiting for approval",
+            BillingRequestStatus::Approved => "Approved",
+            BillingRequestStatus::Rejected => "Rejected",
+            BillingRequestStatus::Cancelled => "Withdrawn",
+        },
+        detail,
+        pending: r.status == BillingRequestStatus::Pending,
+    }
 }
 
 async fn billing_page(s: &AppState, signed: &Signed, outcome: Outcome) -> Page {
@@ -551,12 +591,15 @@ async fn billing_page(s: &AppState, signed: &Signed, outcome: Outcome) -> Page {
         .into_iter()
         .map(|p| (p.as_str(), plan_title(p), p == org.plan))
         .collect();
+    let requests = s.roster.billing_requests(signed.actor()).await.map_err(fail)?;
     let status = outcome.status();
     let page = BillingPage {
         f: outcome.frame(signed, "billing", "Billing"),
         plans,
         seats,
         contact: org.contact_email.unwrap_or_default(),
+        self_serve: s.roster.self_serve_seats(),
+        requests: requests.iter().take(5).map(request_row).collect(),
     };
     Ok(render(status, page.render()))
 }
@@ -624,10 +667,16 @@ pub(super) async fn change_seats(State(s): State<AppState>, parts: Parts, body: 
                 Err(e) => return billing_page(&s, &signed, Outcome::failed(e)).await,
             };
             let seats = s.roster.seats(signed.actor()).await.map_err(|e| super::views::failure(&e))?;
-            if purchased >= seats.used {
+            // By request, the operator reviews what a decrease would cut.
+            if purchased >= seats.used || !s.roster.self_serve_seats() {
                 let change = SeatsChange { purchased, policy: None, enforcement: None };
                 let outcome = match s.roster.set_seats(signed.actor(), change).await {
-                    Ok(seats) => Outcome::done(format!("The organization now has {} seats.", seats.purchased)),
+                    Ok(SeatsOutcome::Changed(seats)) => {
+                        Outcome::done(format!("The organization now has {} seats.", seats.purchased))
+                    }
+                    Ok(SeatsOutcome::Requested(_)) => Outcome::done(format!(
+                        "Requested {purchased} seats. They take effect once the request is approved."
+                    )),
                     Err(e) => Outcome::failed(e),
                 };
                 return billing_page(&s, &signed, outcome).await;
@@ -685,8 +734,13 @@ pub(super) async fn change_plan(State(s): State<AppState>, parts: Parts, body: B
             let outcome = match (plan, contact) {
                 (Some(plan), _) => {
                     let change = OrganizationChange { plan: Some(plan), ..Default::default() };
-                    s.roster.update_organization(signed.actor(), change).await.map_or_else(Outcome::failed, |o| {
-                        Outcome::done(format!("The plan is now {}.", plan_title(o.plan)))
+                    s.roster.update_organization(signed.actor(), change).await.map_or_else(Outcome::failed, |o| match o
+                    {
+                        (_, Some(_)) => Outcome::done(format!(
+                            "Requested the {} plan. It takes effect once the request is approved.",
+                            plan_title(plan)
+                        )),
+                        (o, None) => Outcome::done(format!("The plan is now {}.", plan_title(o.plan))),
                     })
                 }
                 (None, Some(contact)) => match contact_change(contact) {

@@ -128,6 +128,7 @@ pub(super) fn problem_of(e: &ServiceError) -> (StatusCode, String, Vec<String>) 
             Vec::new(),
         ),
         ServiceError::Conflict(message) => (StatusCode::CONFLICT, capitalized(message), Vec::new()),
+        ServiceError::OperatorOnly(message) => (StatusCode::FORBIDDEN, capitalized(message), Vec::new()),
         ServiceError::BulkRejected(errors) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("{} cannot be accepted, so nothing was sent:", line_count(errors.len())),
@@ -156,7 +157,7 @@ pub(super) fn line_count(n: usize) -> String {
     }
 }
 
-fn capitalized(s: &str) -> String {
+pub(super) fn capitalized(s: &str) -> String {
     let mut c = s.chars();
     match c.next() {
         Some(first) => first.to_uppercase().chain(c).collect(),

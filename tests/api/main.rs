@@ -20,6 +20,7 @@ mod members;
 mod notices;
 mod oidc_provider;
 mod openapi;
+mod operator;
 mod permissions;
 mod portal;
 mod portal_browser;

@@ -41,6 +41,19 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Write a consistent copy of the SQLite database while it serves.
+    Backup {
+        /// The new file to write.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Replace the SQLite database with a backup (stop `roster serve` first);
+    /// the replaced file is kept as `<database>.before-restore`.
+    Restore {
+        /// The backup to restore.
+        #[arg(long)]
+        from: PathBuf,
+    },
     /// Manage organizations.
     #[command(subcommand)]
     Org(OrgCommand),
@@ -565,6 +578,17 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             println!("{}", if cli.json { json!({"migrated": true}).to_string() } else { "migrations applied".into() });
             Ok(())
         }
+        Command::Backup { to } => {
+            let report = crate::store::backup::backup(config.database_url.expose(), &to).await.map_err(refused)?;
+            print_backup(&report, "Backed up to", cli.json);
+            Ok(())
+        }
+        Command::Restore { from } => {
+            let url = config.database_url.expose();
+            let report = crate::store::backup::restore(url, &from).await.map_err(refused)?;
+            print_backup(&report, "Restored", cli.json);
+            Ok(())
+        }
         Command::Org(cmd) => {
             let roster = AppState::from_config(config).await?.roster;
             org(&roster, cmd, cli.json).await
@@ -1061,6 +1085,25 @@ fn print_created_webhook(created: &CreatedWebhook, verb: &str, as_json: bool) {
         println!("{verb} webhook endpoint {} ({})", created.endpoint.id, created.endpoint.url);
         println!("Signing secret (shown once; the receiver verifies webhook-signature with it):");
         println!("  {}", created.secret);
+    }
+}
+
+/// A refused backup or restore is the operator's input to fix (exit 2).
+fn refused(e: anyhow::Error) -> CliError {
+    match e.downcast::<crate::store::backup::Refused>() {
+        Ok(refused) => CliError::Input(refused.0),
+        Err(other) => CliError::Other(other),
+    }
+}
+
+fn print_backup(report: &crate::store::backup::BackupReport, what: &str, as_json: bool) {
+    if as_json {
+        println!("{}", json!(report));
+        return;
+    }
+    println!("{what} {} ({} bytes, migration {})", report.file.display(), report.bytes, report.migration);
+    if let Some(previous) = &report.previous {
+        println!("The replaced database is kept as {}", previous.display());
     }
 }
 

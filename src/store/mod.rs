@@ -6,6 +6,7 @@
 //! one transaction, makes its change together with its audit record, and
 //! commits; dropping a `Tx` without committing rolls it back.
 
+pub mod backup;
 mod postgres;
 mod sql;
 mod sqlite;

@@ -77,6 +77,9 @@ pub struct SqliteStore {
     /// The checkpointer runs while any clone of the store is alive.
     _alive: Arc<()>,
     events: Arc<tokio::sync::Notify>,
+    /// A shared lock on the database file, held while the store lives:
+    /// `roster restore` swaps the file only when no process holds one.
+    _in_use: Option<Arc<std::fs::File>>,
 }
 
 impl SqliteStore {
@@ -107,6 +110,7 @@ impl SqliteStore {
         });
         // A connection to a local file cannot drop: no health check on acquire.
         let checkpointer = SqlitePoolOptions::new().max_connections(1).connect_lazy_with(options.clone());
+        let in_use = super::backup::hold_in_use(options.get_filename()).map_err(|e| StoreError::Other(e.into()))?;
         let readers = Readers::new(options.read_only(true), max_connections.max(1) as usize);
         let alive = Arc::new(());
         tokio::spawn(checkpoint_wal(checkpointer, Arc::downgrade(&alive)));
@@ -116,6 +120,7 @@ impl SqliteStore {
             readers: Arc::new(readers),
             _alive: alive,
             events: Arc::default(),
+            _in_use: in_use.map(Arc::new),
         })
     }
 
@@ -163,7 +168,7 @@ impl SqliteStore {
 
 /// The URL without Roster's own `synchronous` parameter, and the mode it
 /// asks for (`full` when absent).
-fn synchronous_of(url: &str) -> StoreResult<(String, SqliteSynchronous)> {
+pub(super) fn synchronous_of(url: &str) -> StoreResult<(String, SqliteSynchronous)> {
     let Some((base, query)) = url.split_once('?') else {
         return Ok((url.to_string(), SqliteSynchronous::Full));
     };

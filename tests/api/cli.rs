@@ -941,3 +941,85 @@ async fn background_reconcile_runs_once_per_interval_across_two_processes() {
         assert_eq!(m["status"], "active", "Admins are cut last: {m}");
     }
 }
+
+/// The members' emails an organization's API key lists (the first page of 200).
+async fn member_emails(http: &reqwest::Client, base: &str, key: &str) -> std::collections::BTreeSet<String> {
+    let (status, page) = api(http, base, Method::GET, "/api/v1/members?limit=200", key, None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    page["items"].as_array().expect("items").iter().map(|m| m["email"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_serving_restores_the_data_it_held() {
+    let db = TestDb::new().await;
+    let work = tempfile::tempdir().unwrap();
+    let backup = work.path().join("roster-backup.db");
+    let backup_arg = backup.to_str().unwrap().to_string();
+    if db.is_postgres() {
+        let out = roster(&db.url).args(["backup", "--to", &backup_arg]).output().expect("run");
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("pg_dump"), "points to PostgreSQL's tools");
+        return;
+    }
+    let created = run_json(
+        &db.url,
+        &["org", "create", "--name", "Kept", "--seats", "100", "--owner-email", "o@kept.example.com"],
+    );
+    let key = created["api_key"]["secret"].as_str().unwrap().to_string();
+    let server = Server::start(&db.url);
+    let http = reqwest::Client::new();
+    // Members join one after another while the backup is taken.
+    let writer = {
+        let (http, base, key) = (http.clone(), server.base.clone(), key.clone());
+        tokio::spawn(async move {
+            for i in 0..40 {
+                let body = json!({"email": format!("m{i:02}@kept.example.com"), "role": "read"});
+                let (s, b) = api(&http, &base, Method::POST, "/api/v1/members", &key, Some(body)).await;
+                assert_eq!(s, StatusCode::CREATED, "{b}");
+            }
+        })
+    };
+    while member_emails(&http, &server.base, &key).await.len() < 10 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let url = db.url.clone();
+    let arg = backup_arg.clone();
+    let report = tokio::task::spawn_blocking(move || run_json(&url, &["backup", "--to", &arg])).await.unwrap();
+    writer.await.unwrap();
+    assert!(report["bytes"].as_u64().unwrap() > 0 && report["migration"].as_i64().unwrap() > 0, "{report}");
+    let all = member_emails(&http, &server.base, &key).await;
+    assert_eq!(all.len(), 41);
+
+    // Refused: an existing file as the target, a restore while the server runs, a file that is no backup.
+    let refused = |args: &[&str]| {
+        let out = roster(&db.url).args(args).output().expect("run");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    assert!(refused(&["backup", "--to", &backup_arg]).contains("exists already"));
+    assert!(refused(&["restore", "--from", &backup_arg]).contains("in use by a running roster process"));
+    let junk = work.path().join("junk.db");
+    std::fs::write(&junk, b"not a database at all").unwrap();
+    assert!(refused(&["restore", "--from", junk.to_str().unwrap()]).contains("junk.db"));
+    assert_eq!(member_emails(&http, &server.base, &key).await, all, "the refusals changed nothing");
+
+    // Stopped, restored, started: exactly the members of the backup's moment,
+    // the first ones to join (a consistent snapshot, not a torn copy).
+    assert!(server.terminate());
+    let restored = run_json(&db.url, &["restore", "--from", &backup_arg]);
+    assert!(restored["previous"].as_str().unwrap().ends_with(".before-restore"), "{restored}");
+    let server = Server::start(&db.url);
+    let kept = member_emails(&http, &server.base, &key).await;
+    assert!((10..=41).contains(&kept.len()), "{} members in the backup", kept.len());
+    let joined = kept.len() - 1;
+    let expected: std::collections::BTreeSet<String> = std::iter::once("o@kept.example.com".to_string())
+        .chain((0..joined).map(|i| format!("m{i:02}@kept.example.com")))
+        .collect();
+    assert_eq!(kept, expected);
+    // Writes go on after the restore.
+    let body = json!({"email": "after@kept.example.com", "role": "read"});
+    assert_eq!(
+        api(&http, &server.base, Method::POST, "/api/v1/members", &key, Some(body)).await.0,
+        StatusCode::CREATED
+    );
+}

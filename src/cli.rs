@@ -933,6 +933,14 @@ async fn serve(config: Config) -> Result<(), CliError> {
         .await
         .map_err(|e| CliError::Input(format!("listen: cannot bind {}: {e}", config.listen)))?;
     let addr = listener.local_addr().map_err(anyhow::Error::from)?;
+    let metrics_listener = match config.metrics_listen {
+        Some(at) => Some(
+            tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|e| CliError::Input(format!("metrics_listen: cannot bind {at}: {e}")))?,
+        ),
+        None => None,
+    };
     let jobs = config.background_jobs.then_some(crate::jobs::Schedule {
         tick: Duration::from_secs(config.job_tick_secs),
         concurrency: config.job_concurrency,
@@ -981,6 +989,16 @@ async fn serve(config: Config) -> Result<(), CliError> {
     }
     if jobs.is_none() {
         tracing::warn!("background_jobs is off: this replica sends no email or webhooks (another replica must)");
+    }
+    if let Some(listener) = metrics_listener {
+        let at = listener.local_addr().map_err(anyhow::Error::from)?;
+        tracing::info!(%at, "metrics served on their own address");
+        let app = crate::http::metrics_app(state.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "the metrics listener failed");
+            }
+        });
     }
     tracing::info!(%addr, backend = state.roster.store().backend(), "roster listening");
     // One line on stdout that scripts (and the test suite) wait for.

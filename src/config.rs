@@ -69,6 +69,7 @@ struct RawConfig {
     webhook_first_retry_ms: u64,
     webhook_poll_interval_ms: u64,
     billing: BillingConfig,
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// Who changes what an organization buys (`[billing]`).
@@ -192,6 +193,7 @@ impl Default for RawConfig {
             webhook_first_retry_ms: 10_000,
             webhook_poll_interval_ms: 1000,
             billing: BillingConfig::default(),
+            metrics_listen: None,
         }
     }
 }
@@ -278,6 +280,9 @@ pub struct Config {
     /// How webhooks are delivered.
     pub webhooks: WebhookConfig,
     pub billing: BillingConfig,
+    /// Where `/metrics` is served instead of `listen` (an address the
+    /// monitoring network reaches and the public does not); `None`: beside the rest.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// How webhooks are delivered.
@@ -652,6 +657,7 @@ impl Config {
                 poll_interval: std::time::Duration::from_millis(raw.webhook_poll_interval_ms),
             },
             billing: raw.billing.clone(),
+            metrics_listen: raw.metrics_listen,
         })
     }
 

@@ -128,6 +128,12 @@ pub const SIGN_IN_LINKS_PER_ADDRESS_PER_MINUTE: u32 = 3;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// `/metrics` alone, for `metrics_listen`.
+pub fn metrics_app(state: AppState) -> Router {
+    ops::install_metrics();
+    ops::metrics_router().with_state(state)
+}
+
 /// The whole application.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.request_body_limit_bytes;
@@ -143,7 +149,7 @@ pub fn router(state: AppState) -> Router {
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
         )
-        .merge(ops::router())
+        .merge(ops::router(state.config.metrics_listen.is_none()))
         .merge(pages::router())
         .merge(portal::router())
         .nest("/scim/v2", scim::router())

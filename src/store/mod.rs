@@ -742,8 +742,19 @@ pub trait Store: Send + Sync + 'static {
     fn events_committed(&self) -> Arc<tokio::sync::Notify>;
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
+    /// The connections to the database now (SQLite: its readers; the one
+    /// writer is not counted).
+    fn connections(&self) -> Connections;
     /// The SQL dialect SCIM filters are translated to.
     fn dialect(&self) -> crate::scim::filter::Dialect;
+}
+
+/// How many connections a store has open, by state, and at most.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Connections {
+    pub in_use: f64,
+    pub idle: f64,
+    pub max: f64,
 }
 
 /// One transaction's operations. Every backend implements the same list.

@@ -127,4 +127,9 @@ impl Store for PostgresStore {
     fn backend(&self) -> &'static str {
         "postgres"
     }
+
+    fn connections(&self) -> Connections {
+        let (size, idle) = (self.pool.size() as f64, self.pool.num_idle() as f64);
+        Connections { in_use: size - idle, idle, max: self.pool.options().get_max_connections() as f64 }
+    }
 }

@@ -215,6 +215,8 @@ struct Readers {
     /// Idle connections, each with the generation it was opened in.
     idle: std::sync::Mutex<Vec<(u64, SqliteConnection)>>,
     permits: Arc<Semaphore>,
+    /// How many may be lent at once.
+    max: usize,
     /// Bumped when the planner's statistics change: a connection loads them
     /// when it opens, so older ones are closed as they come back.
     generation: AtomicU64,
@@ -230,7 +232,7 @@ const READER_WAIT: Duration = Duration::from_secs(30);
 impl Readers {
     fn new(options: SqliteConnectOptions, max: usize) -> Self {
         let permits = Arc::new(Semaphore::new(max));
-        Self { options, idle: std::sync::Mutex::new(Vec::new()), permits, generation: AtomicU64::new(0) }
+        Self { options, idle: std::sync::Mutex::new(Vec::new()), permits, max, generation: AtomicU64::new(0) }
     }
 
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<(u64, SqliteConnection)>> {
@@ -568,6 +570,12 @@ impl Store for SqliteStore {
 
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn connections(&self) -> Connections {
+        let readers = &self.readers;
+        let in_use = readers.max.saturating_sub(readers.permits.available_permits());
+        Connections { in_use: in_use as f64, idle: readers.idle().len() as f64, max: readers.max as f64 }
     }
 }
 

@@ -244,6 +244,21 @@ async fn serve_answers_health_readiness_metrics_and_stops_on_sigterm() {
         metrics.contains("roster_http_requests_total{method=\"GET\",route=\"/api/v1/seats\",status=\"200\"} 1"),
         "{metrics}"
     );
+    // Latency as a histogram (buckets add up across replicas), the process, the database's connections.
+    let seats = "method=\"GET\",route=\"/api/v1/seats\",status=\"200\"";
+    for line in [
+        format!("roster_http_request_duration_seconds_bucket{{{seats},le=\"+Inf\"}} 1"),
+        format!("roster_http_request_duration_seconds_count{{{seats}}} 1"),
+    ] {
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
+    assert!(metrics.contains("le=\"0.005\""), "{metrics}");
+    for name in ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds", "process_threads"] {
+        assert!(metrics.lines().any(|l| l.starts_with(name)), "{name} in {metrics}");
+    }
+    let backend = if db.is_postgres() { "postgres" } else { "sqlite" };
+    assert!(metrics.contains(&format!("roster_db_connections{{backend=\"{backend}\",state=\"idle\"}}")), "{metrics}");
+    assert!(metrics.contains(&format!("roster_db_connections_max{{backend=\"{backend}\"}} 10")), "{metrics}");
     let openapi: Value = client
         .get(format!("{}/api/v1/openapi.json", server.base))
         .send()
@@ -254,6 +269,23 @@ async fn serve_answers_health_readiness_metrics_and_stops_on_sigterm() {
         .expect("json");
     assert!(openapi["paths"]["/api/v1/members/{id}/suspend"]["post"].is_object());
     assert!(server.terminate(), "roster exits cleanly on SIGTERM");
+}
+
+#[tokio::test]
+async fn metrics_on_a_listen_address_of_their_own_are_not_on_the_public_one() {
+    let db = TestDb::new().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let at = format!("127.0.0.1:{port}");
+    let server = Server::start_with(&db.url, &[("ROSTER_LISTEN", "127.0.0.1:0"), ("ROSTER_METRICS_LISTEN", &at)]);
+    let client = reqwest::Client::new();
+    assert_eq!(client.get(format!("{}/readyz", server.base)).send().await.unwrap().status(), StatusCode::OK);
+    let public = client.get(format!("{}/metrics", server.base)).send().await.unwrap();
+    assert_eq!(public.status(), StatusCode::NOT_FOUND);
+    let metrics = client.get(format!("http://{at}/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), StatusCode::OK);
+    let text = metrics.text().await.unwrap();
+    assert!(text.contains("roster_http_requests_total{method=\"GET\",route=\"/readyz\",status=\"200\"} 1"), "{text}");
+    assert_eq!(client.get(format!("http://{at}/readyz")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

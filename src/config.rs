@@ -31,6 +31,7 @@ struct RawConfig {
     rate_limit_failed_auth_per_minute: u32,
     rate_limit_sign_in_per_minute: u32,
     trust_forwarded_for: bool,
+    trusted_proxies: Vec<String>,
     invitation_ttl_days: u32,
     dns_name_servers: Vec<SocketAddr>,
     dns_timeout_ms: u64,
@@ -155,6 +156,7 @@ impl Default for RawConfig {
             rate_limit_failed_auth_per_minute: 30,
             rate_limit_sign_in_per_minute: 60,
             trust_forwarded_for: false,
+            trusted_proxies: Vec::new(),
             invitation_ttl_days: 14,
             dns_name_servers: Vec::new(),
             dns_timeout_ms: 5000,
@@ -230,8 +232,13 @@ pub struct Config {
     pub rate_limit_failed_auth_per_minute: u32,
     /// Sign-ins a client address may start or finish a minute; 0: no limit.
     pub rate_limit_sign_in_per_minute: u32,
-    /// Take the client address from the last `X-Forwarded-For` entry (behind a proxy that sets it).
+    /// Take the client address from the last `X-Forwarded-For` entry
+    /// whatever the peer (one proxy in front, which sets it); prefer
+    /// `trusted_proxies`.
     pub trust_forwarded_for: bool,
+    /// The proxies (addresses or CIDR ranges) whose `X-Forwarded-For` is
+    /// believed: the client is the last address in it that is not one of them.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub invitation_ttl_days: u32,
     /// DNS servers for domain verification (`ip:port`); empty means the system's.
     pub dns_name_servers: Vec<SocketAddr>,
@@ -535,6 +542,19 @@ impl Config {
                 message: "must start with sqlite:, postgres:// or postgresql://".into(),
             });
         }
+        let trusted_proxies = raw
+            .trusted_proxies
+            .iter()
+            .map(|p| {
+                let p = p.trim();
+                p.parse::<ipnet::IpNet>().or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)).map_err(
+                    |_| ConfigError::Invalid {
+                        key: "trusted_proxies",
+                        message: format!("`{p}` is not an IP address or CIDR range (10.0.0.0/8, fd00::/8)"),
+                    },
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let public_base_url = match raw.public_base_url.clone() {
             Some(url) => {
                 if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
@@ -625,6 +645,7 @@ impl Config {
             rate_limit_failed_auth_per_minute: raw.rate_limit_failed_auth_per_minute,
             rate_limit_sign_in_per_minute: raw.rate_limit_sign_in_per_minute,
             trust_forwarded_for: raw.trust_forwarded_for,
+            trusted_proxies,
             invitation_ttl_days: raw.invitation_ttl_days,
             dns_name_servers: raw.dns_name_servers,
             dns_timeout_ms: raw.dns_timeout_ms,

@@ -8,8 +8,9 @@
 //! once an address has spent its allowance every authentication from it
 //! waits, valid or not, before any look-up is made.
 
+use axum::extract::ConnectInfo;
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -117,44 +118,102 @@ pub struct RateLimits {
     pub sign_in: RateLimiter,
     /// Sign-in links asked for, per email address (whoever asks).
     pub sign_in_links: RateLimiter,
-    /// Whether the client address is the last one in `X-Forwarded-For`
-    /// (Roster behind a proxy that sets it) rather than the peer's.
-    pub trust_forwarded_for: bool,
+    /// Whose `X-Forwarded-For` is believed.
+    pub proxies: TrustedProxies,
 }
 
 impl RateLimits {
     /// The address a request comes from, as a limiter key.
     pub fn client(&self, parts: &Parts) -> String {
-        client_address(parts, self.trust_forwarded_for)
+        self.proxies.client_address(&parts.headers, parts.extensions.get::<ConnectInfo<SocketAddr>>())
     }
 }
 
-/// The client's address: the peer's, or with `trust_forwarded_for` the
-/// last address in `X-Forwarded-For` (the one the proxy saw).
-pub fn client_address(parts: &Parts, trust_forwarded_for: bool) -> String {
-    if trust_forwarded_for {
-        // The last entry only: earlier ones are the client's to write.
-        let forwarded = parts
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .and_then(|a| a.trim().parse::<IpAddr>().ok());
-        if let Some(ip) = forwarded {
-            return ip.to_string();
-        }
+/// Whose `X-Forwarded-For` Roster believes.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies {
+    /// Proxies by address: a request from one of them is attributed to the
+    /// last address in `X-Forwarded-For` that is not one of them.
+    pub nets: Vec<ipnet::IpNet>,
+    /// `trust_forwarded_for`: whatever the peer, the last entry.
+    pub any_peer_one_hop: bool,
+}
+
+impl TrustedProxies {
+    fn trusts(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.nets.iter().any(|net| net.contains(&ip))
     }
-    match parts.extensions.get::<axum::extract::ConnectInfo<SocketAddr>>() {
-        Some(info) => info.0.ip().to_string(),
-        None => "unknown".to_string(),
+
+    /// The client's address. A peer that is not a trusted proxy is the
+    /// client, whatever it sends. A trusted proxy's `X-Forwarded-For` is
+    /// read from the end (each proxy appends the address it saw): the first
+    /// address that is not a trusted proxy is the client; the entries
+    /// before it are the client's own to write, and never believed.
+    pub fn client_address(&self, headers: &HeaderMap, peer: Option<&ConnectInfo<SocketAddr>>) -> String {
+        let peer = peer.map(|info| info.0.ip().to_canonical());
+        let entries = || {
+            headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(|a| a.trim().parse::<IpAddr>().ok().map(|ip| ip.to_canonical()))
+                .collect::<Vec<_>>()
+        };
+        let client = match peer {
+            Some(peer) if self.trusts(peer) => {
+                let mut client = peer;
+                for entry in entries().into_iter().rev() {
+                    // A malformed entry ends what can be believed.
+                    let Some(ip) = entry else { break };
+                    client = ip;
+                    if !self.trusts(ip) {
+                        break;
+                    }
+                }
+                Some(client)
+            }
+            _ if self.any_peer_one_hop => entries().last().copied().flatten().or(peer),
+            _ => peer,
+        };
+        client.map_or_else(|| "unknown".to_string(), |ip| ip.to_string())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn client(proxies: &TrustedProxies, peer: &str, forwarded: &[&str]) -> String {
+        let mut headers = HeaderMap::new();
+        for value in forwarded {
+            headers.append("x-forwarded-for", HeaderValue::from_str(value).unwrap());
+        }
+        let peer = ConnectInfo(SocketAddr::new(peer.parse().unwrap(), 40000));
+        proxies.client_address(&headers, Some(&peer))
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_from_trusted_proxies_only_and_read_from_the_end() {
+        let none = TrustedProxies::default();
+        assert_eq!(client(&none, "198.51.100.1", &["203.0.113.9"]), "198.51.100.1");
+        let proxies = TrustedProxies {
+            nets: vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()],
+            any_peer_one_hop: false,
+        };
+        assert_eq!(client(&proxies, "10.0.0.2", &["203.0.113.9"]), "203.0.113.9");
+        assert_eq!(client(&proxies, "10.0.0.2", &["6.6.6.6, 203.0.113.9, 10.9.9.9"]), "203.0.113.9");
+        assert_eq!(client(&proxies, "10.0.0.2", &["6.6.6.6", "203.0.113.9"]), "203.0.113.9", "across header lines");
+        assert_eq!(client(&proxies, "10.0.0.2", &[]), "10.0.0.2", "nothing forwarded: the proxy");
+        assert_eq!(client(&proxies, "10.0.0.2", &["10.0.0.7"]), "10.0.0.7", "only proxies: the farthest");
+        assert_eq!(client(&proxies, "10.0.0.2", &["203.0.113.9, garbage"]), "10.0.0.2", "a malformed entry ends it");
+        assert_eq!(client(&proxies, "198.51.100.1", &["203.0.113.9"]), "198.51.100.1", "not a proxy");
+        assert_eq!(client(&proxies, "::ffff:10.0.0.2", &["2001:db8::1"]), "2001:db8::1", "IPv4-mapped peer");
+        let one_hop = TrustedProxies { nets: Vec::new(), any_peer_one_hop: true };
+        assert_eq!(client(&one_hop, "198.51.100.1", &["6.6.6.6, 203.0.113.9"]), "203.0.113.9");
+        assert_eq!(client(&one_hop, "198.51.100.1", &[]), "198.51.100.1");
+    }
 
     #[test]
     fn a_bucket_spends_checks_without_spending_and_refills() {

@@ -88,7 +88,10 @@ impl AppState {
             failed_auth: limits::RateLimiter::new("failed_auth", config.rate_limit_failed_auth_per_minute),
             sign_in: limits::RateLimiter::new("sign_in", config.rate_limit_sign_in_per_minute),
             sign_in_links: limits::RateLimiter::new("sign_in_links", SIGN_IN_LINKS_PER_ADDRESS_PER_MINUTE),
-            trust_forwarded_for: config.trust_forwarded_for,
+            proxies: limits::TrustedProxies {
+                nets: config.trusted_proxies.clone(),
+                any_peer_one_hop: config.trust_forwarded_for,
+            },
         };
         let mailer = Arc::new(crate::mail::Mailer::from_config(&config.mail)?);
         let webhooks = Arc::new(crate::webhooks::Dispatcher::from_config(&config.webhooks)?);
@@ -157,9 +160,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             error::Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "this route does not take that method")
         })
-        .with_state(state)
+        .with_state(state.clone())
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(record_metrics))
+        .layer(axum::middleware::from_fn_with_state(state, with_client_address))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
         .layer(CatchPanicLayer::new())
         .layer(axum::middleware::from_fn(error::error_dialect))
@@ -173,6 +177,17 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(SetSensitiveRequestHeadersLayer::new([axum::http::header::AUTHORIZATION]))
+}
+
+/// Serves the request with its client's address known to the services
+/// ([`crate::service::CLIENT_ADDRESS`]), for the audit records it makes.
+async fn with_client_address(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let client = state.limits.proxies.client_address(req.headers(), req.extensions().get());
+    crate::service::CLIENT_ADDRESS.scope(client, next.run(req)).await
 }
 
 async fn record_metrics(req: Request, next: Next) -> Response {

@@ -48,6 +48,13 @@ use serde::Serialize;
 use std::sync::Arc;
 use uuid::Uuid;
 
+tokio::task_local! {
+    /// The address of the client whose request the current task serves, set
+    /// by the HTTP layer around each request; every audit record made while
+    /// serving it carries it (background jobs have none).
+    pub static CLIENT_ADDRESS: String;
+}
+
 /// Roster's services over one store and clock.
 #[derive(Clone)]
 pub struct Roster {
@@ -184,6 +191,7 @@ impl Actor {
             before: before.and_then(|b| serde_json::to_value(b).ok()),
             after: after.and_then(|a| serde_json::to_value(a).ok()),
             request_id: self.request_id.clone(),
+            client_address: CLIENT_ADDRESS.try_with(Clone::clone).ok(),
             at,
         }
     }

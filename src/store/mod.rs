@@ -649,6 +649,8 @@ pub struct NewAudit {
     pub before: Option<serde_json::Value>,
     pub after: Option<serde_json::Value>,
     pub request_id: Option<String>,
+    /// The address of the client whose request made the change.
+    pub client_address: Option<String>,
     pub at: DateTime<Utc>,
 }
 
@@ -675,6 +677,9 @@ pub struct AuditEntry {
     pub before: Option<serde_json::Value>,
     pub after: Option<serde_json::Value>,
     pub request_id: Option<String>,
+    /// The address of the client whose request made the change (behind
+    /// trusted proxies, the one they forwarded); none for background jobs.
+    pub client_address: Option<String>,
     pub at: DateTime<Utc>,
 }
 

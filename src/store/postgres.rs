@@ -67,11 +67,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Statements for Postgres {
     const INSERT_AUDIT_AND_EVENT: &'static str = "WITH audit AS (INSERT INTO audit_log (id, org_id, actor_kind, \
-        actor_id, action, target, before_json, after_json, request_id, at) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)), \
+        actor_id, action, target, before_json, after_json, request_id, at, client_address) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)), \
         seq AS (UPDATE organizations SET event_seq = event_seq + 1 WHERE id = $2 RETURNING event_seq) \
         INSERT INTO events (org_id, seq, id, kind, subject, data, at) \
-        SELECT $2, seq.event_seq, $11, $5, $6, COALESCE($8, $7), $10 FROM seq";
+        SELECT $2, seq.event_seq, $12, $5, $6, COALESCE($8, $7), $10 FROM seq";
     // Each group by its primary key, whatever the statistics: joined, the
     // planner with statistics of empty tables hashes every group of the
     // deployment for each user. `OFFSET 0` keeps the lateral subquery from

@@ -11,15 +11,15 @@ use super::*;
 use sqlx::types::Json;
 use std::str::FromStr;
 
-/// An audit record: binds `$1`–`$10`.
+/// An audit record: binds `$1`–`$11`.
 pub(super) const INSERT_AUDIT: &str =
     "INSERT INTO audit_log (id, org_id, actor_kind, actor_id, action, target, before_json, \
-    after_json, request_id, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+    after_json, request_id, at, client_address) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 
 /// Statements whose text differs between the backends.
 pub(super) trait Statements {
     /// An audit record that is also an event, in one round trip: binds
-    /// `$1`–`$10` as [`INSERT_AUDIT`] does and `$11`, the event's id. The
+    /// `$1`–`$11` as [`INSERT_AUDIT`] does and `$12`, the event's id. The
     /// event takes the organization's next number by updating its row, whose
     /// lock orders the feed: a number is taken only after the previous
     /// holder committed or rolled back.
@@ -1028,7 +1028,7 @@ pub(super) use bind_fragment;
 pub(super) const ID_CHUNK: usize = 500;
 
 pub(super) const AUDIT_COLUMNS: &str =
-    "seq, id, org_id, actor_kind, actor_id, action, target, before_json, after_json, request_id, at";
+    "seq, id, org_id, actor_kind, actor_id, action, target, before_json, after_json, request_id, at, client_address";
 
 #[derive(sqlx::FromRow)]
 pub(super) struct AuditRow {
@@ -1043,6 +1043,7 @@ pub(super) struct AuditRow {
     after_json: Option<Json<serde_json::Value>>,
     request_id: Option<String>,
     at: DateTime<Utc>,
+    client_address: Option<String>,
 }
 
 impl AuditRow {
@@ -1058,6 +1059,7 @@ impl AuditRow {
             before: self.before_json.map(|j| j.0),
             after: self.after_json.map(|j| j.0),
             request_id: self.request_id,
+            client_address: self.client_address,
             at: self.at,
         })
     }
@@ -2983,6 +2985,7 @@ macro_rules! impl_tx {
                     args.add(a.after.map(sqlx::types::Json))?;
                     args.add(a.request_id)?;
                     args.add(a.at)?;
+                    args.add(a.client_address)?;
                     match event {
                         Some(id) => args.add(id),
                         None => Ok(()),

@@ -42,10 +42,11 @@ impl_tx!(Sqlite);
 impl Statements for Sqlite {
     // Several statements sharing the numbered parameters, sent at once.
     const INSERT_AUDIT_AND_EVENT: &'static str = "INSERT INTO audit_log (id, org_id, actor_kind, actor_id, action, \
-        target, before_json, after_json, request_id, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10); \
+        target, before_json, after_json, request_id, at, client_address) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11); \
         UPDATE organizations SET event_seq = event_seq + 1 WHERE id = $2; \
         INSERT INTO events (org_id, seq, id, kind, subject, data, at) \
-        SELECT $2, event_seq, $11, $5, $6, COALESCE($8, $7), $10 FROM organizations WHERE id = $2";
+        SELECT $2, event_seq, $12, $5, $6, COALESCE($8, $7), $10 FROM organizations WHERE id = $2";
     const USER_GROUPS: &'static str = "(SELECT json_group_array(json_array(g.id, g.display_name) \
         ORDER BY g.display_name_lc, g.id) FROM scim_group_members gm JOIN scim_groups g ON g.id = gm.group_id \
         WHERE gm.user_id = r.id)";

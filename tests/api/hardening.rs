@@ -452,3 +452,64 @@ async fn failed_authentications_and_sign_ins_are_limited_per_client_address() {
     assert!(metrics.contains("roster_rate_limited_total{limit=\"failed_auth\"}"), "{metrics}");
     assert!(metrics.contains("roster_rate_limited_total{limit=\"sign_in\"}"), "{metrics}");
 }
+
+#[tokio::test]
+async fn only_a_trusted_proxys_forwarded_for_names_the_client_in_audit_records_and_limits() {
+    let add_member = |app: &TestApp, key: String, email: &'static str, forwarded: Option<&'static str>| {
+        let mut req = app.client.post(app.url("/api/v1/members")).bearer_auth(key);
+        if let Some(chain) = forwarded {
+            req = req.header("x-forwarded-for", chain);
+        }
+        req.json(&json!({"email": email, "role": "read"})).send()
+    };
+    let client_of = |audit: &[Value], email: &str| {
+        let added = audit.iter().find(|e| e["action"] == "member.added" && e["after"].to_string().contains(email));
+        added.unwrap_or_else(|| panic!("{email} audited")).get("client_address").cloned().unwrap_or(Value::Null)
+    };
+
+    // No trusted proxy: the peer is the client, whatever it forwards.
+    let app = TestApp::spawn().await;
+    let org = app.org("Direct", 5).await;
+    let res = add_member(&app, org.owner_key.clone(), "a@direct.example.com", Some("203.0.113.7")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(client_of(&app.audit(&org.owner_key).await, "a@direct.example.com"), "127.0.0.1");
+
+    // Loopback is the trusted proxy: the last address it forwards that is
+    // not a proxy is the client; what the client wrote before it is not believed.
+    let app = TestApp::spawn_with(
+        TestDb::new().await,
+        |c| {
+            c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap(), "10.1.0.0/16".parse().unwrap()];
+            c.rate_limit_failed_auth_per_minute = 2;
+        },
+        clock(),
+    )
+    .await;
+    let org = app.org("Proxied", 5).await;
+    let chain = Some("198.51.100.66, 203.0.113.9, 10.1.2.3");
+    let res = add_member(&app, org.owner_key.clone(), "b@proxied.example.com", chain).await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let res = add_member(&app, org.owner_key.clone(), "c@proxied.example.com", None).await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let audit = app.audit(&org.owner_key).await;
+    assert_eq!(client_of(&audit, "b@proxied.example.com"), "203.0.113.9");
+    assert_eq!(client_of(&audit, "c@proxied.example.com"), "127.0.0.1", "nothing forwarded: the proxy itself");
+    // Failed authentications count against the forwarded client, not the proxy.
+    let bad = |chain: &'static str| {
+        app.client
+            .get(app.url("/api/v1/organization"))
+            .bearer_auth("roster_ak_wrong")
+            .header("x-forwarded-for", chain)
+            .send()
+    };
+    for expected in [401, 401, 429] {
+        assert_eq!(bad("203.0.113.9").await.unwrap().status().as_u16(), expected);
+    }
+    assert_eq!(
+        bad("203.0.113.10").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED,
+        "another client is not held back"
+    );
+    // A client cannot slip out of its limit by writing an address before its own.
+    assert_eq!(bad("192.0.2.1, 203.0.113.9").await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
+}

@@ -565,4 +565,17 @@ async fn billing_changes_are_requests_the_page_follows_until_answered() {
     let (_, billing) = page(&app, &cookie, "/portal/billing").await;
     assert!(billing.contains("Rejected") && billing.contains("Plans change at renewal."), "{billing}");
     assert!(billing.contains("Withdrawn"), "the seats-only request was superseded: {billing}");
+
+    // A pending request can be withdrawn from the page.
+    let (_, body) = submit(&app, &cookie, "/portal/billing/seats", &[("csrf", &csrf), ("purchased", "7")]).await;
+    let (_, requests) = app.get("/api/v1/billing/requests", &org.owner_key).await;
+    let pending = id_of(&requests[0]);
+    assert!(body.contains(&format!("/portal/billing/requests/{pending}/withdraw")), "{body}");
+    let path = format!("/portal/billing/requests/{pending}/withdraw");
+    let (status, body) = submit(&app, &cookie, &path, &[("csrf", &csrf)]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("Withdrew the request.") && !body.contains("Waiting for approval"), "{body}");
+    let (status, _) = submit(&app, &cookie, &path, &[("csrf", &csrf)]).await;
+    assert_eq!(status, StatusCode::CONFLICT, "withdrawn already");
+    assert_eq!(app.get("/api/v1/seats", &org.owner_key).await.1["purchased"], 5);
 }

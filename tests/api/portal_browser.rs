@@ -234,6 +234,39 @@ async fn an_admin_changes_a_role_and_lowers_seats_through_their_plan() {
 }
 
 #[tokio::test]
+async fn an_owner_requests_seats_sees_the_answer_and_withdraws_the_next_request() {
+    let app = TestApp::spawn().await;
+    let org = app.org("Acme", 5).await;
+    let browser = Browser::start().await;
+    sign_in(&app, &browser, org.id, &owner("Acme")).await;
+    browser.click("#nav-billing").await;
+    browser.fill("#purchased", "40").await;
+    browser.click("#change-seats").await;
+    browser.wait_for_text("#notice", "Requested 40 seats").await;
+    assert!(browser.text("#billing-requests").await.contains("Waiting for approval"));
+    assert_eq!(browser.text("#billing-purchased").await, "5", "nothing granted yet");
+
+    // The product's billing approves it through the operator API.
+    let op = app.operator_key().await;
+    let (_, requests) = app.get("/api/v1/operator/billing/requests?status=pending", &op).await;
+    let (status, b) =
+        app.post(&format!("/api/v1/operator/billing/requests/{}/approve", id_of(&requests[0])), &op, json!({})).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{b}");
+    browser.click("#nav-billing").await;
+    browser.wait_for_text("#billing-purchased", "40").await;
+    assert!(browser.text("#billing-requests").await.contains("Approved"));
+
+    browser.fill("#purchased", "45").await;
+    browser.click("#change-seats").await;
+    browser.wait_for_text("#notice", "Requested 45 seats").await;
+    browser.screenshot("portal-billing-request").await;
+    browser.click("#withdraw-request").await;
+    browser.wait_for_text("#notice", "Withdrew the request.").await;
+    assert!(!browser.text("#billing-requests").await.contains("Waiting for approval"));
+    browser.close().await;
+}
+
+#[tokio::test]
 async fn a_read_member_cannot_reach_billing_and_a_form_without_its_token_is_refused() {
     let app = TestApp::spawn().await;
     let org = app.org("Acme", 10).await;

@@ -55,6 +55,7 @@ pub fn router() -> Router<AppState> {
         .route("/portal/billing/seats", post(pages::change_seats))
         .route("/portal/billing/seats/apply", post(pages::apply_seats))
         .route("/portal/billing/plan", post(pages::change_plan))
+        .route("/portal/billing/requests/{id}/withdraw", post(pages::withdraw_request))
         .route("/portal/settings", get(pages::settings).post(pages::change_general))
         .route("/portal/settings/features", post(pages::change_features))
         .route("/portal/settings/domains", get(pages::domains).post(pages::add_domain))

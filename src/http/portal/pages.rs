@@ -548,6 +548,7 @@ struct BillingPage {
 
 /// A billing request as the Billing page lists it.
 struct RequestRow {
+    id: String,
     what: String,
     status: &'static str,
     /// When it was asked, and the answer's reason if any.
@@ -571,6 +572,7 @@ fn request_row(r: &BillingRequest) -> RequestRow {
         detail.push_str(&format!(". {}", capitalized(reason)));
     }
     RequestRow {
+        id: r.id.to_string(),
         what: what.join(", "),
         status: match r.status {
             BillingRequestStatus::Pending => "Waiting for approval",
@@ -719,6 +721,28 @@ pub(super) async fn apply_seats(State(s): State<AppState>, parts: Parts, body: B
                     }
                 }
             };
+            billing_page(&s, &signed, outcome).await
+        }
+        .await,
+    )
+}
+
+/// Withdraws the organization's pending billing request.
+pub(super) async fn withdraw_request(
+    State(s): State<AppState>,
+    parts: Parts,
+    id: Path<String>,
+    body: Bytes,
+) -> Response {
+    done(
+        async {
+            let (signed, _) = admin_post(&s, &parts, &body).await?;
+            let id = path_id(&id).await?;
+            let outcome = s
+                .roster
+                .cancel_billing_request(signed.actor(), id)
+                .await
+                .map_or_else(Outcome::failed, |_| Outcome::done("Withdrew the request."));
             billing_page(&s, &signed, outcome).await
         }
         .await,

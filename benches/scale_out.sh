@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# SCIM load on PostgreSQL through a load balancer, with one replica or more:
+# a fresh database on the local PostgreSQL, REPLICAS `roster serve`
+# processes in their default configuration (background jobs on; they share
+# the jobs through database leases), nginx in front (round robin, keep-alive
+# connections), and `roster bench scim` against nginx. Reports each phase's
+# throughput and latency, then the CPU seconds PostgreSQL, the replicas and
+# nginx spent over the whole run, so that an operator can see what bounds it.
+#
+#   benches/scale_out.sh [REPLICAS] [USERS] [CONCURRENCY]   (defaults: 1, 20000, 16)
+#
+# Needs nginx (Debian's `nginx` or `nginx-light`) and PostgreSQL at
+# PG_URL (default postgres://postgres@127.0.0.1:5432/test, whose server
+# must let it create a database). ROSTER picks another binary (default:
+# target/release/roster, built first).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPLICAS=${1:-1}
+USERS=${2:-20000}
+CONCURRENCY=${3:-16}
+PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432/test}
+PORT=${PORT:-18080}
+if [[ -z "${ROSTER:-}" ]]; then
+  cargo build --release --locked --quiet
+  ROSTER=$PWD/target/release/roster
+fi
+command -v nginx > /dev/null || { echo "benches/scale_out.sh needs nginx" >&2; exit 1; }
+DIR=$(mktemp -d)
+DB="roster_bench_$(date +%s)"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  psql "$PG_URL" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" > /dev/null 2>&1 || true
+  rm -rf "$DIR"
+}
+trap cleanup EXIT
+psql "$PG_URL" -qc "CREATE DATABASE $DB" > /dev/null
+export ROSTER_DATABASE_URL="${PG_URL%/*}/$DB" ROSTER_MAIL_DIR="$DIR/mail" RUST_LOG=${RUST_LOG:-warn}
+field() { python3 -c "import json, sys; print(json.load(sys.stdin)$1)"; }
+"$ROSTER" migrate > /dev/null
+ORG=$("$ROSTER" org create --name Bench --seats $((USERS + 10)) --owner-email owner@bench.example --json \
+  | field '["organization"]["id"]')
+TOKEN=$("$ROSTER" scim-token create --org "$ORG" --name bench --json | field '["secret"]')
+
+UPSTREAMS=""
+for i in $(seq "$REPLICAS"); do
+  ROSTER_LISTEN=127.0.0.1:$((PORT + i)) "$ROSTER" serve > "$DIR/serve-$i.log" 2>&1 &
+  PIDS+=($!)
+  UPSTREAMS+="server 127.0.0.1:$((PORT + i));"
+done
+mkdir -p "$DIR/nginx/logs"
+cat > "$DIR/nginx/nginx.conf" <<EOF
+worker_processes 1;
+error_log $DIR/nginx/logs/error.log warn;
+pid $DIR/nginx/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $DIR/nginx; proxy_temp_path $DIR/nginx;
+  fastcgi_temp_path $DIR/nginx; uwsgi_temp_path $DIR/nginx; scgi_temp_path $DIR/nginx;
+  client_max_body_size 2m;
+  upstream roster { $UPSTREAMS keepalive 64; }
+  server {
+    listen 127.0.0.1:$PORT;
+    location / {
+      proxy_pass http://roster;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    }
+  }
+}
+EOF
+nginx -p "$DIR/nginx" -c "$DIR/nginx/nginx.conf" -g 'daemon off;' &
+PIDS+=($!)
+for i in $(seq "$REPLICAS"); do
+  for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$((PORT + i))/readyz" > /dev/null && break
+    sleep 0.1
+  done
+done
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/readyz" > /dev/null && break; sleep 0.1; done
+
+# CPU seconds (user + system): of every process named $1 when $1 is not a
+# number, else of the processes whose ids are given.
+cpu_of() {
+  python3 - "$@" <<'PY'
+import os, sys
+args = sys.argv[1:]
+total = 0
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        continue
+    name = stat[stat.index("(") + 1:stat.rindex(")")]
+    if (pid in args) if args[0].isdigit() else name.startswith(args[0]):
+        fields = stat[stat.rindex(")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])
+print(total / os.sysconf("SC_CLK_TCK"))
+PY
+}
+SERVERS=("${PIDS[@]:0:$REPLICAS}")
+before=("$(cpu_of postgres)" "$(cpu_of "${SERVERS[@]}")" "$(cpu_of nginx)")
+echo "# $(date -u +%FT%TZ) $(nproc) cores; PostgreSQL $(psql "$PG_URL" -Atc 'SHOW server_version'); $REPLICAS replica(s)" \
+  "behind nginx; $USERS users, concurrency $CONCURRENCY; fresh database; background jobs on"
+START=$(date +%s.%N)
+"$ROSTER" bench scim --url "http://127.0.0.1:$PORT/scim/v2" --token "$TOKEN" --users "$USERS" \
+  --concurrency "$CONCURRENCY" ${READS:+--reads "$READS"}
+END=$(date +%s.%N)
+after=("$(cpu_of postgres)" "$(cpu_of "${SERVERS[@]}")" "$(cpu_of nginx)")
+python3 - "$START" "$END" "${before[@]}" "${after[@]}" <<'PY'
+import sys
+start, end, *cpu = map(float, sys.argv[1:])
+wall = end - start
+for name, b, a in zip(["PostgreSQL", "roster replicas", "nginx"], cpu[:3], cpu[3:]):
+    print(f"{name:16} {a - b:8.1f} CPU s over {wall:.1f} s ({(a - b) / wall:.2f} cores)")
+PY

@@ -206,7 +206,7 @@ async fn named_organization(parts: &Parts, state: &AppState) -> Result<Option<Uu
         Problem::bad_request(format!("`{ORGANIZATION_HEADER}` must be an organization id (a UUID)")).into_response()
     })?;
     // An organization that does not exist is as unknown as a wrong route.
-    state.roster.organization(&Operator::cli_as("").on(id)).await.map_err(|e| Problem::from(e).into_response())?;
+    state.roster.organization_exists(id).await.map_err(|e| Problem::from(e).into_response())?;
     tracing::Span::current().record("org", tracing::field::display(id));
     Ok(Some(id))
 }

@@ -120,6 +120,13 @@ impl Roster {
         Ok(Some(key))
     }
 
+    /// Refuses an organization id that names none (404), for the operator
+    /// naming the organization it acts on.
+    pub async fn organization_exists(&self, id: Uuid) -> ServiceResult<()> {
+        let mut tx = self.store.lookup().await?;
+        tx.get_org(id).await?.map(|_| ()).ok_or(ServiceError::NotFound("organization"))
+    }
+
     /// Organizations, all or those a tenant ID or verified domain names.
     pub async fn find_organizations(&self, lookup: &OrganizationLookup) -> ServiceResult<Vec<Organization>> {
         let mut tx = self.store.read().await?;

@@ -330,6 +330,67 @@ fn scans(plan: &[String]) -> Vec<&str> {
         .collect()
 }
 
+/// The steps of a PostgreSQL plan that read all of an organization's rows
+/// of a growing table through an index: an index condition on `org_id`
+/// alone. Here one organization holds most of each table, so such a step
+/// reads nearly as much as a scan. Two are bounded all the same: a page
+/// (under a `Limit`, every entry read returned: no `Filter`), and a count
+/// of the organization's rows (under an `Aggregate`), which reads them all
+/// by its nature.
+fn org_wide_reads(plan: &[String]) -> Vec<String> {
+    let depth = |line: &str| line.len() - line.trim_start().len();
+    let node = |line: &str| line.trim_start().trim_start_matches("->").trim_start().to_string();
+    // Plan nodes carry their cost; the lines below a node, deeper than it
+    // and up to the next node, are its details (`Index Cond: …`).
+    let is_node = |line: &str| line.contains("(cost=");
+    let mut found = Vec::new();
+    for (i, step) in plan.iter().enumerate() {
+        let n = node(step);
+        let table = if n.starts_with("Bitmap Index Scan on ") {
+            // The table is its Bitmap Heap Scan's, the nearest above.
+            plan[..i].iter().rev().find_map(|l| node(l).strip_prefix("Bitmap Heap Scan on ").map(str::to_string))
+        } else if n.starts_with("Index Scan") || n.starts_with("Index Only Scan") {
+            n.split(" on ").nth(1).map(str::to_string)
+        } else {
+            None
+        };
+        let Some(table) = table.and_then(|t| t.split_whitespace().next().map(str::to_string)) else { continue };
+        if !GROWING.contains(&table.as_str()) {
+            continue;
+        }
+        let details: Vec<String> = plan[i + 1..]
+            .iter()
+            .take_while(|l| depth(l) > depth(step) && !is_node(l))
+            .map(|l| l.trim().to_string())
+            .collect();
+        let Some(cond) = details.iter().find_map(|l| l.strip_prefix("Index Cond: ")) else { continue };
+        let bare = cond.trim_matches(['(', ')']);
+        let mut sides = bare.split(" = ");
+        let column = sides.next().unwrap_or("");
+        let org_only = !bare.contains(" AND ")
+            && (column == "org_id" || column.ends_with(".org_id"))
+            && sides.next().is_some_and(|value| value.starts_with('$'));
+        if !org_only {
+            continue;
+        }
+        let filtered = details.iter().any(|l| l.starts_with("Filter: "));
+        // The node's ancestors: going up, each node less deep than the last.
+        let mut ancestors = Vec::new();
+        let mut at = depth(step);
+        for above in plan[..i].iter().rev() {
+            if is_node(above) && depth(above) < at {
+                at = depth(above);
+                ancestors.push(node(above));
+            }
+        }
+        let bounded = ancestors.iter().any(|a| (a.starts_with("Limit") && !filtered) || a.starts_with("Aggregate"));
+        if !bounded {
+            found.push(format!("{} [{cond}]", n.trim()));
+        }
+    }
+    found
+}
+
 /// Fails with every hot statement whose plan reads a whole growing table.
 async fn assert_indexed(db: &TestDb, statements: &BTreeSet<String>, when: &str) {
     let mut conn = connect(db).await;
@@ -345,7 +406,10 @@ async fn assert_indexed(db: &TestDb, statements: &BTreeSet<String>, when: &str) 
         }
         let steps = plan(&mut conn, sql).await;
         checked += 1;
-        let scanned = scans(&steps);
+        let mut scanned: Vec<String> = scans(&steps).into_iter().map(str::to_string).collect();
+        if matches!(conn, Conn::Postgres(_)) {
+            scanned.extend(org_wide_reads(&steps));
+        }
         if !scanned.is_empty() {
             bad.push(format!("{sql}\n    plan: {steps:?}"));
         }
@@ -438,6 +502,18 @@ async fn exercise(app: &TestApp, org: &TestOrg, token: &str, tag: &str) {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let (status, _) = app.get("/api/v1/seats", &org.owner_key).await;
     assert_eq!(status, StatusCode::OK);
+
+    // Sign-in by link: a seeded member, and an address nobody has.
+    for email in ["p7@big.example".to_string(), format!("nobody-{tag}@big.example")] {
+        let req = roster::service::LinkRequest {
+            email: roster::model::Email::parse(&email).unwrap(),
+            redirect_uri: "https://app.big.example/callback".into(),
+            state: None,
+            client_id: None,
+            browser: roster::secrets::Secret::new(format!("rb_{tag}")),
+        };
+        app.roster.send_sign_in_link(req).await.unwrap();
+    }
 }
 
 /// Planner statistics as the deployment gathers them: Roster's own refresh
@@ -458,22 +534,27 @@ async fn gather_statistics(app: &TestApp, db: &TestDb) {
 #[tokio::test]
 async fn hot_statements_use_their_indexes_whatever_the_statistics() {
     install_recorder();
-    for (label, rows) in [("empty", 0), ("small", SMALL), ("large", LARGE)] {
+    for (label, rows) in [("no", -1), ("empty", 0), ("small", SMALL), ("large", LARGE)] {
         let db = TestDb::new().await;
         let url = db.url.clone();
         let handle = TestDb::existing(&url);
         let app = TestApp::spawn_on(db).await;
         let org = app.org("Plans", 1_000_000).await;
         let token = scim_token(&app, &org).await;
-        fill(&handle, &org, 0, rows).await;
-        gather_statistics(&app, &handle).await;
+        // `rows` below zero: no statistics gathered at all, as on a
+        // database whose first provisioning run starts right after
+        // migration, before autovacuum ever looked at it.
+        fill(&handle, &org, 0, rows.max(0)).await;
+        if rows >= 0 {
+            gather_statistics(&app, &handle).await;
+        }
         // PostgreSQL rightly reads a table of a page or two whole: its
         // plans are judged on large tables only.
         if !handle.is_postgres() && rows < LARGE {
             let statements = record(exercise(&app, &org, &token, &format!("{label}-at-size"))).await;
             assert_indexed(&handle, &statements, &format!("statistics on {label} tables, {label} tables")).await;
         }
-        fill(&handle, &org, rows, LARGE).await;
+        fill(&handle, &org, rows.max(0), LARGE).await;
         let statements = record(exercise(&app, &org, &token, label)).await;
         assert_indexed(&handle, &statements, &format!("statistics on {label} tables, then {LARGE} rows")).await;
     }

@@ -836,7 +836,10 @@ impl<'s> Writer<'s> {
             (Column::Text { exact, lowered, nullable }, Val::Text { value, case_exact }) => {
                 let sql = self.text_column_compare(exact, *lowered, case_exact, op, value);
                 if *nullable {
-                    format!("COALESCE({sql}, FALSE)")
+                    // False, not unknown, without a value (so that `not`
+                    // holds for it), and still a condition on the column
+                    // that its index serves: `COALESCE(…)` would hide it.
+                    format!("({sql} AND {exact} IS NOT NULL)")
                 } else {
                     sql
                 }
@@ -932,7 +935,7 @@ impl<'s> Writer<'s> {
                 _ => return Err(self.error(format!("`{path}` cannot be compared with {value}"))),
             },
         };
-        Ok(if nullable { format!("COALESCE({sql}, FALSE)") } else { sql })
+        Ok(if nullable { format!("({sql} AND {exact} IS NOT NULL)") } else { sql })
     }
 
     // ---- emails.value through scim_user_emails ---------------------------
@@ -1521,7 +1524,7 @@ mod tests {
         let f = translate(r#"title ne "x" or not (externalId eq "A") and active eq true"#, User, Dialect::Sqlite, 5);
         assert_eq!(
             f.sql,
-            r#"(NOT (COALESCE(lower(json_extract(r.resource, '$."title"')) = lower($5), FALSE)) OR (NOT (COALESCE(r.external_id = $6, FALSE)) AND r.active = $7))"#
+            r#"(NOT (COALESCE(lower(json_extract(r.resource, '$."title"')) = lower($5), FALSE)) OR (NOT ((r.external_id = $6 AND r.external_id IS NOT NULL)) AND r.active = $7))"#
         );
         assert_eq!(f.binds, vec![text("x"), text("A"), SqlValue::Bool(true)]);
     }

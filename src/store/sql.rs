@@ -326,6 +326,31 @@ pub(super) const MEMBER_SELECT: &str = "SELECT m.id, m.org_id, m.user_id, u.emai
     m.manual_role, m.role_pinned, m.sso_roles, m.role_source, m.created_at, m.updated_at \
     FROM members m JOIN users u ON u.id = m.user_id";
 
+/// A page's cursor for `id > $n`: the last id of the page before, or the
+/// empty string, which sorts before every id. Always a value, so that the
+/// condition is the index's whatever the page (`$n IS NULL OR id > $n`
+/// would make every plan read the organization's rows from the first).
+pub(super) fn cursor(after: Option<Uuid>) -> String {
+    after.map(|a| a.to_string()).unwrap_or_default()
+}
+
+/// An organization's member by email (`$1` the organization, `$2` the
+/// normalized address), as a condition on [`MEMBER_SELECT`]. The user is
+/// found first, by the unique address, then their memberships, the
+/// organization checked as in [`ORG_CHECKED`]: a plan that walked the
+/// organization's members and checked each one's user got slower with every
+/// member provisioned.
+pub(super) const MEMBER_BY_EMAIL: &str =
+    "m.user_id = (SELECT id FROM users WHERE email_normalized = $2) AND m.org_id || '' = $1";
+
+/// A member's organization (`$1`) checked, not searched by: `org_id || ''`
+/// is the column of no index, so a look-up by a member's unique key (its
+/// id, its user) starts from that key whatever the planner's statistics.
+/// Given statistics from a nearly empty table, PostgreSQL costs an index
+/// led by `org_id` the same as the unique one, and picks either: the wrong
+/// one reads every member of the organization.
+pub(super) const ORG_CHECKED: &str = "m.org_id || '' = $1";
+
 /// The portal's member filters, with the statement's parameters `$n`
 /// (source) and, when `searching`, `$n+1` (a `LIKE` pattern over the email
 /// and the SCIM display name, both lower-cased). A listing without a search
@@ -1484,7 +1509,7 @@ macro_rules! impl_tx {
             }
 
             async fn get_member(&mut self, org_id: Uuid, id: Uuid) -> StoreResult<Option<Member>> {
-                let sql = format!("{MEMBER_SELECT} WHERE m.org_id = $1 AND m.id = $2");
+                let sql = format!("{MEMBER_SELECT} WHERE m.id = $2 AND {ORG_CHECKED}");
                 sqlx::query_as::<_, MemberRow>(&sql)
                     .bind(org_id.to_string())
                     .bind(id.to_string())
@@ -1495,7 +1520,7 @@ macro_rules! impl_tx {
             }
 
             async fn find_member_by_user(&mut self, org_id: Uuid, user_id: Uuid) -> StoreResult<Option<Member>> {
-                let sql = format!("{MEMBER_SELECT} WHERE m.org_id = $1 AND m.user_id = $2");
+                let sql = format!("{MEMBER_SELECT} WHERE m.user_id = $2 AND {ORG_CHECKED}");
                 sqlx::query_as::<_, MemberRow>(&sql)
                     .bind(org_id.to_string())
                     .bind(user_id.to_string())
@@ -1506,7 +1531,7 @@ macro_rules! impl_tx {
             }
 
             async fn find_member_by_email(&mut self, org_id: Uuid, email: &Email) -> StoreResult<Option<Member>> {
-                let sql = format!("{MEMBER_SELECT} WHERE m.org_id = $1 AND u.email_normalized = $2");
+                let sql = format!("{MEMBER_SELECT} WHERE {MEMBER_BY_EMAIL}");
                 sqlx::query_as::<_, MemberRow>(&sql)
                     .bind(org_id.to_string())
                     .bind(email.normalized())
@@ -1528,7 +1553,7 @@ macro_rules! impl_tx {
                 // then its result, in order.
                 let sql = format!(
                     "SELECT id, email, created_at FROM users WHERE email_normalized = $2; \
-                     {MEMBER_SELECT} WHERE m.org_id = $1 AND u.email_normalized = $2; \
+                     {MEMBER_SELECT} WHERE {MEMBER_BY_EMAIL}; \
                      SELECT {INVITATION_COLUMNS} FROM invitations \
                      WHERE org_id = $1 AND email_normalized = $2 AND status = 'pending'"
                 );
@@ -1556,7 +1581,7 @@ macro_rules! impl_tx {
             async fn list_members(&mut self, org_id: Uuid, f: &MemberFilter) -> StoreResult<Vec<Member>> {
                 let sql = format!(
                     "{MEMBER_SELECT} WHERE m.org_id = $1 AND ($2 IS NULL OR m.status = $2) \
-                     AND ($3 IS NULL OR m.role = $3) AND ($4 IS NULL OR m.id > $4) {} \
+                     AND ($3 IS NULL OR m.role = $3) AND m.id > $4 {} \
                      ORDER BY m.id LIMIT $5",
                     member_search(6, f.search.is_some())
                 );
@@ -1564,7 +1589,7 @@ macro_rules! impl_tx {
                     .bind(org_id.to_string())
                     .bind(f.status.map(|s| s.as_str()))
                     .bind(f.role.map(|r| r.as_str()))
-                    .bind(f.after.map(|a| a.to_string()))
+                    .bind(cursor(f.after))
                     .bind(f.limit)
                     .bind(f.source.map(|s| s.as_str()));
                 if let Some(search) = &f.search {
@@ -1595,7 +1620,7 @@ macro_rules! impl_tx {
             async fn update_member(&mut self, m: &Member) -> StoreResult<()> {
                 let done = sqlx::query(
                     "UPDATE members SET role = $3, status = $4, source = $5, updated_at = $6, manual_role = $7, \
-                     role_pinned = $8, sso_roles = $9, role_source = $10, user_id = $11 WHERE org_id = $1 AND id = $2",
+                     role_pinned = $8, sso_roles = $9, role_source = $10, user_id = $11 WHERE id = $2 AND org_id || '' = $1",
                 )
                 .bind(m.org_id.to_string())
                 .bind(m.id.to_string())
@@ -1680,12 +1705,12 @@ macro_rules! impl_tx {
                        OR ($2 = 'pending' AND status = 'pending' AND expires_at > $5) \
                        OR ($2 = 'expired' AND (status = 'expired' OR (status = 'pending' AND expires_at <= $5))) \
                        OR ($2 NOT IN ('pending', 'expired') AND status = $2)) \
-                     AND ($3 IS NULL OR id > $3) ORDER BY id LIMIT $4"
+                     AND id > $3 ORDER BY id LIMIT $4"
                 );
                 sqlx::query_as::<_, InvitationRow>(&sql)
                     .bind(org_id.to_string())
                     .bind(f.status.map(|s| s.as_str()))
-                    .bind(f.after.map(|a| a.to_string()))
+                    .bind(cursor(f.after))
                     .bind(f.limit)
                     .bind(f.now)
                     .fetch_all(self.conn().await?)
@@ -3390,7 +3415,7 @@ macro_rules! impl_tx {
                 let mut out = Vec::with_capacity(ids.len());
                 for chunk in ids.chunks(ID_CHUNK) {
                     let sql = format!(
-                        "{MEMBER_SELECT} WHERE m.org_id = $1 AND m.id IN ({}) ORDER BY m.id",
+                        "{MEMBER_SELECT} WHERE m.id IN ({}) AND {ORG_CHECKED} ORDER BY m.id",
                         placeholders(2, chunk.len())
                     );
                     let mut query = sqlx::query_as::<_, MemberRow>(&sql).bind(org_id.to_string());

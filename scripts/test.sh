@@ -27,33 +27,42 @@ if [[ ! -x tests/smtp/.venv/bin/python ]]; then
 fi
 tests/smtp/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/smtp/requirements.txt
 
-# Debian's Chromium and its WebDriver for the browser tests (tests/api/browser.rs).
+# Debian packages: Chromium and its WebDriver for the browser tests
+# (tests/api/browser.rs), nginx for the proxy in front of the replicas in
+# the topology test (tests/api/topology.rs).
 chromium="${CHROMIUM:-/usr/bin/chromium}"
 chromedriver="${CHROMEDRIVER:-/usr/bin/chromedriver}"
+packages=()
 if [[ ! -x "$chromium" || ! -x "$chromedriver" ]]; then
-  echo "== apt-get install chromium chromium-driver"
+  packages+=(chromium chromium-driver)
+fi
+if [[ ! -x /usr/sbin/nginx ]]; then
+  packages+=(nginx)
+fi
+if [[ ${#packages[@]} -gt 0 ]]; then
+  echo "== apt-get install ${packages[*]}"
   as_root=()
   if [[ $(id -u) -ne 0 ]]; then
     if ! command -v sudo >/dev/null; then
-      echo "scripts/test.sh: the browser tests need chromium and chromium-driver; run as root or install sudo" >&2
+      echo "scripts/test.sh: the tests need ${packages[*]}; run as root or install sudo" >&2
       exit 1
     fi
     as_root=(sudo -n)
   fi
   apt_log=$(mktemp)
-  install_chromium() {
+  install_packages() {
     "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
-      apt-get install -y -q --no-install-recommends chromium chromium-driver >>"$apt_log" 2>&1
+      apt-get install -y -q --no-install-recommends "${packages[@]}" >>"$apt_log" 2>&1
   }
   # The package lists may be missing or stale: update them only when the install fails.
-  if ! install_chromium && ! { "${as_root[@]}" apt-get update -q >>"$apt_log" 2>&1 && install_chromium; }; then
+  if ! install_packages && ! { "${as_root[@]}" apt-get update -q >>"$apt_log" 2>&1 && install_packages; }; then
     cat "$apt_log" >&2
-    echo "scripts/test.sh: installing chromium and chromium-driver failed (apt-get output above)" >&2
+    echo "scripts/test.sh: installing ${packages[*]} failed (apt-get output above)" >&2
     exit 1
   fi
   rm -f "$apt_log"
-  if [[ ! -x "$chromium" || ! -x "$chromedriver" ]]; then
-    echo "scripts/test.sh: no $chromium or $chromedriver after installing chromium and chromium-driver" >&2
+  if [[ ! -x "$chromium" || ! -x "$chromedriver" || ! -x /usr/sbin/nginx ]]; then
+    echo "scripts/test.sh: no $chromium, $chromedriver or /usr/sbin/nginx after installing ${packages[*]}" >&2
     exit 1
   fi
 fi

@@ -32,5 +32,6 @@ mod seats;
 mod signin;
 mod smtp_server;
 mod sso;
+mod topology;
 mod webhook_receiver;
 mod webhooks;

@@ -9,6 +9,12 @@
 #
 #   benches/scale_out.sh [REPLICAS] [USERS] [CONCURRENCY]   (defaults: 1, 20000, 16)
 #
+# EXISTING=N first gives the organization N more Users, written straight
+# into the database as a bulk import would (copies of one User created over
+# SCIM, with the organization's counters raised to match), so that the run
+# measures an organization of N + USERS Users without creating N over
+# HTTP; list pages then start anywhere among all of them.
+#
 # Needs nginx (Debian's `nginx` or `nginx-light`) and PostgreSQL at
 # PG_URL (default postgres://postgres@127.0.0.1:5432/test, whose server
 # must let it create a database). ROSTER picks another binary (default:
@@ -39,7 +45,7 @@ psql "$PG_URL" -qc "CREATE DATABASE $DB" > /dev/null
 export ROSTER_DATABASE_URL="${PG_URL%/*}/$DB" ROSTER_MAIL_DIR="$DIR/mail" RUST_LOG=${RUST_LOG:-warn}
 field() { python3 -c "import json, sys; print(json.load(sys.stdin)$1)"; }
 "$ROSTER" migrate > /dev/null
-ORG=$("$ROSTER" org create --name Bench --seats $((USERS + 10)) --owner-email owner@bench.example --json \
+ORG=$("$ROSTER" org create --name Bench --seats $((USERS + ${EXISTING:-0} + 10)) --owner-email owner@bench.example --json \
   | field '["organization"]["id"]')
 TOKEN=$("$ROSTER" scim-token create --org "$ORG" --name bench --json | field '["secret"]')
 
@@ -83,6 +89,45 @@ for i in $(seq "$REPLICAS"); do
 done
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/readyz" > /dev/null && break; sleep 0.1; done
 
+EXISTING=${EXISTING:-0}
+if (( EXISTING > 0 )); then
+  started=$(date +%s)
+  template=$(curl -sf -X POST "http://127.0.0.1:$PORT/scim/v2/Users" -H "Authorization: Bearer $TOKEN" \
+    -H 'Content-Type: application/scim+json' -d '{"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+      "userName": "seed-template@bench.example", "name": {"givenName": "Seed", "familyName": "Template"},
+      "emails": [{"value": "seed-template@bench.example", "type": "work", "primary": true}], "active": true}' \
+    | field '["id"]')
+  # Each copy gets ids of its own (md5 of a label, read as a UUID) and the
+  # template's userName and email swapped for its own, in the stored
+  # resource too.
+  psql "$ROSTER_DATABASE_URL" -v ON_ERROR_STOP=1 -q <<SQL
+BEGIN;
+CREATE TEMPORARY TABLE seed AS
+  SELECT i, md5('u' || i)::uuid::text AS user_id, md5('m' || i)::uuid::text AS member_id,
+         md5('s' || i)::uuid::text AS scim_id, 'seed-' || i || '@bench.example' AS name
+  FROM generate_series(1, $EXISTING) AS i;
+INSERT INTO users (id, email, email_normalized, created_at)
+  SELECT user_id, name, name, now() FROM seed;
+INSERT INTO members (id, org_id, user_id, role, status, source, created_at, updated_at, manual_role,
+                     role_pinned, sso_roles, role_source)
+  SELECT seed.member_id, m.org_id, seed.user_id, m.role, m.status, m.source, now(), now(), m.manual_role,
+         m.role_pinned, m.sso_roles, m.role_source
+  FROM seed, scim_users s JOIN members m ON m.id = s.member_id WHERE s.id = '$template';
+INSERT INTO scim_users (id, org_id, member_id, user_name, user_name_lc, external_id, display_name,
+                        display_name_lc, active, resource, version, created_at, updated_at)
+  SELECT seed.scim_id, s.org_id, seed.member_id, seed.name, seed.name, NULL, s.display_name,
+         s.display_name_lc, s.active,
+         replace(replace(s.resource::text, '$template', seed.scim_id), 'seed-template@bench.example', seed.name)::jsonb,
+         1, now(), now()
+  FROM seed, scim_users s WHERE s.id = '$template';
+INSERT INTO scim_user_emails (user_id, org_id, value_lc) SELECT scim_id, '$ORG', name FROM seed;
+UPDATE organizations SET scim_users = scim_users + $EXISTING, active_members = active_members + $EXISTING
+  WHERE id = '$ORG';
+COMMIT;
+SQL
+  echo "# seeded $EXISTING Users in $(( $(date +%s) - started )) s"
+fi
+
 # CPU seconds (user + system): of every process named $1 when $1 is not a
 # number, else of the processes whose ids are given.
 cpu_of() {
@@ -106,10 +151,11 @@ PY
 SERVERS=("${PIDS[@]:0:$REPLICAS}")
 before=("$(cpu_of postgres)" "$(cpu_of "${SERVERS[@]}")" "$(cpu_of nginx)")
 echo "# $(date -u +%FT%TZ) $(nproc) cores; PostgreSQL $(psql "$PG_URL" -Atc 'SHOW server_version'); $REPLICAS replica(s)" \
-  "behind nginx; $USERS users, concurrency $CONCURRENCY; fresh database; background jobs on"
+  "behind nginx; $USERS users created over $EXISTING existing, concurrency $CONCURRENCY; fresh database;" \
+  "background jobs on"
 START=$(date +%s.%N)
 "$ROSTER" bench scim --url "http://127.0.0.1:$PORT/scim/v2" --token "$TOKEN" --users "$USERS" \
-  --concurrency "$CONCURRENCY" ${READS:+--reads "$READS"}
+  --concurrency "$CONCURRENCY" --existing "$EXISTING" ${READS:+--reads "$READS"}
 END=$(date +%s.%N)
 after=("$(cpu_of postgres)" "$(cpu_of "${SERVERS[@]}")" "$(cpu_of nginx)")
 python3 - "$START" "$END" "${before[@]}" "${after[@]}" <<'PY'

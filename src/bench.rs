@@ -27,6 +27,9 @@ pub struct BenchOptions {
     /// The server's process on this machine, whose CPU time each phase
     /// reports per request (Linux).
     pub server_pid: Option<u32>,
+    /// Users the organization held before the run: list pages start
+    /// anywhere among them and this run's, as a full listing's pages do.
+    pub existing: usize,
 }
 
 /// The figures of one phase.
@@ -220,7 +223,8 @@ pub async fn run(opts: BenchOptions, print: impl Fn(&PhaseReport)) -> anyhow::Re
     let pages = (reads / 10).max(1);
     let (r, _) = phase("list pages of 100", pages, c, pid, |i| {
         let t = target.clone();
-        let start = (i * 100) % ids.len().max(1) + 1;
+        // Spread over every User (a prime stride), not only the first pages.
+        let start = (i * 100 * 7919) % (ids.len() + opts.existing).max(1) + 1;
         let path = format!("/Users?startIndex={start}&count=100");
         async move {
             let (s, _, l) = t.send(Method::GET, &path, None).await;

@@ -279,6 +279,9 @@ pub enum BenchCommand {
         /// the server's CPU time per request.
         #[arg(long)]
         server_pid: Option<u32>,
+        /// Users the organization already holds: list pages start anywhere among them too.
+        #[arg(long, default_value_t = 0)]
+        existing: usize,
     },
     /// Webhook delivery lag under a steady SCIM create load: a receiver of
     /// its own hears the `member.added` webhooks (add an endpoint pointing
@@ -516,7 +519,8 @@ pub async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
-    if let Command::Bench(BenchCommand::Scim { url, token, users, concurrency, reads, batch, server_pid }) = cli.command
+    if let Command::Bench(BenchCommand::Scim { url, token, users, concurrency, reads, batch, server_pid, existing }) =
+        cli.command
     {
         // The load generator needs no configuration or database of its own.
         let opts = crate::bench::BenchOptions {
@@ -527,6 +531,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             reads: reads.unwrap_or(users),
             batch,
             server_pid,
+            existing,
             run_id: Uuid::new_v4().simple().to_string()[..8].to_string(),
         };
         let as_json = cli.json;

@@ -841,6 +841,7 @@ async fn the_load_tool_runs_every_phase_without_errors() {
         run_id: "t".into(),
         // The server runs in this process.
         server_pid: Some(std::process::id()),
+        existing: 0,
     };
     let reports = roster::bench::run(opts, |_| {}).await.unwrap();
     // Every phase reads the server's CPU time; together they used some.

@@ -119,24 +119,44 @@ fn is_gateway_error(status: StatusCode) -> bool {
 #[derive(Default)]
 struct Tally {
     outcomes: Mutex<Vec<Outcome>>,
-    done: AtomicUsize,
+    /// SCIM cycles done.
+    scim: AtomicUsize,
+    /// SSO logins done.
+    sso: AtomicUsize,
+}
+
+/// How many of each kind of operation were done at one moment.
+#[derive(Debug, Clone, Copy)]
+struct Done {
+    scim: usize,
+    sso: usize,
 }
 
 impl Tally {
     fn record(&self, outcome: Outcome) {
+        let counter = if outcome.what == "SSO login" { &self.sso } else { &self.scim };
         self.outcomes.lock().unwrap().push(outcome);
-        self.done.fetch_add(1, Ordering::SeqCst);
+        counter.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Waits until `count` more operations than `from` are done.
-    async fn wait_for(&self, from: usize, count: usize) {
+    fn done(&self) -> Done {
+        Done { scim: self.scim.load(Ordering::SeqCst), sso: self.sso.load(Ordering::SeqCst) }
+    }
+
+    /// Waits until, since `from`, every SCIM worker and every person signing
+    /// in has done `PER_PHASE` operations on average: a phase holds both kinds
+    /// of load, however much slower one is than the other.
+    async fn wait_for_phase(&self, from: Done) {
+        let enough = |now: Done| {
+            now.scim >= from.scim + PER_PHASE * SCIM_WORKERS && now.sso >= from.sso + PER_PHASE * SSO_WORKERS
+        };
         for _ in 0..6000 {
-            if self.done.load(Ordering::SeqCst) >= from + count {
+            if enough(self.done()) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("the load stalled: {} operations done, waiting for {}", self.done.load(Ordering::SeqCst), from + count);
+        panic!("the load stalled: {:?} done since {from:?}", self.done());
     }
 }
 
@@ -389,22 +409,20 @@ async fn scim_and_sso_through_a_proxy_survive_a_replica_restart() {
             }
         }));
     }
-    let per_phase = PER_PHASE * (SCIM_WORKERS + SSO_WORKERS);
-
     // Both replicas serving.
-    tally.wait_for(0, per_phase).await;
+    tally.wait_for_phase(Done { scim: 0, sso: 0 }).await;
     // A rolling restart: the first replica is told to stop, finishes what it
     // has in flight and exits; the load goes on through the other.
-    let stopping = tally.done.load(Ordering::SeqCst);
+    let stopping = tally.done();
     let clean = first.take().unwrap().terminate();
     assert!(clean, "the stopped replica did not exit cleanly");
-    tally.wait_for(stopping, per_phase).await;
+    tally.wait_for_phase(stopping).await;
     // Started again on its address: the proxy sends it requests again.
     let restarted = start_replica(&listen[0]);
     let direct = format!("http://{}", listen[0]);
     let before = served(&client, &direct, "/scim/v2/Users").await;
-    let back = tally.done.load(Ordering::SeqCst);
-    tally.wait_for(back, per_phase).await;
+    let back = tally.done();
+    tally.wait_for_phase(back).await;
     let mut rejoined = served(&client, &direct, "/scim/v2/Users").await - before;
     for _ in 0..200 {
         if rejoined > 0.0 {

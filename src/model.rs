@@ -130,7 +130,8 @@ string_enum! {
     /// Who made a change, as recorded in the audit log.
     /// `email_link`: a person who proved their address by following a link Roster emailed;
     /// `portal`: a member signed in to the portal (the actor id is their email);
-    /// `operator`: the product's back office with an operator key (the actor id is the key's id).
+    /// `operator`: the product's back office with an operator key (the actor id is the key's id);
+    /// `setup_link`: whoever holds a setup link (the actor id is the link's id).
     ActorKind {
         ApiKey = "api_key",
         Cli = "cli",
@@ -139,8 +140,14 @@ string_enum! {
         EmailLink = "email_link",
         Portal = "portal",
         Operator = "operator",
+        SetupLink = "setup_link",
         System = "system",
     }
+}
+
+string_enum! {
+    /// What a setup link may set up: single sign-on, SCIM provisioning, domains.
+    SetupScope { Sso = "sso", Scim = "scim", Domains = "domains" }
 }
 
 string_enum! {

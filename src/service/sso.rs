@@ -64,6 +64,16 @@ pub struct LoginRequest {
     pub browser: Option<String>,
 }
 
+/// Whom a login attempt is for: the organization, the product client and
+/// where the browser goes back to.
+struct AttemptFor {
+    org_id: Uuid,
+    client_id: Uuid,
+    redirect_uri: String,
+    product_state: Option<String>,
+    login_hint: Option<String>,
+}
+
 /// A started login: where to send the browser, and the browser-binding cookie to set.
 #[derive(Debug)]
 pub struct LoginStart {
@@ -78,6 +88,16 @@ pub struct CallbackParams {
     pub code: Option<String>,
     pub error: Option<String>,
     pub error_description: Option<String>,
+}
+
+/// How a callback ends: a person signed in, or a test sign-in recorded.
+#[derive(Debug)]
+pub enum Completed {
+    SignedIn(LoginDone),
+    /// A test sign-in: its result is shown at `result_url`; nobody signed in.
+    Tested {
+        result_url: String,
+    },
 }
 
 /// A finished login: where to send the browser (the product, with its code),
@@ -682,18 +702,71 @@ impl Roster {
         let client = pick_client(self.login_clients(&mut *tx, org.id).await?, req.client_id, &req.redirect_uri)?;
         let conn = self.connection_for(&mut *tx, &org).await?;
         drop(tx);
+        let attempt = AttemptFor {
+            org_id: org.id,
+            client_id: client.id,
+            redirect_uri: req.redirect_uri.clone(),
+            product_state: req.state.clone(),
+            login_hint,
+        };
+        self.start_attempt(sso, &conn, attempt, req.browser, now).await
+    }
 
+    /// Starts a test sign-in through the organization's connection as it is
+    /// now, for a setup link (`link`) or an admin: the browser comes back to
+    /// `result_url`, where the claims and Roster's decision are shown;
+    /// nobody is signed in.
+    #[tracing::instrument(skip_all, fields(org = %actor.org_id))]
+    pub async fn begin_sso_test(
+        &self,
+        actor: &Actor,
+        link: Option<Uuid>,
+        result_url: &str,
+        browser: Option<String>,
+    ) -> Result<LoginStart, LoginError> {
+        actor.require(Role::Admin).map_err(|e| LoginError::new(403, "forbidden", e.to_string()))?;
+        let sso = self.sso().map_err(|_| LoginError::new(404, "sso_disabled", "Single sign-on is not available."))?;
+        let now = self.clock.now();
+        let mut tx = self.store.read().await?;
+        let org = tx
+            .get_org(actor.org_id)
+            .await?
+            .ok_or_else(|| LoginError::new(404, "unknown_organization", "There is no such organization."))?;
+        let conn = self.connection_for(&mut *tx, &org).await?;
+        drop(tx);
+        let attempt = AttemptFor {
+            org_id: org.id,
+            client_id: SETUP_TEST_CLIENT_ID,
+            redirect_uri: result_url.to_string(),
+            product_state: Some(
+                serde_json::json!({"link": link, "by": actor.id, "kind": actor.kind.as_str()}).to_string(),
+            ),
+            login_hint: None,
+        };
+        self.start_attempt(sso, &conn, attempt, browser, now).await
+    }
+
+    /// Stores a login attempt through `conn` and returns the provider's authorization URL.
+    async fn start_attempt(
+        &self,
+        sso: &SsoPolicy,
+        conn: &Connection,
+        req: AttemptFor,
+        browser: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<LoginStart, LoginError> {
+        let login_hint = req.login_hint;
         let state = generate_token("st");
         let nonce = generate_token("n");
         let verifier = generate_token("pkce");
-        let browser = match req.browser.filter(|b| b.starts_with("rb_") && b.len() == 46) {
+        let browser = match browser.filter(|b| b.starts_with("rb_") && b.len() == 46) {
             Some(existing) => Secret::new(existing),
             None => generate_token("rb"),
         };
         let provider_url = sso
             .rp
             .authorization_url(
-                &conn,
+                conn,
                 &sso.callback_url,
                 state.expose(),
                 nonce.expose(),
@@ -704,14 +777,14 @@ impl Roster {
             .map_err(provider_unavailable)?;
         let attempt = SsoAttempt {
             id: Uuid::now_v7(),
-            org_id: org.id,
+            org_id: req.org_id,
             connection: conn.kind.as_str().to_string(),
             issuer: conn.issuer.clone(),
             nonce: nonce.expose().to_string(),
             pkce_verifier: verifier.expose().to_string(),
-            client_id: client.id,
-            redirect_uri: req.redirect_uri.clone(),
-            product_state: req.state.clone(),
+            client_id: req.client_id,
+            redirect_uri: req.redirect_uri,
+            product_state: req.product_state,
             login_hint,
             browser_hash: hash_token(browser.expose()),
             created_at: now,
@@ -734,7 +807,7 @@ impl Roster {
         params: CallbackParams,
         browser: Option<&str>,
         request_id: Option<String>,
-    ) -> Result<LoginDone, LoginError> {
+    ) -> Result<Completed, LoginError> {
         let sso = self.sso().map_err(|_| LoginError::new(404, "sso_disabled", "Single sign-on is not available."))?;
         let now = self.clock.now();
         let state = params
@@ -783,21 +856,10 @@ impl Roster {
             .ok_or_else(|| LoginError::new(404, "unknown_organization", "The organization no longer exists."))?;
         let conn = self.connection_for(&mut *read, &org).await?;
         drop(read);
-        if let Some(error) = params.error.as_deref() {
-            let error: String = error.chars().filter(|c| c.is_ascii_graphic()).take(64).collect();
-            let detail: String = params
-                .error_description
-                .as_deref()
-                .unwrap_or("")
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(300)
-                .collect();
-            let message = if detail.is_empty() {
-                format!("The identity provider did not sign you in ({error}).")
-            } else {
-                format!("The identity provider did not sign you in ({error}: {detail}).")
-            };
+        if attempt.client_id == SETUP_TEST_CLIENT_ID {
+            return self.finish_sso_test(sso, &attempt, &org, &conn, &params, request_id, now).await;
+        }
+        if let Some(message) = provider_error(&params) {
             self.audit_login_failure(
                 &attempt,
                 request_id.clone(),
@@ -831,20 +893,7 @@ impl Roster {
         {
             Ok(identity) => identity,
             Err(e) => {
-                let err = match &e {
-                    OidcError::Provider(_) => provider_unavailable(e),
-                    OidcError::Refused(m) => LoginError::new(
-                        403,
-                        "provider_refused",
-                        format!("The identity provider refused the sign-in: {m}"),
-                    ),
-                    OidcError::InvalidToken(m) => LoginError::new(
-                        403,
-                        "invalid_id_token",
-                        format!("The identity provider's answer could not be trusted: {m}"),
-                    ),
-                    OidcError::Claims { code, message } => LoginError::new(403, code, message.clone()),
-                };
+                let err = oidc_refusal(e);
                 self.audit_login_failure(
                     &attempt,
                     request_id.clone(),
@@ -884,7 +933,7 @@ impl Roster {
         match self.sign_in(&actor, &attempt, &conn, &identity, &email, sso, now).await {
             Ok(done) => {
                 metrics::counter!("roster_sso_logins_total", "outcome" => "success").increment(1);
-                Ok(done)
+                Ok(Completed::SignedIn(done))
             }
             Err(err) => {
                 metrics::counter!("roster_sso_logins_total", "outcome" => err.code).increment(1);
@@ -1273,6 +1322,35 @@ pub(super) fn pick_client(
 
 /// Who the signing-in email is in the organization, admitting them when an
 /// invitation or auto-assignment allows; the reason in words when not.
+/// The provider's own refusal the callback carries (`error`), in words.
+pub(super) fn provider_error(params: &CallbackParams) -> Option<String> {
+    let error = params.error.as_deref()?;
+    let error: String = error.chars().filter(|c| c.is_ascii_graphic()).take(64).collect();
+    let detail: String =
+        params.error_description.as_deref().unwrap_or("").chars().filter(|c| !c.is_control()).take(300).collect();
+    Some(if detail.is_empty() {
+        format!("The identity provider did not sign you in ({error}).")
+    } else {
+        format!("The identity provider did not sign you in ({error}: {detail}).")
+    })
+}
+
+/// Why a code exchange or ID token check ended the sign-in.
+pub(super) fn oidc_refusal(e: OidcError) -> LoginError {
+    match &e {
+        OidcError::Provider(_) => provider_unavailable(e),
+        OidcError::Refused(m) => {
+            LoginError::new(403, "provider_refused", format!("The identity provider refused the sign-in: {m}"))
+        }
+        OidcError::InvalidToken(m) => LoginError::new(
+            403,
+            "invalid_id_token",
+            format!("The identity provider's answer could not be trusted: {m}"),
+        ),
+        OidcError::Claims { code, message } => LoginError::new(403, code, message.clone()),
+    }
+}
+
 pub(super) async fn resolve_membership(
     tx: &mut dyn Tx,
     actor: &Actor,

@@ -717,6 +717,72 @@ pub struct AuditFilter {
     pub limit: i64,
 }
 
+/// A setup link: a token an organization's Owner or Admin sends its IT
+/// admin, opening the set-up pages of `scopes` for that organization only.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct SetupLink {
+    pub id: Uuid,
+    #[serde(skip)]
+    pub org_id: Uuid,
+    pub scopes: Vec<SetupScope>,
+    /// Who created it (the actor id of the audit log).
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// One SCIM request an organization's identity provider sent, as the
+/// request log keeps it: its body masked, its query's values masked.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ScimRequestRecord {
+    /// Its place in the log: later requests have larger ids.
+    #[serde(rename = "id")]
+    pub seq: i64,
+    #[serde(skip)]
+    pub org_id: Uuid,
+    pub at: DateTime<Utc>,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    #[serde(skip)]
+    pub latency_us: i64,
+    /// The identity provider, as its User-Agent names it.
+    pub client: String,
+    /// The SCIM error type of an error answer, if it had one.
+    pub scim_type: Option<String>,
+    /// The error answer's detail.
+    pub detail: Option<String>,
+    /// The request body with every value masked but `schemas`, `userName`,
+    /// `op`, `path`, `active`, `id` and group members' `value`.
+    pub body: Option<String>,
+}
+
+/// A test sign-in through an organization's SSO connection.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SsoTest {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    /// The setup link it was run through, if any.
+    pub link_id: Option<Uuid>,
+    pub tested_by: String,
+    pub at: DateTime<Utc>,
+    /// Whether the person would have been signed in.
+    pub ok: bool,
+    /// The claims and the decision, as the set-up page shows them.
+    pub result: serde_json::Value,
+}
+
+/// How far an organization's set-up has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, utoipa::ToSchema)]
+pub struct SetupStatus {
+    pub domain_verified: bool,
+    /// A test sign-in through the current connection succeeded.
+    pub sso_tested: bool,
+    pub scim_received: bool,
+    pub user_provisioned: bool,
+}
+
 /// A store: opens transactions on one database.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -1088,10 +1154,32 @@ pub trait Tx: Send {
         until: DateTime<Utc>,
     ) -> StoreResult<bool>;
 
+    // Setup links.
+    async fn insert_setup_link(&mut self, link: &SetupLink, token_hash: &str) -> StoreResult<()>;
+    /// The organization's links, newest first.
+    async fn list_setup_links(&mut self, org_id: Uuid) -> StoreResult<Vec<SetupLink>>;
+    /// The link with this token hash and its stored hash, for a constant-time comparison.
+    async fn find_setup_link_by_hash(&mut self, token_hash: &str) -> StoreResult<Option<(SetupLink, String)>>;
+    /// Revokes the link; false when it is not the organization's or already revoked.
+    async fn revoke_setup_link(&mut self, org_id: Uuid, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool>;
+    async fn insert_sso_test(&mut self, test: &SsoTest) -> StoreResult<()>;
+    /// The organization's latest test sign-in (through `link_id` only, when given).
+    async fn latest_sso_test(&mut self, org_id: Uuid, link_id: Option<Uuid>) -> StoreResult<Option<SsoTest>>;
+    async fn setup_status(&mut self, org_id: Uuid) -> StoreResult<SetupStatus>;
+    /// Appends to the SCIM request log (skipping organizations deleted
+    /// meanwhile) and keeps only the newest [`SCIM_REQUESTS_KEPT`] of each
+    /// organization.
+    async fn insert_scim_requests(&mut self, requests: &[ScimRequestRecord]) -> StoreResult<()>;
+    /// The organization's newest logged SCIM requests, newest first.
+    async fn list_scim_requests(&mut self, org_id: Uuid, limit: i64) -> StoreResult<Vec<ScimRequestRecord>>;
+
     // Audit log.
     async fn insert_audit(&mut self, entry: NewAudit) -> StoreResult<()>;
     async fn list_audit(&mut self, org_id: Uuid, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>>;
 }
+
+/// SCIM requests the log keeps per organization.
+pub const SCIM_REQUESTS_KEPT: i64 = 200;
 
 /// Opens the store a database URL names: `sqlite:…` or `postgres://…`.
 pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Store>> {

@@ -805,6 +805,104 @@ impl BillingRequestRow {
     }
 }
 
+pub(super) const SETUP_LINK_COLUMNS: &str =
+    "id, org_id, scopes, created_by, created_at, expires_at, revoked_at, token_hash";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct SetupLinkRow {
+    id: String,
+    org_id: String,
+    scopes: String,
+    created_by: String,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    revoked_at: Option<DateTime<Utc>>,
+    token_hash: String,
+}
+
+impl SetupLinkRow {
+    pub(super) fn into_model(self) -> StoreResult<(SetupLink, String)> {
+        let scopes: StoreResult<Vec<SetupScope>> =
+            self.scopes.split(',').filter(|s| !s.is_empty()).map(|s| parse::<SetupScope>("scopes", s)).collect();
+        let link = SetupLink {
+            id: uuid("setup_links.id", &self.id)?,
+            org_id: uuid("setup_links.org_id", &self.org_id)?,
+            scopes: scopes?,
+            created_by: self.created_by,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            revoked_at: self.revoked_at,
+        };
+        Ok((link, self.token_hash))
+    }
+}
+
+pub(super) const SCIM_REQUEST_COLUMNS: &str =
+    "seq, org_id, at, method, path, status, latency_us, client, scim_type, detail, body";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ScimRequestRow {
+    seq: i64,
+    org_id: String,
+    at: DateTime<Utc>,
+    method: String,
+    path: String,
+    status: i64,
+    latency_us: i64,
+    client: String,
+    scim_type: Option<String>,
+    detail: Option<String>,
+    body: Option<String>,
+}
+
+impl ScimRequestRow {
+    pub(super) fn into_model(self) -> StoreResult<ScimRequestRecord> {
+        Ok(ScimRequestRecord {
+            seq: self.seq,
+            org_id: uuid("scim_requests.org_id", &self.org_id)?,
+            at: self.at,
+            method: self.method,
+            path: self.path,
+            status: u16::try_from(self.status).map_err(|_| {
+                StoreError::Other(anyhow::anyhow!("stored scim_requests.status {} is not valid", self.status))
+            })?,
+            latency_us: self.latency_us,
+            client: self.client,
+            scim_type: self.scim_type,
+            detail: self.detail,
+            body: self.body,
+        })
+    }
+}
+
+pub(super) const SSO_TEST_COLUMNS: &str = "id, org_id, link_id, tested_by, at, ok, result";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct SsoTestRow {
+    id: String,
+    org_id: String,
+    link_id: Option<String>,
+    tested_by: String,
+    at: DateTime<Utc>,
+    ok: bool,
+    result: String,
+}
+
+impl SsoTestRow {
+    pub(super) fn into_model(self) -> StoreResult<SsoTest> {
+        Ok(SsoTest {
+            id: uuid("sso_tests.id", &self.id)?,
+            org_id: uuid("sso_tests.org_id", &self.org_id)?,
+            link_id: self.link_id.as_deref().map(|l| uuid("sso_tests.link_id", l)).transpose()?,
+            tested_by: self.tested_by,
+            at: self.at,
+            ok: self.ok,
+            result: serde_json::from_str(&self.result)
+                .map_err(|e| StoreError::Other(anyhow::anyhow!("stored sso_tests.result is not JSON: {e}")))?,
+        })
+    }
+}
+
 pub(super) const DOMAIN_COLUMNS: &str = "id, org_id, name, status, verification_token, failures, last_result, \
     checked_at, verified_at, next_check_at, created_at, updated_at";
 
@@ -1940,6 +2038,154 @@ macro_rules! impl_tx {
                     .await?
                     .into_iter()
                     .map(BillingRequestRow::into_model)
+                    .collect()
+            }
+
+            async fn insert_setup_link(&mut self, l: &SetupLink, token_hash: &str) -> StoreResult<()> {
+                let scopes: Vec<&str> = l.scopes.iter().map(|s| s.as_str()).collect();
+                let sql = format!("INSERT INTO setup_links ({SETUP_LINK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
+                sqlx::query(&sql)
+                    .bind(l.id.to_string())
+                    .bind(l.org_id.to_string())
+                    .bind(scopes.join(","))
+                    .bind(&l.created_by)
+                    .bind(l.created_at)
+                    .bind(l.expires_at)
+                    .bind(l.revoked_at)
+                    .bind(token_hash)
+                    .execute(self.conn().await?)
+                    .await?;
+                Ok(())
+            }
+
+            async fn list_setup_links(&mut self, org_id: Uuid) -> StoreResult<Vec<SetupLink>> {
+                let sql = format!("SELECT {SETUP_LINK_COLUMNS} FROM setup_links WHERE org_id = $1 ORDER BY id DESC");
+                sqlx::query_as::<_, SetupLinkRow>(&sql)
+                    .bind(org_id.to_string())
+                    .fetch_all(self.conn().await?)
+                    .await?
+                    .into_iter()
+                    .map(|row| row.into_model().map(|(link, _)| link))
+                    .collect()
+            }
+
+            async fn find_setup_link_by_hash(&mut self, token_hash: &str) -> StoreResult<Option<(SetupLink, String)>> {
+                let sql = format!("SELECT {SETUP_LINK_COLUMNS} FROM setup_links WHERE token_hash = $1");
+                sqlx::query_as::<_, SetupLinkRow>(&sql)
+                    .bind(token_hash)
+                    .fetch_optional(self.conn().await?)
+                    .await?
+                    .map(SetupLinkRow::into_model)
+                    .transpose()
+            }
+
+            async fn revoke_setup_link(&mut self, org_id: Uuid, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "UPDATE setup_links SET revoked_at = $3 WHERE org_id = $1 AND id = $2 AND revoked_at IS NULL",
+                )
+                .bind(org_id.to_string())
+                .bind(id.to_string())
+                .bind(at)
+                .execute(self.conn().await?)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn insert_sso_test(&mut self, t: &SsoTest) -> StoreResult<()> {
+                let sql = format!("INSERT INTO sso_tests ({SSO_TEST_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)");
+                sqlx::query(&sql)
+                    .bind(t.id.to_string())
+                    .bind(t.org_id.to_string())
+                    .bind(t.link_id.map(|l| l.to_string()))
+                    .bind(&t.tested_by)
+                    .bind(t.at)
+                    .bind(t.ok)
+                    .bind(t.result.to_string())
+                    .execute(self.conn().await?)
+                    .await?;
+                Ok(())
+            }
+
+            async fn latest_sso_test(&mut self, org_id: Uuid, link_id: Option<Uuid>) -> StoreResult<Option<SsoTest>> {
+                let sql = format!(
+                    "SELECT {SSO_TEST_COLUMNS} FROM sso_tests WHERE org_id = $1 AND ($2 IS NULL OR link_id = $2) \
+                     ORDER BY at DESC, id DESC LIMIT 1"
+                );
+                sqlx::query_as::<_, SsoTestRow>(&sql)
+                    .bind(org_id.to_string())
+                    .bind(link_id.map(|l| l.to_string()))
+                    .fetch_optional(self.conn().await?)
+                    .await?
+                    .map(SsoTestRow::into_model)
+                    .transpose()
+            }
+
+            async fn setup_status(&mut self, org_id: Uuid) -> StoreResult<SetupStatus> {
+                // A test counts when it passed through the connection as it is
+                // now: one made before the connection last changed does not.
+                let (domain_verified, sso_tested, scim_received, user_provisioned): (bool, bool, bool, bool) =
+                    sqlx::query_as(
+                        "SELECT \
+                           EXISTS (SELECT 1 FROM domains WHERE org_id = $1 AND status = 'verified'), \
+                           EXISTS (SELECT 1 FROM sso_tests t WHERE t.org_id = $1 AND t.ok \
+                             AND NOT EXISTS (SELECT 1 FROM sso_connections c WHERE c.org_id = $1 AND c.updated_at > t.at)), \
+                           EXISTS (SELECT 1 FROM scim_requests WHERE org_id = $1), \
+                           EXISTS (SELECT 1 FROM scim_users WHERE org_id = $1)",
+                    )
+                    .bind(org_id.to_string())
+                    .fetch_one(self.conn().await?)
+                    .await?;
+                Ok(SetupStatus { domain_verified, sso_tested, scim_received, user_provisioned })
+            }
+
+            async fn insert_scim_requests(&mut self, requests: &[ScimRequestRecord]) -> StoreResult<()> {
+                let mut orgs: Vec<Uuid> = Vec::new();
+                for r in requests {
+                    sqlx::query(
+                        "INSERT INTO scim_requests (org_id, at, method, path, status, latency_us, client, scim_type, \
+                         detail, body) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
+                         WHERE EXISTS (SELECT 1 FROM organizations WHERE id = $1)",
+                    )
+                    .bind(r.org_id.to_string())
+                    .bind(r.at)
+                    .bind(&r.method)
+                    .bind(&r.path)
+                    .bind(i64::from(r.status))
+                    .bind(r.latency_us)
+                    .bind(&r.client)
+                    .bind(&r.scim_type)
+                    .bind(&r.detail)
+                    .bind(&r.body)
+                    .execute(self.conn().await?)
+                    .await?;
+                    if !orgs.contains(&r.org_id) {
+                        orgs.push(r.org_id);
+                    }
+                }
+                for org_id in orgs {
+                    sqlx::query(
+                        "DELETE FROM scim_requests WHERE org_id = $1 AND seq <= \
+                         (SELECT seq FROM scim_requests WHERE org_id = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2)",
+                    )
+                    .bind(org_id.to_string())
+                    .bind(SCIM_REQUESTS_KEPT)
+                    .execute(self.conn().await?)
+                    .await?;
+                }
+                Ok(())
+            }
+
+            async fn list_scim_requests(&mut self, org_id: Uuid, limit: i64) -> StoreResult<Vec<ScimRequestRecord>> {
+                let sql = format!(
+                    "SELECT {SCIM_REQUEST_COLUMNS} FROM scim_requests WHERE org_id = $1 ORDER BY seq DESC LIMIT $2"
+                );
+                sqlx::query_as::<_, ScimRequestRow>(&sql)
+                    .bind(org_id.to_string())
+                    .bind(limit)
+                    .fetch_all(self.conn().await?)
+                    .await?
+                    .into_iter()
+                    .map(ScimRequestRow::into_model)
                     .collect()
             }
 

@@ -140,6 +140,15 @@ pub(super) const SEED: &[(&str, Option<&str>, &str)] = &[
     ("billing_requests", Some("billing_requests_org"), "100000 10 1"),
     ("billing_requests", Some("billing_requests_one_pending"), "1000 1"),
     ("billing_requests", Some("billing_requests_pending"), "1000 1"),
+    ("setup_links", None, "10000"),
+    ("setup_links", Some("sqlite_autoindex_setup_links_1"), "10000 1"),
+    ("setup_links", Some("setup_links_token_hash"), "10000 1"),
+    ("setup_links", Some("setup_links_org"), "10000 10 1"),
+    ("scim_requests", None, "200000"),
+    ("scim_requests", Some("scim_requests_org_seq"), "200000 200 1"),
+    ("sso_tests", None, "10000"),
+    ("sso_tests", Some("sqlite_autoindex_sso_tests_1"), "10000 1"),
+    ("sso_tests", Some("sso_tests_org_at"), "10000 10 1"),
 ];
 
 /// A table is analyzed once it holds this many times the rows its

@@ -104,6 +104,37 @@ pub enum Command {
     /// billing): the operator API and every admin route on behalf of any organization.
     #[command(subcommand, name = "operator-key")]
     OperatorKey(OperatorKeyCommand),
+    /// Setup links for an organization's IT admin: the single sign-on, SCIM
+    /// and domain set-up pages of that organization, and nothing else.
+    #[command(subcommand, name = "setup-link")]
+    SetupLink(SetupLinkCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SetupLinkCommand {
+    /// Create a link; prints its URL once.
+    Create {
+        #[arg(long)]
+        org: String,
+        /// What the link may set up: sso, scim, domains (comma-separated).
+        #[arg(long, value_delimiter = ',', required = true)]
+        scope: Vec<String>,
+        /// Expire after this many hours (1 to 168); default 24.
+        #[arg(long)]
+        expires_in_hours: Option<u32>,
+    },
+    /// List the organization's links (never their URLs).
+    List {
+        #[arg(long)]
+        org: String,
+    },
+    /// Revoke a link; it stops working at once.
+    Revoke {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -630,6 +661,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::OperatorKey(cmd) => {
             let roster = AppState::from_config(config).await?.roster;
             operator_key(&roster, cmd, cli.json).await
+        }
+        Command::SetupLink(cmd) => {
+            let roster = AppState::from_config(config).await?.roster;
+            setup_link(&roster, cmd, cli.json).await
         }
         Command::Webhook(cmd) => {
             let roster = AppState::from_config(config).await?.roster;
@@ -1162,6 +1197,50 @@ async fn operator_key(roster: &Roster, cmd: OperatorKeyCommand, as_json: bool) -
                 println!("{}", json!(key));
             } else {
                 println!("Revoked operator key {} ({})", key.name, key.id);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn setup_link(roster: &Roster, cmd: SetupLinkCommand, as_json: bool) -> Result<(), CliError> {
+    match cmd {
+        SetupLinkCommand::Create { org, scope, expires_in_hours } => {
+            let scopes =
+                scope.iter().map(|s| input("scope", s.parse::<SetupScope>())).collect::<Result<Vec<_>, _>>()?;
+            let new = crate::service::NewSetupLink { scopes, expires_in_hours };
+            let created = roster.create_setup_link(&Actor::cli(org_id(&org)?), new).await?;
+            if as_json {
+                println!("{}", json!(created));
+            } else {
+                let scopes: Vec<&str> = created.view.link.scopes.iter().map(|s| s.as_str()).collect();
+                println!(
+                    "Created setup link {} ({}), until {}",
+                    created.view.link.id,
+                    scopes.join(", "),
+                    created.view.link.expires_at
+                );
+                println!("Send this URL to the organization's IT admin (shown once):");
+                println!("  {}", created.url);
+            }
+        }
+        SetupLinkCommand::List { org } => {
+            let links = roster.list_setup_links(&Actor::cli(org_id(&org)?)).await?;
+            if as_json {
+                println!("{}", json!(links));
+            }
+            for l in links.iter().filter(|_| !as_json) {
+                let scopes: Vec<&str> = l.link.scopes.iter().map(|s| s.as_str()).collect();
+                println!("{}  {:8}  {}  until {}", l.link.id, l.status, scopes.join(","), l.link.expires_at);
+            }
+        }
+        SetupLinkCommand::Revoke { org, id } => {
+            let id = Uuid::parse_str(&id).map_err(|_| CliError::Input(format!("--id: `{id}` is not a UUID")))?;
+            roster.revoke_setup_link(&Actor::cli(org_id(&org)?), id).await?;
+            if as_json {
+                println!("{}", json!({ "id": id, "status": "revoked" }));
+            } else {
+                println!("Revoked setup link {id}");
             }
         }
     }

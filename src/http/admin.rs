@@ -92,6 +92,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_webhook_deliveries))
         .routes(routes!(replay_webhook_delivery))
         .routes(routes!(replay_webhook_events))
+        .routes(routes!(list_setup_links, create_setup_link))
+        .routes(routes!(revoke_setup_link))
+        .routes(routes!(setup_status))
+        .routes(routes!(list_scim_requests))
 }
 
 // ---- Organization ----------------------------------------------------------
@@ -986,4 +990,110 @@ async fn replay_webhook_events(
 ) -> ApiResult<(StatusCode, Json<ReplayQueued>)> {
     let queued = s.roster.replay_webhook_events(&scope, id, request.since_seq, None).await?;
     Ok((StatusCode::ACCEPTED, Json(queued)))
+}
+
+// ---- Setup links and the SCIM request log ----------------------------------
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NewSetupLinkBody {
+    /// What the link may set up.
+    #[schema(min_items = 1)]
+    scopes: Vec<SetupScope>,
+    /// 1 to 168 (7 days); 24 when absent.
+    #[schema(minimum = 1, maximum = 168)]
+    #[serde(default, with = "crate::model::whole_number::option")]
+    expires_in_hours: Option<u32>,
+}
+
+/// The organization's setup links (never their URLs).
+#[utoipa::path(get, path = "/api/v1/setup-links", tag = "setup",
+    responses((status = 200, body = Page<SetupLinkView>), (status = 403, body = Problem)))]
+async fn list_setup_links(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+) -> ApiResult<Json<Page<SetupLinkView>>> {
+    Ok(Json(Page { items: s.roster.list_setup_links(&a).await?, next_cursor: None }))
+}
+
+/// Creates a setup link for the organization's IT admin (Owner, Admin): its
+/// URL opens the set-up pages of its scopes, for this organization only,
+/// until it expires or is revoked. The URL is shown this once.
+#[utoipa::path(post, path = "/api/v1/setup-links", tag = "setup", request_body = NewSetupLinkBody,
+    responses((status = 201, body = CreatedSetupLink), (status = 403, body = Problem), (status = 422, body = Problem)))]
+async fn create_setup_link(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiJson(new): ApiJson<NewSetupLinkBody>,
+) -> ApiResult<(StatusCode, Json<CreatedSetupLink>)> {
+    let new = NewSetupLink { scopes: new.scopes, expires_in_hours: new.expires_in_hours };
+    Ok((StatusCode::CREATED, Json(s.roster.create_setup_link(&a, new).await?)))
+}
+
+/// Revokes a setup link at once (Owner, Admin).
+#[utoipa::path(delete, path = "/api/v1/setup-links/{id}", tag = "setup", params(("id" = Uuid, Path)),
+    responses((status = 204), (status = 404, body = Problem)))]
+async fn revoke_setup_link(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<StatusCode> {
+    s.roster.revoke_setup_link(&a, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// How far the organization's set-up has come: the checklist the set-up
+/// pages and the portal show (Owner, Admin).
+#[utoipa::path(get, path = "/api/v1/setup-status", tag = "setup",
+    responses((status = 200, body = crate::store::SetupStatus), (status = 403, body = Problem)))]
+async fn setup_status(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+) -> ApiResult<Json<crate::store::SetupStatus>> {
+    Ok(Json(s.roster.setup_status(&a).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ScimRequestParams {
+    /// How many, 1 to 200 (default 200).
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<i64>,
+}
+
+/// A logged SCIM request, with an error explained in plain words.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct ScimRequestView {
+    #[serde(flatten)]
+    pub request: crate::store::ScimRequestRecord,
+    /// How long Roster took to answer, in milliseconds.
+    pub latency_ms: f64,
+    /// For an error: what went wrong and what to change, in plain words.
+    pub explanation: Option<String>,
+}
+
+impl From<crate::store::ScimRequestRecord> for ScimRequestView {
+    fn from(request: crate::store::ScimRequestRecord) -> Self {
+        Self {
+            latency_ms: request.latency_us as f64 / 1000.0,
+            explanation: super::scim_log::explain(&request),
+            request,
+        }
+    }
+}
+
+/// The last SCIM requests the organization's identity provider sent,
+/// newest first (Owner, Admin): method, path, status, latency and, for
+/// errors, the `scimType` and detail; bodies with secrets and personal
+/// attributes other than `userName` masked. The newest 200 are kept.
+#[utoipa::path(get, path = "/api/v1/scim/requests", tag = "setup", params(ScimRequestParams),
+    responses((status = 200, body = Page<ScimRequestView>), (status = 403, body = Problem), (status = 422, body = Problem)))]
+async fn list_scim_requests(
+    State(s): State<AppState>,
+    AdminActor(a): AdminActor,
+    ApiQuery(p): ApiQuery<ScimRequestParams>,
+) -> ApiResult<Json<Page<ScimRequestView>>> {
+    let items = s.roster.scim_requests(&a, p.limit).await?.into_iter().map(ScimRequestView::from).collect();
+    Ok(Json(Page { items, next_cursor: None }))
 }

@@ -11,6 +11,8 @@ mod ops;
 mod pages;
 mod portal;
 pub mod scim;
+pub mod scim_log;
+pub(crate) mod setup;
 pub mod sso;
 
 use crate::clock::{Clock, SystemClock};
@@ -43,6 +45,8 @@ pub struct AppState {
     pub mailer: Arc<crate::mail::Mailer>,
     /// How this replica delivers webhooks.
     pub webhooks: Arc<crate::webhooks::Dispatcher>,
+    /// Where SCIM requests are noted for their organizations' request logs.
+    pub scim_log: Arc<scim_log::ScimLog>,
 }
 
 impl AppState {
@@ -95,8 +99,10 @@ impl AppState {
         };
         let mailer = Arc::new(crate::mail::Mailer::from_config(&config.mail)?);
         let webhooks = Arc::new(crate::webhooks::Dispatcher::from_config(&config.webhooks)?);
+        let roster = Roster::new(store, clock, dns, settings);
         Ok(Self {
-            roster: Roster::new(store, clock, dns, settings),
+            scim_log: Arc::new(scim_log::ScimLog::start(roster.clone())),
+            roster,
             config: Arc::new(config),
             limits: Arc::new(limits),
             mailer,
@@ -155,7 +161,11 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::router(state.config.metrics_listen.is_none()))
         .merge(pages::router())
         .merge(portal::router())
-        .nest("/scim/v2", scim::router())
+        .merge(setup::router())
+        .nest(
+            "/scim/v2",
+            scim::router().layer(axum::middleware::from_fn_with_state(state.clone(), scim_log::record)),
+        )
         .fallback(|| async { error::Problem::new(StatusCode::NOT_FOUND, "not-found", "no such route") })
         .method_not_allowed_fallback(|| async {
             error::Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "this route does not take that method")

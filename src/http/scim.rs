@@ -90,6 +90,9 @@ impl FromRequestParts<AppState> for ScimAuth {
             return Err(unauthorized("the SCIM token is not valid, or was revoked or has expired"));
         };
         tracing::Span::current().record("org", tracing::field::display(cred.org_id));
+        if let Some(logged) = parts.extensions.get::<super::scim_log::LoggedOrg>() {
+            logged.set(cred.org_id);
+        }
         Ok(ScimAuth(crate::service::Roster::scim_actor(cred.id, cred.org_id, request_id(parts))))
     }
 }

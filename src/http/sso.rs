@@ -11,7 +11,7 @@ use super::extract::too_many_requests;
 use super::AppState;
 use crate::mail::templates::MessagePage;
 use crate::model::{Email, TenantId};
-use crate::service::{CallbackParams, LoginError, LoginRequest, LoginTarget, RedeemError};
+use crate::service::{CallbackParams, Completed, LoginError, LoginRequest, LoginTarget, RedeemError};
 use askama::Template;
 use axum::extract::{Query, Request, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
@@ -27,7 +27,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 /// Binds a login attempt to the browser that started it.
-const ATTEMPT_COOKIE: &str = "roster_sso_attempt";
+pub(super) const ATTEMPT_COOKIE: &str = "roster_sso_attempt";
 /// Roster's own session.
 pub(super) const SESSION_COOKIE: &str = "roster_session";
 
@@ -179,11 +179,13 @@ async fn callback(
     let browser = cookie(&headers, ATTEMPT_COOKIE);
     let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
     match s.roster.complete_login(params, browser.as_deref(), request_id).await {
-        Ok(done) => {
+        Ok(Completed::SignedIn(done)) => {
             let max_age = (done.session_expires - s.roster.now()).num_seconds().max(0) as u64;
             let session = set_cookie(&s, SESSION_COOKIE, done.session.expose(), "/", Some(max_age));
             redirect(done.redirect.as_str(), vec![session])
         }
+        // A test sign-in: to its result page, signed in to nothing.
+        Ok(Completed::Tested { result_url }) => redirect(&result_url, vec![]),
         Err(e) => page(&e),
     }
 }

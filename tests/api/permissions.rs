@@ -204,6 +204,11 @@ fn routes() -> Vec<Route> {
             StatusCode::ACCEPTED,
         ),
         route(M::DELETE, "/api/v1/webhooks/{webhook}", Empty, Admin, StatusCode::NO_CONTENT),
+        route(M::GET, "/api/v1/setup-links", Empty, Admin, OK),
+        route(M::POST, "/api/v1/setup-links", Json(|_| json!({"scopes": ["sso", "scim"]})), Admin, CREATED),
+        route(M::DELETE, "/api/v1/setup-links/{setuplink}", Empty, Admin, StatusCode::NO_CONTENT),
+        route(M::GET, "/api/v1/setup-status", Empty, Admin, OK),
+        route(M::GET, "/api/v1/scim/requests", Empty, Admin, OK),
         route(M::DELETE, "/api/v1/organization", Empty, Owner, StatusCode::NO_CONTENT),
     ]
 }
@@ -234,6 +239,8 @@ struct Fixture {
     delivery: String,
     /// A pending billing request (11 seats).
     request: String,
+    /// An active setup link.
+    setuplink: String,
     /// Strings that identify this organization's data and must not show in another's answers.
     marks: Vec<String>,
 }
@@ -302,6 +309,7 @@ async fn fixture(app: &TestApp, tag: &str, seats: i64) -> Fixture {
     let delivery = id_of(&deliveries["items"][0]);
     let request = created(app, &owner, "/api/v1/billing/requests", json!({"purchased": 11})).await;
     let request = id_of(&request);
+    let setuplink = id_of(&created(app, &owner, "/api/v1/setup-links", json!({"scopes": ["domains"]})).await);
     let (status, plan) = app.get("/api/v1/reconcile/plan", &owner).await;
     assert_eq!(status, StatusCode::OK, "fixture plan: {plan}");
     assert_eq!(plan["changes"].as_array().map(Vec::len), Some(1), "fixture plan: {plan}");
@@ -327,6 +335,7 @@ async fn fixture(app: &TestApp, tag: &str, seats: i64) -> Fixture {
         webhook.clone(),
         delivery.clone(),
         request.clone(),
+        setuplink.clone(),
     ];
     Fixture {
         org,
@@ -342,6 +351,7 @@ async fn fixture(app: &TestApp, tag: &str, seats: i64) -> Fixture {
         webhook,
         delivery,
         request,
+        setuplink,
         marks,
     }
 }
@@ -361,6 +371,7 @@ impl Fixture {
             .replace("{webhook}", &self.webhook)
             .replace("{delivery}", &self.delivery)
             .replace("{request}", &self.request)
+            .replace("{setuplink}", &self.setuplink)
     }
 }
 
@@ -500,6 +511,7 @@ fn assert_read_is_about(route: &Route, body: &Value, fx: &Fixture, what: &str) {
         "/api/v1/webhooks" | "/api/v1/webhooks/{webhook}" => Some(fx.webhook.clone()),
         "/api/v1/webhooks/{webhook}/deliveries" => Some(fx.delivery.clone()),
         "/api/v1/billing/requests" => Some(fx.request.clone()),
+        "/api/v1/setup-links" => Some(fx.setuplink.clone()),
         "/api/v1/seats" => {
             assert_eq!(body["purchased"], 10, "{what}: {body}");
             None
@@ -636,6 +648,7 @@ async fn the_matrix_covers_every_route_of_the_openapi_document() {
                 "{mapping}",
                 "{webhook}",
                 "{request}",
+                "{setuplink}",
             ] {
                 path = path.replace(placeholder, "{id}");
             }
@@ -731,6 +744,16 @@ async fn another_organizations_owner_key_reaches_nothing_here() {
                 "/api/v1/seats" if route.method == Method::GET => {
                     assert_eq!(body["purchased"], 7, "{what}: {body}")
                 }
+                // The other organization's: a SCIM-provisioned user, no verified domain.
+                "/api/v1/setup-status" => {
+                    assert_eq!(
+                        (body["user_provisioned"].as_bool(), body["domain_verified"].as_bool()),
+                        (Some(true), Some(false)),
+                        "{what}: {body}"
+                    )
+                }
+                // Written in the background: the marks below check whose it is.
+                "/api/v1/scim/requests" => assert!(body["items"].is_array(), "{what}: {body}"),
                 _ if route.method == Method::GET => assert_read_is_about_other(route, &body, &other, &what),
                 _ => {}
             }
@@ -762,6 +785,7 @@ fn assert_read_is_about_other(route: &Route, body: &Value, other: &Fixture, what
         "/api/v1/events" => &other.member,
         "/api/v1/webhooks" => &other.webhook,
         "/api/v1/billing/requests" => &other.request,
+        "/api/v1/setup-links" => &other.setuplink,
         path => panic!("no check for GET {path}"),
     };
     assert!(body.to_string().contains(expected.as_str()), "{what}: the caller's own {expected} is missing: {body}");

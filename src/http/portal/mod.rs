@@ -9,6 +9,8 @@
 mod pages;
 mod views;
 
+pub(super) use views::problem_of;
+
 use super::sso::{cookie, set_cookie, SESSION_COOKIE};
 use super::AppState;
 use crate::model::Role;
@@ -70,6 +72,8 @@ pub fn router() -> Router<AppState> {
         .route("/portal/settings/scim/tokens/{id}/revoke", post(pages::revoke_token))
         .route("/portal/settings/scim/mappings", post(pages::create_mapping))
         .route("/portal/settings/scim/mappings/{id}/delete", post(pages::delete_mapping))
+        .route("/portal/settings/setup-links", get(pages::setup_links).post(pages::create_setup_link))
+        .route("/portal/settings/setup-links/{id}/revoke", post(pages::revoke_setup_link))
         .route("/portal/audit", get(pages::audit))
         .route("/portal/audit.csv", get(pages::audit_csv))
 }

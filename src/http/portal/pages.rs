@@ -66,6 +66,8 @@ struct HomePage {
     scim_tokens: usize,
     scim_members: i64,
     resources: Vec<crate::config::PortalResource>,
+    /// The identity provider set-up checklist (admins only).
+    checks: Vec<crate::http::setup::Check>,
 }
 
 pub(super) async fn home(State(s): State<AppState>, parts: Parts) -> Response {
@@ -73,7 +75,14 @@ pub(super) async fn home(State(s): State<AppState>, parts: Parts) -> Response {
         async {
             let signed = signed_in(&s, &parts).await?;
             let summary = s.roster.portal_home(signed.actor()).await.map_err(|e| super::views::failure(&e))?;
+            let checks = if signed.admin() {
+                let status = s.roster.setup_status(signed.actor()).await.map_err(|e| super::views::failure(&e))?;
+                crate::http::setup::checks(status)
+            } else {
+                Vec::new()
+            };
             let page = HomePage {
+                checks,
                 f: Frame::new(&signed, "home", "Home"),
                 email: signed.session.member.label(),
                 sso_enforced: signed.session.org.sso.enforce,
@@ -1466,6 +1475,98 @@ pub(super) async fn audit_csv(
             );
             headers.insert(axum::http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             Ok(res)
+        }
+        .await,
+    )
+}
+
+// ---- Setup links -------------------------------------------------------------
+
+/// A setup link as the Settings page lists it.
+struct SetupLinkRow {
+    id: String,
+    scopes: String,
+    status: &'static str,
+    expires: String,
+    created_by: String,
+}
+
+#[derive(Template)]
+#[template(path = "portal/setup_links.html")]
+struct SetupLinksPage {
+    f: Frame,
+    checks: Vec<crate::http::setup::Check>,
+    links: Vec<SetupLinkRow>,
+    created: Option<String>,
+}
+
+async fn setup_links_page(s: &AppState, signed: &Signed, outcome: Outcome, created: Option<String>) -> Page {
+    let fail = |e: ServiceError| super::views::failure(&e);
+    let status = s.roster.setup_status(signed.actor()).await.map_err(fail)?;
+    let links = s.roster.list_setup_links(signed.actor()).await.map_err(fail)?;
+    let code = outcome.status();
+    let page = SetupLinksPage {
+        f: outcome.frame(signed, "settings", "Setup links"),
+        checks: crate::http::setup::checks(status),
+        links: links
+            .into_iter()
+            .map(|l| SetupLinkRow {
+                id: l.link.id.to_string(),
+                scopes: l.link.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                status: l.status,
+                expires: human_time(l.link.expires_at),
+                created_by: l.link.created_by,
+            })
+            .collect(),
+        created,
+    };
+    Ok(render(code, page.render()))
+}
+
+pub(super) async fn setup_links(State(s): State<AppState>, parts: Parts) -> Response {
+    done(
+        async {
+            let signed = admin(&s, &parts).await?;
+            setup_links_page(&s, &signed, Outcome::default(), None).await
+        }
+        .await,
+    )
+}
+
+pub(super) async fn create_setup_link(State(s): State<AppState>, parts: Parts, body: Bytes) -> Response {
+    done(
+        async {
+            let (signed, form) = admin_post(&s, &parts, &body).await?;
+            let scopes =
+                SetupScope::ALL.iter().copied().filter(|scope| form.checked(&format!("scope_{scope}"))).collect();
+            let hours = form.text("expires_in_hours").map(|h| h.parse::<u32>().unwrap_or(0));
+            match s.roster.create_setup_link(signed.actor(), NewSetupLink { scopes, expires_in_hours: hours }).await {
+                Ok(created) => {
+                    let notice = "Setup link created. Send it to your IT admin now: it is shown this once.";
+                    setup_links_page(&s, &signed, Outcome::done(notice), Some(created.url)).await
+                }
+                Err(e) => setup_links_page(&s, &signed, Outcome::failed(e), None).await,
+            }
+        }
+        .await,
+    )
+}
+
+pub(super) async fn revoke_setup_link(
+    State(s): State<AppState>,
+    parts: Parts,
+    id: Path<String>,
+    body: Bytes,
+) -> Response {
+    done(
+        async {
+            let (signed, _) = admin_post(&s, &parts, &body).await?;
+            let id = path_id(&id).await?;
+            let outcome = match s.roster.revoke_setup_link(signed.actor(), id).await {
+                Ok(()) => Outcome::done("Setup link revoked: it no longer opens anything."),
+                Err(e) => Outcome::failed(e),
+            };
+            setup_links_page(&s, &signed, outcome, None).await
         }
         .await,
     )

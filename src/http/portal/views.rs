@@ -102,7 +102,7 @@ impl Outcome {
 }
 
 /// The status and the words for a refusal, and its per-line reasons.
-pub(super) fn problem_of(e: &ServiceError) -> (StatusCode, String, Vec<String>) {
+pub(in crate::http) fn problem_of(e: &ServiceError) -> (StatusCode, String, Vec<String>) {
     let lines = |errors: &[LineError]| errors.iter().map(|l| format!("Line {}: {}", l.line, l.message)).collect();
     match e {
         ServiceError::Forbidden { needed, .. } => (

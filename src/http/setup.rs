@@ -6,7 +6,7 @@
 //! so a revoked or expired link stops at once. Nothing else of the
 //! organization is reachable: no members, billing or audit log.
 
-use super::portal::problem_of;
+use super::portal::{message_page, problem_of, DomainRow};
 use super::sso::{cookie, redirect, set_cookie, ATTEMPT_COOKIE};
 use super::AppState;
 use crate::domains::DomainName;
@@ -180,14 +180,6 @@ impl Opened {
     }
 }
 
-#[derive(Template)]
-#[template(path = "portal/message.html")]
-struct MessagePage<'a> {
-    title: &'a str,
-    message: &'a str,
-    link: Option<(&'a str, &'a str)>,
-}
-
 fn render(status: StatusCode, body: askama::Result<String>) -> Response {
     let mut res = super::pages::html_with(status, body, CONTENT_SECURITY_POLICY);
     res.headers_mut().insert("referrer-policy", axum::http::HeaderValue::from_static("no-referrer"));
@@ -195,7 +187,7 @@ fn render(status: StatusCode, body: askama::Result<String>) -> Response {
 }
 
 fn message(status: StatusCode, title: &str, message: &str) -> Response {
-    render(status, MessagePage { title, message, link: None }.render())
+    render(status, message_page(title, message))
 }
 
 fn refused_link(why: SetupLinkRefused) -> Response {
@@ -722,16 +714,6 @@ async fn scim_log(State(s): State<AppState>, parts: Parts) -> Response {
 
 // ---- Domains ------------------------------------------------------------------
 
-struct DomainRow {
-    id: String,
-    name: String,
-    status: String,
-    record_name: String,
-    record_value: String,
-    checked: String,
-    last_result: String,
-}
-
 #[derive(Template)]
 #[template(path = "setup/domains.html")]
 struct DomainsPage {
@@ -759,18 +741,7 @@ async fn domains_page(
         status = code;
         f.problem = Some(text);
     }
-    let domains = list
-        .into_iter()
-        .map(|d| DomainRow {
-            id: d.domain.id.to_string(),
-            name: d.domain.name.clone(),
-            status: d.domain.status.to_string(),
-            record_name: d.record.name.clone(),
-            record_value: d.record.value.clone(),
-            checked: d.domain.checked_at.map(crate::service::human_time).unwrap_or_else(|| "—".into()),
-            last_result: d.domain.last_result.clone().unwrap_or_default(),
-        })
-        .collect();
+    let domains = list.into_iter().map(DomainRow::from).collect();
     render(status, DomainsPage { f, domains, name }.render())
 }
 

@@ -220,22 +220,29 @@ fn id_token_claims(id_token: &str) -> serde_json::Value {
     claims
 }
 
+/// A test sign-in's callback: its attempt, organization and connection,
+/// and what the identity provider sent back.
+#[derive(Clone, Copy)]
+pub(super) struct TestCallback<'a> {
+    pub sso: &'a SsoPolicy,
+    pub attempt: &'a crate::store::SsoAttempt,
+    pub org: &'a crate::store::Organization,
+    pub conn: &'a crate::sso::Connection,
+    pub params: &'a CallbackParams,
+}
+
 impl Roster {
     /// Ends a test sign-in at the callback: exchanges the code and checks the
     /// ID token as a login would, then asks what Roster would decide in a
     /// transaction that is rolled back. Records the result (and one audit
     /// record, `sso.tested`) and sends the browser to the result page.
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn finish_sso_test(
         &self,
-        sso: &SsoPolicy,
-        attempt: &crate::store::SsoAttempt,
-        org: &crate::store::Organization,
-        conn: &crate::sso::Connection,
-        params: &CallbackParams,
+        cb: TestCallback<'_>,
         request_id: Option<String>,
         now: DateTime<Utc>,
     ) -> Result<Completed, LoginError> {
+        let TestCallback { attempt, org, conn, .. } = cb;
         let started: serde_json::Value =
             attempt.product_state.as_deref().and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default();
         let link = started["link"].as_str().and_then(|l| Uuid::parse_str(l).ok());
@@ -252,7 +259,7 @@ impl Roster {
             "role_source": null,
             "seat": null,
         });
-        let ok = match self.try_sso_test(sso, attempt, org, conn, params, now, &mut result).await {
+        let ok = match self.try_sso_test(&cb, now, &mut result).await {
             Ok(outcome) => {
                 result["code"] = "signed_in".into();
                 result["outcome"] = outcome.into();
@@ -281,17 +288,13 @@ impl Roster {
     }
 
     /// The test's steps; fills `result` as it learns, and says what would happen.
-    #[allow(clippy::too_many_arguments)]
     async fn try_sso_test(
         &self,
-        sso: &SsoPolicy,
-        attempt: &crate::store::SsoAttempt,
-        org: &crate::store::Organization,
-        conn: &crate::sso::Connection,
-        params: &CallbackParams,
+        cb: &TestCallback<'_>,
         now: DateTime<Utc>,
         result: &mut serde_json::Value,
     ) -> Result<String, LoginError> {
+        let TestCallback { sso, attempt, org, conn, params } = *cb;
         if conn.issuer != attempt.issuer || conn.kind.as_str() != attempt.connection {
             return Err(LoginError::new(
                 409,

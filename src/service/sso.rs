@@ -857,7 +857,8 @@ impl Roster {
         let conn = self.connection_for(&mut *read, &org).await?;
         drop(read);
         if attempt.client_id == SETUP_TEST_CLIENT_ID {
-            return self.finish_sso_test(sso, &attempt, &org, &conn, &params, request_id, now).await;
+            let callback = TestCallback { sso, attempt: &attempt, org: &org, conn: &conn, params: &params };
+            return self.finish_sso_test(callback, request_id, now).await;
         }
         if let Some(message) = provider_error(&params) {
             self.audit_login_failure(

@@ -9,7 +9,8 @@
 mod pages;
 mod views;
 
-pub(super) use views::problem_of;
+pub(super) use pages::DomainRow;
+pub(super) use views::{message_page, problem_of};
 
 use super::sso::{cookie, set_cookie, SESSION_COOKIE};
 use super::AppState;

@@ -882,14 +882,29 @@ pub(super) async fn change_features(State(s): State<AppState>, parts: Parts, bod
 
 // ---- Settings: domains -------------------------------------------------------
 
-struct DomainRow {
-    id: String,
-    name: String,
-    status: String,
-    record_name: String,
-    record_value: String,
-    checked: String,
-    last_result: String,
+/// A domain as the portal's and the set-up pages' domain lists show it.
+pub(in crate::http) struct DomainRow {
+    pub id: String,
+    pub name: String,
+    pub status: String,
+    pub record_name: String,
+    pub record_value: String,
+    pub checked: String,
+    pub last_result: String,
+}
+
+impl From<DomainView> for DomainRow {
+    fn from(d: DomainView) -> Self {
+        DomainRow {
+            id: d.domain.id.to_string(),
+            status: d.domain.status.to_string(),
+            checked: when(d.domain.checked_at),
+            last_result: d.domain.last_result.unwrap_or_default(),
+            name: d.domain.name,
+            record_name: d.record.name,
+            record_value: d.record.value,
+        }
+    }
 }
 
 #[derive(Template)]
@@ -905,18 +920,7 @@ async fn domains_page(s: &AppState, signed: &Signed, outcome: Outcome, name: Str
     let status = outcome.status();
     let page = DomainsPage {
         f: outcome.frame(signed, "settings", "Domains"),
-        domains: list
-            .into_iter()
-            .map(|d| DomainRow {
-                id: d.domain.id.to_string(),
-                name: d.domain.name.clone(),
-                status: d.domain.status.to_string(),
-                record_name: d.record.name.clone(),
-                record_value: d.record.value.clone(),
-                checked: when(d.domain.checked_at),
-                last_result: d.domain.last_result.clone().unwrap_or_default(),
-            })
-            .collect(),
+        domains: list.into_iter().map(DomainRow::from).collect(),
         name,
     };
     Ok(render(status, page.render()))

@@ -185,6 +185,12 @@ pub(super) fn refused(status: StatusCode, title: &str, message: &str) -> Respons
     render(status, page.render())
 }
 
+/// A page with a title and one message, and no way on (the set-up pages'
+/// refusals), rendered in the portal's style.
+pub(in crate::http) fn message_page(title: &str, message: &str) -> askama::Result<String> {
+    MessagePage { title, message, link: None }.render()
+}
+
 /// A service error as a page of its own.
 pub(super) fn failure(e: &ServiceError) -> Response {
     let (status, message, _) = problem_of(e);

@@ -23,7 +23,7 @@ CREATE TABLE scim_requests (
     at          TIMESTAMPTZ NOT NULL,
     method      TEXT NOT NULL,
     path        TEXT NOT NULL,
-    status      INTEGER NOT NULL,
+    status      BIGINT NOT NULL,
     latency_us  BIGINT NOT NULL,
     client      TEXT NOT NULL,
     scim_type   TEXT,

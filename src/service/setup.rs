@@ -359,8 +359,11 @@ impl Roster {
                 })
             }
             Err(refusal) => {
-                result["seat"] =
-                    if refusal.code == "no_free_seat" { "none free".into() } else { format!("{free} free").into() };
+                result["seat"] = if refusal.code == "no_free_seat" || free == 0 {
+                    "none free".into()
+                } else {
+                    format!("available ({free} free)").into()
+                };
                 Err(refusal)
             }
         }

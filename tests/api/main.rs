@@ -29,6 +29,8 @@ mod reconcile_property;
 mod scim;
 mod scim_fixtures;
 mod seats;
+mod setup;
+mod setup_browser;
 mod signin;
 mod smtp_server;
 mod sso;

@@ -43,43 +43,43 @@ const MIN_FILES: usize = 2;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Fixture {
-    provider: String,
+pub(crate) struct Fixture {
+    pub(crate) provider: String,
     scenario: String,
     source: String,
-    seats: i64,
+    pub(crate) seats: i64,
     /// What the provider sends as `Content-Type` with a request body.
     content_type: String,
     /// Other headers the provider sends with every request.
     #[serde(default)]
     request_headers: BTreeMap<String, String>,
-    steps: Vec<Step>,
+    pub(crate) steps: Vec<Step>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Step {
-    name: String,
+pub(crate) struct Step {
+    pub(crate) name: String,
     /// Why the step is as it is: an adaptation, or the rule it checks.
     #[serde(default)]
     note: Option<String>,
-    method: String,
-    path: String,
+    pub(crate) method: String,
+    pub(crate) path: String,
     #[serde(default)]
-    body: Option<Value>,
-    expect: Expect,
+    pub(crate) body: Option<Value>,
+    pub(crate) expect: Expect,
     #[serde(default)]
     capture: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Expect {
-    status: u16,
+pub(crate) struct Expect {
+    pub(crate) status: u16,
     #[serde(default)]
     headers: BTreeMap<String, String>,
     #[serde(default)]
-    body: Option<Value>,
+    pub(crate) body: Option<Value>,
     #[serde(default)]
     present: Vec<String>,
     #[serde(default)]
@@ -88,13 +88,13 @@ struct Expect {
     suffix: BTreeMap<String, String>,
 }
 
-struct Loaded {
+pub(crate) struct Loaded {
     path: PathBuf,
-    fixture: Fixture,
+    pub(crate) fixture: Fixture,
 }
 
 impl Loaded {
-    fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let shown = self.path.strip_prefix(root).unwrap_or(&self.path);
         format!("{} ({})", shown.display(), self.fixture.scenario)
@@ -110,7 +110,7 @@ fn fixture_dir(provider: &str) -> PathBuf {
 
 /// Every `*.json` under `fixtures/<provider>`, parsed and checked, in file
 /// name order. Panics with every problem found, file by file.
-fn load(provider: &str) -> Vec<Loaded> {
+pub(crate) fn load(provider: &str) -> Vec<Loaded> {
     let dir = fixture_dir(provider);
     let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()));
     let mut paths: Vec<PathBuf> = entries
@@ -246,7 +246,7 @@ fn value_placeholders(value: &Value, out: &mut Vec<String>) -> Result<(), String
 }
 
 /// `text` with every `{{name}}` replaced by its captured value.
-fn render(text: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
+pub(crate) fn render(text: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
     let mut out = text.to_string();
     for name in placeholders(text)? {
         let value = vars.get(&name).ok_or_else(|| format!("{{{{{name}}}}} was never captured"))?;
@@ -378,9 +378,8 @@ async fn replay(provider: &str, min_steps: usize) {
 /// Replays one file up to its first failing step (later steps depend on
 /// earlier ones); returns how many steps passed and the failure, if any.
 async fn replay_file(provider: &str, n: usize, loaded: &Loaded) -> (usize, Option<String>) {
-    let fixture = &loaded.fixture;
     let app = TestApp::spawn().await;
-    let org = app.org(&format!("{provider}{n}"), fixture.seats).await;
+    let org = app.org(&format!("{provider}{n}"), loaded.fixture.seats).await;
     let token = app
         .roster
         .create_credential(
@@ -397,10 +396,25 @@ async fn replay_file(provider: &str, n: usize, loaded: &Loaded) -> (usize, Optio
         .secret
         .expose()
         .to_string();
+    match replay_steps(&app, &token, loaded).await {
+        Ok(_) => (loaded.fixture.steps.len(), None),
+        Err((passed, failure)) => (passed, Some(failure)),
+    }
+}
 
+/// Replays one file's steps in order through `app` with the SCIM `token`,
+/// up to its first failing step (later steps depend on earlier ones).
+/// Returns the values captured on the way, or how many steps passed and
+/// the report of the failure.
+pub(crate) async fn replay_steps(
+    app: &TestApp,
+    token: &str,
+    loaded: &Loaded,
+) -> Result<BTreeMap<String, String>, (usize, String)> {
+    let fixture = &loaded.fixture;
     let mut vars = BTreeMap::new();
     for (i, step) in fixture.steps.iter().enumerate() {
-        if let Err(message) = run_step(&app, &token, fixture, step, &mut vars).await {
+        if let Err(message) = run_step(app, token, fixture, step, &mut vars).await {
             let note = step.note.as_deref().map(|n| format!("\n  note: {n}")).unwrap_or_default();
             let failure = format!(
                 "{} › step {} {:?}\n  source: {}{note}\n{}",
@@ -410,10 +424,10 @@ async fn replay_file(provider: &str, n: usize, loaded: &Loaded) -> (usize, Optio
                 fixture.source,
                 message
             );
-            return (i, Some(failure));
+            return Err((i, failure));
         }
     }
-    (fixture.steps.len(), None)
+    Ok(vars)
 }
 
 /// Sends one step and checks its reply; the error is a report of what differed.

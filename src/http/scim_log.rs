@@ -72,7 +72,11 @@ impl ScimLog {
                 while let Ok(next) = rx.try_recv() {
                     batch.push(next);
                 }
-                let records = newest_per_org(batch.into_iter().map(Noted::into_record).collect());
+                // Only what the log will keep is masked and written: under
+                // load, a batch holds more of an organization's requests
+                // than it keeps.
+                let records: Vec<ScimRequestRecord> =
+                    newest_per_org(batch, |n| n.org_id).into_iter().map(Noted::into_record).collect();
                 if let Err(e) = roster.record_scim_requests(&records).await {
                     tracing::warn!(error = %e, requests = records.len(), "could not write the SCIM request log");
                 }
@@ -108,13 +112,13 @@ impl Noted {
 }
 
 /// Of a batch, the newest [`SCIM_REQUESTS_KEPT`] of each organization, in order.
-fn newest_per_org(records: Vec<ScimRequestRecord>) -> Vec<ScimRequestRecord> {
+fn newest_per_org<T>(batch: Vec<T>, org_of: impl Fn(&T) -> Uuid) -> Vec<T> {
     let mut left: HashMap<Uuid, i64> = HashMap::new();
-    let mut kept: Vec<ScimRequestRecord> = records
+    let mut kept: Vec<T> = batch
         .into_iter()
         .rev()
         .filter(|r| {
-            let n = left.entry(r.org_id).or_insert(SCIM_REQUESTS_KEPT);
+            let n = left.entry(org_of(r)).or_insert(SCIM_REQUESTS_KEPT);
             *n -= 1;
             *n >= 0
         })
@@ -438,7 +442,7 @@ mod tests {
         };
         let mut batch: Vec<ScimRequestRecord> = (0..250).map(|n| record(a, n)).collect();
         batch.push(record(b, 7));
-        let kept = newest_per_org(batch);
+        let kept = newest_per_org(batch, |r| r.org_id);
         assert_eq!(kept.len(), SCIM_REQUESTS_KEPT as usize + 1);
         assert_eq!(kept[0].status, 50);
         assert_eq!(kept.last().unwrap().org_id, b);

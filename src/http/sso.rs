@@ -154,7 +154,7 @@ struct CallbackQuery {
 /// is an HTML page saying why.
 #[utoipa::path(get, path = "/sso/callback", tag = "sso", params(CallbackQuery), security(()),
     responses(
-        (status = 303, description = "To the product's redirect URI with `code` and `state`.", headers(("Location" = String), ("Set-Cookie" = String))),
+        (status = 303, description = "To the product's redirect URI with `code` and `state`; a test sign-in started from a setup link goes to its result page instead, signed in to nothing.", headers(("Location" = String), ("Set-Cookie" = String))),
         (status = 400, description = "The provider's answer is malformed, expired or does not match this browser's attempt.", content_type = "text/html", body = String),
         (status = 403, description = "The person may not sign in to this organization (domain, seats, suspended).", content_type = "text/html", body = String),
         (status = 404, description = "The organization is gone.", content_type = "text/html", body = String),

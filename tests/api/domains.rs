@@ -11,16 +11,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 async fn app_with_dns(dns: std::net::SocketAddr, clock: &ManualClock) -> TestApp {
-    TestApp::spawn_with(
-        TestDb::new().await,
-        |c| {
-            c.dns_name_servers = vec![dns];
-            c.dns_timeout_ms = 1000;
-            c.dns_attempts = 1;
-        },
-        Arc::new(clock.clone()),
-    )
-    .await
+    TestApp::spawn_with_dns(dns, Arc::new(clock.clone())).await
 }
 
 fn clock() -> ManualClock {

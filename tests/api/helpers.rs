@@ -119,6 +119,17 @@ impl TestApp {
         Self::spawn_listening(db, listener, adjust, clock).await
     }
 
+    /// Spawns with its DNS look-ups sent to `dns` (the test DNS server), each
+    /// answered within a second or given up.
+    pub async fn spawn_with_dns(dns: SocketAddr, clock: Arc<dyn Clock>) -> Self {
+        let adjust = move |c: &mut Config| {
+            c.dns_name_servers = vec![dns];
+            c.dns_timeout_ms = 1000;
+            c.dns_attempts = 1;
+        };
+        Self::spawn_with(TestDb::new().await, adjust, clock).await
+    }
+
     /// Spawns on a listener bound beforehand (when the configuration must know the address).
     pub async fn spawn_listening(
         db: TestDb,

@@ -541,8 +541,8 @@ fn tag_attributes(html: &str, from: usize) -> (Vec<(String, String)>, usize) {
     }
 }
 
-/// Resolves the character references an HTML attribute value may hold.
-fn unescape_html(text: &str) -> String {
+/// Resolves the character references an HTML text or attribute value may hold.
+pub fn unescape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(amp) = rest.find('&') {
@@ -560,6 +560,7 @@ fn unescape_html(text: &str) -> String {
             "gt" => Some('>'),
             "quot" => Some('"'),
             "apos" => Some('\''),
+            "nbsp" => Some('\u{a0}'),
             _ => entity
                 .strip_prefix("#x")
                 .or_else(|| entity.strip_prefix("#X"))

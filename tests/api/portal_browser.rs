@@ -144,16 +144,7 @@ async fn a_seat_limit_refusal_is_shown_as_a_message() {
 #[tokio::test]
 async fn a_domain_is_verified_once_its_record_is_published() {
     let dns = TestDns::start().await;
-    let app = TestApp::spawn_with(
-        TestDb::new().await,
-        |c| {
-            c.dns_name_servers = vec![dns.addr];
-            c.dns_timeout_ms = 1000;
-            c.dns_attempts = 1;
-        },
-        Arc::new(SystemClock),
-    )
-    .await;
+    let app = TestApp::spawn_with_dns(dns.addr, Arc::new(SystemClock)).await;
     let org = app.org("Acme", 10).await;
     let browser = Browser::start().await;
     sign_in(&app, &browser, org.id, &owner("Acme")).await;

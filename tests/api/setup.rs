@@ -10,7 +10,7 @@
 use crate::cli::{roster, run_json};
 use crate::dns_server::TestDns;
 use crate::helpers::*;
-use crate::oidc_provider::{Browser as IdpBrowser, OidcProvider, ProviderClient, ProviderConfig};
+use crate::oidc_provider::{unescape_html, Browser as IdpBrowser, OidcProvider, ProviderClient, ProviderConfig};
 use crate::portal::no_redirects;
 use crate::scim_fixtures::{load, render, replay_steps, Loaded};
 use chrono::{DateTime, Duration, Utc};
@@ -185,7 +185,7 @@ fn attr(tag: &str, name: &str) -> Option<String> {
         let value_start = start + key.len();
         if boundary {
             let end = tag[value_start..].find('"').map_or(tag.len(), |e| value_start + e);
-            return Some(unescape(&tag[value_start..end]));
+            return Some(unescape_html(&tag[value_start..end]));
         }
         at = value_start;
     }
@@ -213,7 +213,7 @@ fn element_text(html: &str, open_at: usize) -> Option<String> {
             _ => {}
         }
     }
-    Some(unescape(&text).split_whitespace().collect::<Vec<_>>().join(" "))
+    Some(unescape_html(&text).split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 /// The text of the element with this id.
@@ -282,49 +282,6 @@ fn claim(html: &str, name: &str) -> Option<String> {
         offset = tag_end;
     }
     None
-}
-
-/// Resolves the character references Roster's templates write.
-fn unescape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(amp) = rest.find('&') {
-        out.push_str(&rest[..amp]);
-        rest = &rest[amp..];
-        let Some(semi) = rest.find(';').filter(|&s| s <= 10) else {
-            out.push('&');
-            rest = &rest[1..];
-            continue;
-        };
-        let entity = &rest[1..semi];
-        let decoded = match entity {
-            "amp" => Some('&'),
-            "lt" => Some('<'),
-            "gt" => Some('>'),
-            "quot" => Some('"'),
-            "apos" => Some('\''),
-            "nbsp" => Some(' '),
-            _ => entity
-                .strip_prefix("#x")
-                .or_else(|| entity.strip_prefix("#X"))
-                .map(|hex| u32::from_str_radix(hex, 16))
-                .or_else(|| entity.strip_prefix('#').map(str::parse))
-                .and_then(Result::ok)
-                .and_then(char::from_u32),
-        };
-        match decoded {
-            Some(c) => {
-                out.push(c);
-                rest = &rest[semi + 1..];
-            }
-            None => {
-                out.push('&');
-                rest = &rest[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 fn owner_email(name: &str) -> String {
@@ -777,17 +734,7 @@ async fn unknown_links_and_missing_cookies_get_clear_pages() {
 #[tokio::test]
 async fn a_link_reaches_nothing_but_its_own_setup_pages() {
     let dns = TestDns::start().await;
-    let dns_addr = dns.addr;
-    let app = TestApp::spawn_with(
-        TestDb::new().await,
-        move |c| {
-            c.dns_name_servers = vec![dns_addr];
-            c.dns_timeout_ms = 1000;
-            c.dns_attempts = 1;
-        },
-        Arc::new(SystemClock),
-    )
-    .await;
+    let app = TestApp::spawn_with_dns(dns.addr, Arc::new(SystemClock)).await;
     let org = app.org("Acme", 10).await;
     let key = &org.owner_key;
     let (status, body) =

@@ -2,11 +2,14 @@
 //! `browser.rs`): the customer's IT admin opens the link an Admin sent,
 //! adds and verifies a domain against the test DNS server, creates a SCIM
 //! token (shown once) and watches a request arrive in the live SCIM log; a
-//! revoked link's page. Each test saves screenshots of its pages.
+//! revoked link's page; saving an OpenID connection by following the Okta
+//! guide and running a test sign-in through the real test provider. Each
+//! test saves screenshots of its pages.
 
 use crate::browser::Browser;
 use crate::dns_server::TestDns;
 use crate::helpers::*;
+use crate::oidc_provider::{OidcProvider, ProviderClient, ProviderConfig};
 use reqwest::StatusCode;
 use roster::clock::SystemClock;
 use serde_json::{json, Value};
@@ -42,17 +45,7 @@ async fn checklist_done(browser: &Browser, check: &str) {
 #[tokio::test]
 async fn an_it_admin_verifies_a_domain_creates_a_scim_token_and_watches_the_log() {
     let dns = TestDns::start().await;
-    let dns_addr = dns.addr;
-    let app = TestApp::spawn_with(
-        TestDb::new().await,
-        move |c| {
-            c.dns_name_servers = vec![dns_addr];
-            c.dns_timeout_ms = 1000;
-            c.dns_attempts = 1;
-        },
-        Arc::new(SystemClock),
-    )
-    .await;
+    let app = TestApp::spawn_with_dns(dns.addr, Arc::new(SystemClock)).await;
     let org = app.org("Acme", 10).await;
     let key = &org.owner_key;
     let link = create_link(&app, key, &["sso", "scim", "domains"]).await;
@@ -197,5 +190,57 @@ async fn a_revoked_link_says_so_and_shows_nothing_else() {
     browser.wait_for_text("#page-title", "This setup link was revoked").await;
     assert!(browser.find_all("#checklist").await.is_empty() && browser.find_all("a#step-sso").await.is_empty());
     browser.screenshot("setup-link-revoked").await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn an_it_admin_connects_single_sign_on_and_runs_a_test_sign_in() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let callback = format!("http://{}/sso/callback", listener.local_addr().unwrap());
+    let config = ProviderConfig::new()
+        .client(ProviderClient::new("acme-it", "acme-it-secret", &callback))
+        .account("owner", json!({"email": "owner@acme.example.com", "email_verified": true, "name": "Olive Owner"}));
+    let idp = OidcProvider::start(&config).await;
+    let app =
+        TestApp::spawn_listening(TestDb::new().await, listener, |c| c.sso_dev_mode = true, Arc::new(SystemClock)).await;
+    let org = app.org("Acme", 10).await;
+    let key = &org.owner_key;
+    let link = create_link(&app, key, &["sso"]).await;
+    let members_before = app.get("/api/v1/members", key).await.1["total"].clone();
+
+    let browser = Browser::start().await;
+    browser.goto(link["url"].as_str().unwrap()).await;
+    browser.wait_for_text("#page-title", "Set up Acme").await;
+    browser.click("#step-sso").await;
+    browser.click("a.provider[data-provider='okta']").await;
+    browser.wait_for_text("#page-title", "Single sign-on with Okta").await;
+    assert_eq!(browser.text("#redirect-uri").await, callback, "the redirect URI to paste");
+    browser.fill("#issuer", &idp.issuer).await;
+    browser.fill("#client_id", "acme-it").await;
+    browser.fill("#client_secret", "acme-it-secret").await;
+    browser.click("#save-connection").await;
+    browser.wait_for_text("#notice", "Saved").await;
+    browser.screenshot("setup-sso").await;
+
+    // The test sign-in: to the provider's own sign-in form and back.
+    browser.click("#test-sign-in").await;
+    assert!(wait_for(&browser, "input[name='login']", 20).await, "{}", browser.page_source().await);
+    browser.fill("input[name='login']", "owner").await;
+    browser.fill("input[name='password']", "any").await;
+    browser.submit("form").await;
+    browser.wait_for_text("#decision-outcome", "as an existing member").await;
+    assert_eq!(browser.current_url().await.path(), "/setup/sso/test");
+    assert_eq!(browser.attr("#test-result", "data-outcome").await.as_deref(), Some("ok"));
+    assert_eq!(browser.text("tr[data-claim='email'] td.value").await, "owner@acme.example.com");
+    assert_eq!(browser.text("#decision-organization").await, "Acme");
+    assert_eq!(browser.text("#decision-email-verified").await, "yes");
+    assert_eq!(browser.text("#decision-role").await, "owner");
+    browser.screenshot("setup-test-sign-in").await;
+
+    // Nobody joined and nobody is signed in: the browser holds no Roster session.
+    assert_eq!(app.get("/api/v1/members", key).await.1["total"], members_before);
+    assert!(browser.cookie("roster_session").await.is_none(), "a test sign-in opens no session");
+    browser.goto(&app.url("/setup")).await;
+    assert!(wait_for(&browser, "#checklist li[data-check='sso_tested'][data-done='true']", 10).await);
     browser.close().await;
 }

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 /// How long the writer gathers requests before writing them together.
-const COLLECT_FOR: Duration = Duration::from_millis(100);
+const COLLECT_FOR: Duration = Duration::from_millis(500);
 /// Requests waiting to be written at most; beyond, new ones are not logged.
 const QUEUE: usize = 20_000;
 /// Bodies longer than this are logged by their size only.

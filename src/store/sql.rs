@@ -2139,30 +2139,39 @@ macro_rules! impl_tx {
             }
 
             async fn insert_scim_requests(&mut self, requests: &[ScimRequestRecord]) -> StoreResult<()> {
+                // One statement per organization for its rows (an
+                // organization deleted meanwhile is skipped), then the trim.
                 let mut orgs: Vec<Uuid> = Vec::new();
                 for r in requests {
-                    sqlx::query(
-                        "INSERT INTO scim_requests (org_id, at, method, path, status, latency_us, client, scim_type, \
-                         detail, body) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
-                         WHERE EXISTS (SELECT 1 FROM organizations WHERE id = $1)",
-                    )
-                    .bind(r.org_id.to_string())
-                    .bind(r.at)
-                    .bind(&r.method)
-                    .bind(&r.path)
-                    .bind(i64::from(r.status))
-                    .bind(r.latency_us)
-                    .bind(&r.client)
-                    .bind(&r.scim_type)
-                    .bind(&r.detail)
-                    .bind(&r.body)
-                    .execute(self.conn().await?)
-                    .await?;
                     if !orgs.contains(&r.org_id) {
                         orgs.push(r.org_id);
                     }
                 }
                 for org_id in orgs {
+                    let (exists,): (bool,) = sqlx::query_as("SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1)")
+                        .bind(org_id.to_string())
+                        .fetch_one(self.conn().await?)
+                        .await?;
+                    if !exists {
+                        continue;
+                    }
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO scim_requests (org_id, at, method, path, status, latency_us, client, scim_type, \
+                         detail, body) ",
+                    );
+                    insert.push_values(requests.iter().filter(|r| r.org_id == org_id), |mut row, r| {
+                        row.push_bind(r.org_id.to_string())
+                            .push_bind(r.at)
+                            .push_bind(r.method.clone())
+                            .push_bind(r.path.clone())
+                            .push_bind(i64::from(r.status))
+                            .push_bind(r.latency_us)
+                            .push_bind(r.client.clone())
+                            .push_bind(r.scim_type.clone())
+                            .push_bind(r.detail.clone())
+                            .push_bind(r.body.clone());
+                    });
+                    insert.build().execute(self.conn().await?).await?;
                     sqlx::query(
                         "DELETE FROM scim_requests WHERE org_id = $1 AND seq <= \
                          (SELECT seq FROM scim_requests WHERE org_id = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2)",

@@ -532,11 +532,7 @@ impl TestView {
         };
         let claims = r["claims"]
             .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
-                    .collect()
-            })
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), claim_text(k, v))).collect())
             .unwrap_or_default();
         let email_verified = match r["email_verified"].as_bool() {
             Some(true) => "yes".to_string(),
@@ -557,6 +553,17 @@ impl TestView {
             at: crate::service::human_time(test.at),
             claims,
         }
+    }
+}
+
+/// A claim's value as the page shows it: times (`exp`, `iat`, `auth_time`,
+/// `nbf`) also in words.
+fn claim_text(name: &str, value: &serde_json::Value) -> String {
+    let seconds = value.as_i64().filter(|_| matches!(name, "exp" | "iat" | "auth_time" | "nbf"));
+    match (seconds.and_then(|s| chrono::DateTime::from_timestamp(s, 0)), value.as_str()) {
+        (Some(at), _) => format!("{value} ({})", crate::service::human_time(at)),
+        (None, Some(text)) => text.to_string(),
+        (None, None) => value.to_string(),
     }
 }
 
@@ -820,6 +827,13 @@ mod tests {
                 assert!(!html.contains('{'), "{file}: an unknown placeholder in {step:?}");
             }
         }
+    }
+
+    #[test]
+    fn claim_times_are_shown_in_words_too() {
+        assert_eq!(claim_text("exp", &serde_json::json!(0)), "0 (1 January 1970, 00:00 UTC)");
+        assert_eq!(claim_text("sub", &serde_json::json!(0)), "0");
+        assert_eq!(claim_text("email", &serde_json::json!("a@b.example")), "a@b.example");
     }
 
     #[test]

@@ -1238,3 +1238,72 @@ async fn a_test_sign_in_shows_claims_and_decision_and_creates_nobody() {
     // A seat for someone new is "available" (with how many are free) or "none free".
     assert_eq!(seat.as_deref(), Some("available (9 free)"), "10 seats, 1 in use: {html}");
 }
+
+#[tokio::test]
+async fn an_admin_sends_and_revokes_a_link_from_the_portal() {
+    let app = TestApp::spawn().await;
+    let org = app.org("Acme", 10).await;
+    let session = crate::portal::sign_in(&app, org.id, &owner_email("Acme")).await;
+    let (status, html) = crate::portal::page(&app, &session, "/portal/settings/setup-links").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(has_id(&html, "setup-checklist") && !done(&html, "domain_verified"), "{html}");
+    let csrf = crate::portal::csrf_of(&html);
+
+    // Domains and SCIM only, for 48 hours: the URL once, on this page alone.
+    let fields = [("csrf", csrf.as_str()), ("scope_scim", "on"), ("scope_domains", "on"), ("expires_in_hours", "48")];
+    let (status, html) = crate::portal::submit(&app, &session, "/portal/settings/setup-links", &fields).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    let url = by_id(&html, "setup-link-url").unwrap_or_else(|| panic!("no #setup-link-url: {html}"));
+    assert!(url.starts_with(&app.url("/setup/rsl_")), "{url}");
+    let listed = links(&app, &org.owner_key).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(scopes_of(&listed[0]), set(&["scim", "domains"]));
+    assert!(near(time(&listed[0]["expires_at"]), time(&listed[0]["created_at"]) + chrono::Duration::hours(48)));
+    let audit = app.audit(&org.owner_key).await;
+    assert_eq!(audit[0]["action"], "setup_link.created", "{}", audit[0]);
+    assert_eq!(audit[0]["actor_kind"], "portal", "{}", audit[0]);
+    let (status, again) = crate::portal::page(&app, &session, "/portal/settings/setup-links").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!again.contains(&url) && !has_id(&again, "setup-link-url"), "the URL is shown once");
+
+    // The link opens its pages; no scope, or too long a life, is refused and creates nothing.
+    let token = url.rsplit('/').next().unwrap().to_string();
+    let opened = get(&app, None, &format!("/setup/{token}")).await;
+    assert_eq!(opened.status, StatusCode::SEE_OTHER);
+    for bad in [vec![("expires_in_hours", "24")], vec![("scope_sso", "on"), ("expires_in_hours", "169")]] {
+        let mut fields = vec![("csrf", csrf.as_str())];
+        fields.extend(bad);
+        let (status, html) = crate::portal::submit(&app, &session, "/portal/settings/setup-links", &fields).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+        assert!(has_id(&html, "problem") && !has_id(&html, "setup-link-url"), "{html}");
+    }
+    assert_eq!(links(&app, &org.owner_key).await.len(), 1);
+
+    // Revoked from the portal: the link stops at once.
+    let id = listed[0]["id"].as_str().unwrap();
+    let (status, html) =
+        crate::portal::submit(&app, &session, &format!("/portal/settings/setup-links/{id}/revoke"), &[("csrf", &csrf)])
+            .await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert_eq!(listed_status(&app, &org.owner_key, id).await, "revoked");
+    let refused = get(&app, None, &format!("/setup/{token}")).await;
+    assert_eq!(refused.status, StatusCode::GONE);
+
+    // A Write member has no such page.
+    let (status, _) =
+        app.post("/api/v1/members", &org.owner_key, json!({"email": "walt@acme.example.com", "role": "write"})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let walt = crate::portal::sign_in(&app, org.id, "walt@acme.example.com").await;
+    let (status, _) = crate::portal::page(&app, &walt, "/portal/settings/setup-links").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, walt_home) = crate::portal::page(&app, &walt, "/portal").await;
+    let walt_csrf = crate::portal::csrf_of(&walt_home);
+    let fields = [("csrf", walt_csrf.as_str()), ("scope_sso", "on")];
+    let (status, _) = crate::portal::submit(&app, &walt, "/portal/settings/setup-links", &fields).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(links(&app, &org.owner_key).await.len(), 1);
+}
+
+async fn listed_status(app: &TestApp, key: &str, id: &str) -> String {
+    listed(&links(app, key).await, id)["status"].as_str().unwrap().to_string()
+}

@@ -425,6 +425,38 @@ mod tests {
     }
 
     #[test]
+    fn errors_are_explained_in_plain_words() {
+        let patch = json!({"Operations": [{"op": "add", "path": "members", "value": [{"value": "u-9"}]}]});
+        let record = ScimRequestRecord {
+            seq: 1,
+            org_id: Uuid::now_v7(),
+            at: chrono::DateTime::UNIX_EPOCH,
+            method: "PATCH".into(),
+            path: "/scim/v2/Groups/g-1".into(),
+            status: 400,
+            latency_us: 900,
+            client: "Okta".into(),
+            scim_type: Some("invalidValue".into()),
+            detail: Some("member `u-9` is not a User of this organization".into()),
+            body: masked_body(patch.to_string().as_bytes()),
+        };
+        let words = explain(&record).unwrap();
+        assert!(
+            words.starts_with("Okta sent a PATCH whose `members` value names a user this organization does not have"),
+            "{words}"
+        );
+        assert!(words.contains("u-9"), "{words}");
+        let taken = ScimRequestRecord {
+            method: "POST".into(),
+            status: 409,
+            scim_type: Some("uniqueness".into()),
+            ..record.clone()
+        };
+        assert!(explain(&taken).unwrap().contains("already exists"));
+        assert_eq!(explain(&ScimRequestRecord { status: 201, ..record }), None);
+    }
+
+    #[test]
     fn a_batch_keeps_each_organizations_newest() {
         let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
         let record = |org_id, n: u16| ScimRequestRecord {

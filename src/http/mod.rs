@@ -181,12 +181,23 @@ pub fn router(state: AppState) -> Router {
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request| {
                 let request_id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-                tracing::info_span!("request", request_id, method = %req.method(), path = %req.uri().path(), org = tracing::field::Empty)
+                let path = logged_path(req.uri().path());
+                tracing::info_span!("request", request_id, method = %req.method(), path = %path, org = tracing::field::Empty)
                 })
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO).latency_unit(tower_http::LatencyUnit::Micros)),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(SetSensitiveRequestHeadersLayer::new([axum::http::header::AUTHORIZATION]))
+}
+
+/// A request's path as the log shows it: a setup link's token, which is a
+/// bearer secret in the path, is left out.
+fn logged_path(path: &str) -> &str {
+    if path.starts_with("/setup/rsl_") {
+        "/setup/{token}"
+    } else {
+        path
+    }
 }
 
 /// Serves the request with its client's address known to the services
@@ -334,4 +345,14 @@ fn over_capacity() -> Response {
     ));
     res.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
     res
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn setup_link_tokens_stay_out_of_the_request_log() {
+        assert_eq!(super::logged_path("/setup/rsl_abcdef"), "/setup/{token}");
+        assert_eq!(super::logged_path("/setup/domains"), "/setup/domains");
+        assert_eq!(super::logged_path("/scim/v2/Users"), "/scim/v2/Users");
+    }
 }

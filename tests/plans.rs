@@ -313,9 +313,11 @@ fn scans(plan: &[String]) -> Vec<&str> {
         .filter(|step| {
             let step = step.trim_start_matches([' ', '-', '>']);
             // SQLite: `SCAN <table or alias> [USING ... INDEX]`; a constant
-            // row, a JSON function or a subquery's result is not a table.
+            // row, the rows of a multi-row `VALUES` (`SCAN 30-ROW VALUES
+            // CLAUSE`), a JSON function or a subquery's result is not a table.
             let sqlite = step.strip_prefix("SCAN ").is_some_and(|rest| {
                 !(rest.starts_with("CONSTANT ROW")
+                    || rest.ends_with("-ROW VALUES CLAUSE")
                     || rest.starts_with("json_")
                     || rest.starts_with("(subquery")
                     || results.contains(&rest))

@@ -322,8 +322,8 @@ pub fn explain(r: &ScimRequestRecord) -> Option<String> {
     let who = &r.client;
     let what = format!("{who} sent a {} to {}", r.method, r.path.split('?').next().unwrap_or(&r.path));
     let detail = r.detail.as_deref().unwrap_or("no detail was given");
-    let members = r.body.as_deref().is_some_and(|b| b.to_ascii_lowercase().contains("\"members\""))
-        || r.body.as_deref().is_some_and(|b| b.to_ascii_lowercase().contains("\"path\": \"members"));
+    // A `members` attribute, or a PATCH path on it (`"members"`, `"members[…`).
+    let members = r.body.as_deref().is_some_and(|b| b.to_ascii_lowercase().contains("\"members"));
     let words = match (r.status, r.scim_type.as_deref()) {
         (400, Some("invalidValue")) if r.method == "PATCH" && members => format!(
             "{who} sent a PATCH whose `members` value names a user this organization does not have, or is not a \

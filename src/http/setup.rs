@@ -117,28 +117,40 @@ fn guide(id: &str) -> Option<&'static Guide> {
     GUIDES.iter().find(|g| g.id == id)
 }
 
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+/// A piece of a step: text, or a value to paste (shown as code).
+pub(crate) struct StepPart {
+    pub text: String,
+    pub code: bool,
 }
 
-/// A step's text as HTML: escaped, its placeholders filled in as code.
-fn step_html(step: &str, values: &[(&str, &str)]) -> String {
-    let mut html = escape(step);
-    for (name, value) in values {
-        html = html.replace(&format!("{{{name}}}"), &format!("<code>{}</code>", escape(value)));
+/// A step's text with its placeholders (`{redirect_uri}`…) filled in as
+/// values to paste; the template escapes both.
+fn step_parts(step: &str, values: &[(&str, &str)]) -> Vec<StepPart> {
+    let mut parts = Vec::new();
+    let mut rest = step;
+    let mut text = String::new();
+    while let Some(open) = rest.find('{') {
+        let value = rest[open + 1..]
+            .find('}')
+            .and_then(|close| values.iter().find(|(name, _)| *name == &rest[open + 1..open + 1 + close]))
+            .map(|(name, value)| (name.len(), *value));
+        match value {
+            Some((len, value)) => {
+                text.push_str(&rest[..open]);
+                parts.push(StepPart { text: std::mem::take(&mut text), code: false });
+                parts.push(StepPart { text: value.to_string(), code: true });
+                rest = &rest[open + len + 2..];
+            }
+            None => {
+                text.push_str(&rest[..=open]);
+                rest = &rest[open + 1..];
+            }
+        }
     }
-    html
+    text.push_str(rest);
+    parts.push(StepPart { text, code: false });
+    parts.retain(|p| p.code || !p.text.is_empty());
+    parts
 }
 
 // ---- The frame, the link and its refusals ----------------------------------
@@ -375,7 +387,7 @@ struct SsoPage {
     provider: &'static str,
     name: &'static str,
     intro: &'static str,
-    steps: Vec<String>,
+    steps: Vec<Vec<StepPart>>,
     redirect_uri: String,
     issuer: String,
     client_id: String,
@@ -423,7 +435,7 @@ async fn sso_page(
         provider: &g.id,
         name: &g.name,
         intro: &g.sso.intro,
-        steps: g.sso.steps.iter().map(|step| step_html(step, &values)).collect(),
+        steps: g.sso.steps.iter().map(|step| step_parts(step, &values)).collect(),
         redirect_uri: redirect_uri.clone(),
         issuer,
         client_id,
@@ -606,7 +618,7 @@ struct ScimPage {
     intro: &'static str,
     base_url: String,
     token: Option<String>,
-    steps: Vec<String>,
+    steps: Vec<Vec<StepPart>>,
     keep: &'static [String],
     remove: &'static [String],
     success: &'static str,
@@ -628,7 +640,7 @@ fn scim_page(s: &AppState, opened: &Opened, g: &'static Guide, token: Option<Str
         provider: &g.id,
         name: &g.name,
         intro: &g.scim.intro,
-        steps: g.scim.steps.iter().map(|step| step_html(step, &values)).collect(),
+        steps: g.scim.steps.iter().map(|step| step_parts(step, &values)).collect(),
         base_url,
         token,
         keep: &g.scim.keep,
@@ -823,8 +835,8 @@ mod tests {
             assert!(joined.contains("{scim_base_url}"), "{file}: the SCIM steps never give the base URL");
             let values = [("redirect_uri", "R"), ("scim_base_url", "S"), ("token_hint", "T"), ("org_name", "O")];
             for step in g.sso.steps.iter().chain(&g.scim.steps) {
-                let html = step_html(step, &values);
-                assert!(!html.contains('{'), "{file}: an unknown placeholder in {step:?}");
+                let parts = step_parts(step, &values);
+                assert!(parts.iter().all(|p| !p.text.contains('{')), "{file}: an unknown placeholder in {step:?}");
             }
         }
     }
@@ -837,8 +849,9 @@ mod tests {
     }
 
     #[test]
-    fn steps_are_escaped_before_values_go_in() {
-        let html = step_html("Paste <b>{redirect_uri}</b>", &[("redirect_uri", "https://x/?a=1&b=\"2\"")]);
-        assert_eq!(html, "Paste &lt;b&gt;<code>https://x/?a=1&amp;b=&quot;2&quot;</code>&lt;/b&gt;");
+    fn placeholders_become_values_to_paste_and_the_rest_stays_text() {
+        let parts = step_parts("Paste <b>{redirect_uri}</b>, not {other}.", &[("redirect_uri", "https://x/?a=1&b=2")]);
+        let shown: Vec<(&str, bool)> = parts.iter().map(|p| (p.text.as_str(), p.code)).collect();
+        assert_eq!(shown, [("Paste <b>", false), ("https://x/?a=1&b=2", true), ("</b>, not {other}.", false)]);
     }
 }
